@@ -203,7 +203,7 @@ mod tests {
             (b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n", 10),
             (b"a\r\n.\r\nQUIT\r\n", b"a\r\n", 6),
             (b"\x00.\r\n.\r\n", b"\x00.\r\n", 7),
-            (b"caf\xc3\xa9 \xff\r\n.\r\n", b"caf\xc3\xa9 \xff\r\n", 11),
+            (b"caf\xc3\xa9 \xff\r\n.\r\n", b"caf\xc3\xa9 \xff\r\n", 12),
         ];
         for (input, want, end) in cases {
             let (body, done) = decode(input, 1 << 20);
