@@ -1,1 +1,68 @@
-//! placeholder
+//! Where accepted mail lives: the [`Store`] trait and its embedded SQLite backend.
+//!
+//! The store knows messages, envelopes and summaries; it knows nothing of SMTP sessions or
+//! sockets. Writes arrive in batches from the spool's group-commit writer
+//! ([`Store::commit_batch`]): one transaction and one fsync for the whole batch, so a message
+//! is either wholly durable or absent. Later backends (PostgreSQL) and later tables (mailboxes,
+//! the outbound queue) sit behind the same trait.
+#![forbid(unsafe_code)]
+
+pub mod id;
+pub mod model;
+pub mod sqlite;
+pub mod summary;
+
+pub use id::MessageId;
+pub use model::{Envelope, NewMessage, Recipient, Route, StoredMessage, TlsInfo};
+pub use sqlite::SqliteStore;
+pub use summary::{Mailbox, Summary};
+
+/// Failures of the storage layer. None of them is ever answered with a 250.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A file or directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Data in the store could not be decoded (corruption or a newer schema).
+    #[error("corrupt record {id}: {reason}")]
+    Corrupt {
+        /// The record's id.
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store was written by a newer Tern.
+    #[error("store schema version {found} is newer than this binary supports ({supported})")]
+    SchemaTooNew {
+        /// Version found on disk.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// A backend that keeps messages durably.
+///
+/// `commit_batch` must not return `Ok` before every message of the batch is on stable storage;
+/// the spool acknowledges clients (`250 queued`) on that promise.
+pub trait Store: Send + 'static {
+    /// Writes every message of `batch` in one durable transaction: all or none.
+    fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError>;
+
+    /// One message with its raw bytes, or `None`.
+    fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Message ids, newest first, at most `limit` of them.
+    fn list_ids(&self, limit: usize) -> Result<Vec<MessageId>, StoreError>;
+
+    /// Number of stored messages.
+    fn count(&self) -> Result<u64, StoreError>;
+}
