@@ -1,1 +1,308 @@
-//! placeholder
+//! The spool: the one door through which accepted mail enters the store.
+//!
+//! Sessions [`Spool::submit`] a finished message and wait; a single writer thread takes every
+//! message that arrived while its previous commit was running, writes them in one transaction
+//! (one fsync) and then answers them all. Under load many sessions share each fsync (group
+//! commit); when idle a lone message commits at once. A session is told "queued" only after
+//! its message is durable, and told of a failure otherwise, never both.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tern_store::{MessageId, NewMessage, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Default bound on messages waiting for the writer; senders wait when it is full.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Default most messages in one commit.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1024;
+/// Default most raw bytes in one commit, so a batch of huge messages stays bounded.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Tuning of the group-commit writer.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolConfig {
+    /// Messages that may wait for the writer before `submit` applies backpressure.
+    pub queue_capacity: usize,
+    /// Most messages in one transaction.
+    pub max_batch_messages: usize,
+    /// Most raw bytes in one transaction (a single larger message still commits alone).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// Why a message was not queued. The client must get a 4xx, never 250.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// The store failed the commit that carried this message.
+    #[error("store commit failed: {0}")]
+    Store(Arc<StoreError>),
+    /// The writer has stopped (shutdown or a crash of its thread).
+    #[error("spool writer is not running")]
+    Closed,
+}
+
+/// Counters describing group commit, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    commits: AtomicU64,
+    messages: AtomicU64,
+    failed_commits: AtomicU64,
+    max_batch: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+/// A point-in-time copy of [`SpoolStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Successful transactions.
+    pub commits: u64,
+    /// Messages made durable.
+    pub messages: u64,
+    /// Transactions that failed (their messages were refused).
+    pub failed_commits: u64,
+    /// Largest number of messages in one transaction.
+    pub max_batch: u64,
+    /// Time spent in successful commits, in microseconds.
+    pub commit_micros: u64,
+}
+
+impl StatsSnapshot {
+    /// Average messages per successful commit.
+    pub fn mean_batch(&self) -> f64 {
+        if self.commits == 0 { 0.0 } else { self.messages as f64 / self.commits as f64 }
+    }
+}
+
+impl SpoolStats {
+    /// Reads the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            commits: self.commits.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            max_batch: self.max_batch.load(Ordering::Relaxed),
+            commit_micros: self.commit_micros.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Job {
+    message: NewMessage,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// Handle used by sessions to queue messages; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<SpoolStats>,
+}
+
+/// Owns the writer thread; [`SpoolWriter::join`] waits until every submitted message is answered.
+pub struct SpoolWriter {
+    thread: JoinHandle<()>,
+    stats: Arc<SpoolStats>,
+}
+
+impl Spool {
+    /// Starts the writer thread over `store`.
+    pub fn start<S: Store>(store: S, config: SpoolConfig) -> (Spool, SpoolWriter) {
+        let (jobs, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(SpoolStats::default());
+        let writer_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("tern-spool-writer".into())
+            .spawn(move || write_loop(store, rx, config, &writer_stats))
+            .unwrap_or_else(|e| panic!("cannot start the spool writer thread: {e}"));
+        (Spool { jobs, stats: stats.clone() }, SpoolWriter { thread, stats })
+    }
+
+    /// Queues `message` and returns its id once it is durable.
+    pub async fn submit(&self, message: NewMessage) -> Result<MessageId, SpoolError> {
+        let id = message.id;
+        let (done, answer) = oneshot::channel();
+        self.jobs.send(Job { message, done }).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)??;
+        Ok(id)
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl SpoolWriter {
+    /// Waits for the writer to answer everything and stop; it stops once every [`Spool`]
+    /// handle is dropped.
+    pub fn join(self) -> StatsSnapshot {
+        if self.thread.join().is_err() {
+            tracing::error!("spool writer thread panicked");
+        }
+        self.stats.snapshot()
+    }
+}
+
+fn write_loop<S: Store>(
+    mut store: S,
+    mut rx: mpsc::Receiver<Job>,
+    config: SpoolConfig,
+    stats: &SpoolStats,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch_messages);
+    let mut messages: Vec<NewMessage> = Vec::with_capacity(config.max_batch_messages);
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.message.raw.len();
+        batch.push(first);
+        // Everything that queued up while the last commit ran joins this one.
+        while batch.len() < config.max_batch_messages && bytes < config.max_batch_bytes {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.message.raw.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (jobs, dones): (Vec<NewMessage>, Vec<_>) =
+            batch.drain(..).map(|job| (job.message, job.done)).unzip();
+        messages.extend(jobs);
+        let started = Instant::now();
+        let result = store.commit_batch(&messages).map_err(|e| SpoolError::Store(Arc::new(e)));
+        let n = messages.len() as u64;
+        match &result {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.messages.fetch_add(n, Ordering::Relaxed);
+                stats.max_batch.fetch_max(n, Ordering::Relaxed);
+                stats
+                    .commit_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                tracing::trace!(messages = n, "spool commit");
+            }
+            Err(e) => {
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(messages = n, error = %e, "spool commit failed; messages refused");
+            }
+        }
+        messages.clear();
+        for done in dones {
+            // A session that went away no longer needs its answer; its message is still stored.
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tern_store::{Envelope, StoredMessage, Summary};
+
+    /// A store that records batch sizes and can be told to fail.
+    struct Recording {
+        batches: Arc<Mutex<Vec<usize>>>,
+        fail: bool,
+        delay: std::time::Duration,
+    }
+
+    impl Store for Recording {
+        fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
+            if self.fail {
+                return Err(StoreError::Io {
+                    path: "test".into(),
+                    source: std::io::Error::other("disk full"),
+                });
+            }
+            self.batches.lock().expect("lock").push(batch.len());
+            Ok(())
+        }
+        fn message(&self, _: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+            Ok(None)
+        }
+        fn list_ids(&self, _: usize) -> Result<Vec<MessageId>, StoreError> {
+            Ok(vec![])
+        }
+        fn count(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    fn message() -> NewMessage {
+        NewMessage {
+            id: MessageId::generate(),
+            envelope: Envelope {
+                mail_from: String::new(),
+                recipients: vec![],
+                body: None,
+                smtputf8: false,
+                ret: None,
+                envid: None,
+                client: "127.0.0.1:1".parse().expect("literal"),
+                helo: "x".into(),
+                tls: None,
+                auth: None,
+                received_at_ms: 0,
+            },
+            received_header: vec![],
+            raw: b"x".to_vec(),
+            summary: Summary::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submits_share_commits() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let store = Recording {
+            batches: batches.clone(),
+            fail: false,
+            delay: std::time::Duration::from_millis(5),
+        };
+        let (spool, writer) = Spool::start(store, SpoolConfig::default());
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.submit(message()).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("queued");
+        }
+        drop(spool);
+        let stats = tokio::task::spawn_blocking(move || writer.join()).await.expect("join");
+        let batches = batches.lock().expect("lock");
+        assert_eq!(batches.iter().sum::<usize>(), 200);
+        assert!(batches.len() < 200, "no batching happened: {batches:?}");
+        assert_eq!(stats.messages, 200);
+        assert_eq!(stats.max_batch as usize, *batches.iter().max().expect("some"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_reported_to_every_sender() {
+        let store = Recording {
+            batches: Arc::default(),
+            fail: true,
+            delay: std::time::Duration::ZERO,
+        };
+        let (spool, writer) = Spool::start(store, SpoolConfig::default());
+        assert!(matches!(spool.submit(message()).await, Err(SpoolError::Store(_))));
+        drop(spool);
+        let stats = tokio::task::spawn_blocking(move || writer.join()).await.expect("join");
+        assert_eq!(stats.failed_commits, 1);
+        assert_eq!(stats.messages, 0);
+    }
+}
