@@ -348,7 +348,8 @@ mod tests {
 
     #[test]
     fn mail_parameters() {
-        let Command::Mail(m) = ok("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ314159\r\n")
+        let Command::Mail(m) =
+            ok("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ314159\r\n")
         else {
             panic!()
         };
@@ -359,13 +360,17 @@ mod tests {
         assert_eq!(m.envid.as_deref(), Some("QQ314159"));
         let Command::Mail(m) = ok("MAIL FROM:<>\r\n") else { panic!() };
         assert_eq!(m.address, "");
-        let Command::Mail(m) = ok("MAIL FROM:<δοκιμή@παράδειγμα.δοκιμή> SMTPUTF8\r\n") else { panic!() };
+        let Command::Mail(m) = ok("MAIL FROM:<δοκιμή@παράδειγμα.δοκιμή> SMTPUTF8\r\n")
+        else {
+            panic!()
+        };
         assert!(m.smtputf8);
     }
 
     #[test]
     fn rcpt_parameters() {
-        let Command::Rcpt(r) = ok("RCPT TO:<b@c.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@c.example\r\n")
+        let Command::Rcpt(r) =
+            ok("RCPT TO:<b@c.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@c.example\r\n")
         else {
             panic!()
         };

@@ -215,8 +215,18 @@ mod tests {
     #[test]
     fn smuggling_endings_never_end_the_message() {
         let endings: &[&[u8]] = &[
-            b"\n.\n", b"\n.\r", b"\r.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n",
-            b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n",
+            b"\n.\n",
+            b"\n.\r",
+            b"\r.\n",
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\n",
+            b"\r\n.\r",
+            b"\r\n\x00.\r\n",
+            b"\r\n.\x00\r\n",
+            b"\r\n.\r\r\n",
+            b"\r\r\n.\r\r\n",
             b"\n\n.\r\n",
         ];
         for ending in endings {

@@ -293,11 +293,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_is_reported_to_every_sender() {
-        let store = Recording {
-            batches: Arc::default(),
-            fail: true,
-            delay: std::time::Duration::ZERO,
-        };
+        let store =
+            Recording { batches: Arc::default(), fail: true, delay: std::time::Duration::ZERO };
         let (spool, writer) = Spool::start(store, SpoolConfig::default());
         assert!(matches!(spool.submit(message()).await, Err(SpoolError::Store(_))));
         drop(spool);

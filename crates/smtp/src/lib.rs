@@ -1,1 +1,21 @@
-//! placeholder
+//! Inbound SMTP: listeners, connections and the session state machine.
+//!
+//! - [`server`] binds listeners, accepts connections under a connection limit and runs one
+//!   session task per connection until shutdown.
+//! - [`connection`] frames bytes: command lines under a length limit, DATA bodies, BDAT chunks,
+//!   and buffered replies flushed whenever the session would wait for the client (PIPELINING).
+//! - [`session`] is the RFC 5321 state machine, one file per verb family.
+//!
+//! Sessions never write storage themselves: finished messages go to the spool
+//! (`tern-queue`), which answers only after they are durable.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod connection;
+pub mod received;
+pub mod server;
+pub mod session;
+
+pub use config::SmtpConfig;
+pub use server::{Context, SmtpError, bind, serve};
+pub use session::Session;

@@ -60,10 +60,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir` and applies migrations.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
         let path = data_dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -193,8 +191,21 @@ impl Store for SqliteStore {
                 ))
             })
             .optional()?;
-        let Some((envelope, received_header, raw, from_name, from_addr, to, cc, subject, date, message_id, attachments, snippet, size)) =
-            row
+        let Some((
+            envelope,
+            received_header,
+            raw,
+            from_name,
+            from_addr,
+            to,
+            cc,
+            subject,
+            date,
+            message_id,
+            attachments,
+            snippet,
+            size,
+        )) = row
         else {
             return Ok(None);
         };
@@ -218,14 +229,13 @@ impl Store for SqliteStore {
     }
 
     fn list_ids(&self, limit: usize) -> Result<Vec<MessageId>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id FROM messages ORDER BY id DESC LIMIT ?1")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id FROM messages ORDER BY id DESC LIMIT ?1")?;
         let ids = stmt
             .query_map([limit as i64], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         ids.into_iter()
-            .map(|id| {
-                id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() })
-            })
+            .map(|id| id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() }))
             .collect()
     }
 
@@ -294,7 +304,7 @@ mod tests {
         let dir = tempdir();
         let mut store = SqliteStore::open(&dir).expect("open");
         let a = message(b"x");
-        store.commit_batch(&[a.clone()]).expect("commit");
+        store.commit_batch(std::slice::from_ref(&a)).expect("commit");
         // The same id again violates the primary key: the whole batch must roll back.
         let c = message(b"y");
         assert!(store.commit_batch(&[c.clone(), a]).is_err());

@@ -55,10 +55,7 @@ impl Summary {
             message_id: message.message_id().map(str::to_string),
             size,
             attachments: u32::try_from(message.attachment_count()).unwrap_or(u32::MAX),
-            snippet: message
-                .body_text(0)
-                .map(|text| snippet(&text))
-                .unwrap_or_default(),
+            snippet: message.body_text(0).map(|text| snippet(&text)).unwrap_or_default(),
         }
     }
 }
@@ -102,7 +99,10 @@ Message-ID: <abc@example.org>\r\n\
 \r\n\
 Hello   there\r\n  world\r\n";
         let s = Summary::extract(raw);
-        assert_eq!(s.from, Some(Mailbox { name: "Jörg".into(), address: "jorg@example.org".into() }));
+        assert_eq!(
+            s.from,
+            Some(Mailbox { name: "Jörg".into(), address: "jorg@example.org".into() })
+        );
         assert_eq!(s.to.len(), 2);
         assert_eq!(s.to[1].name, "B");
         assert_eq!(s.cc[0].address, "c@example.com");

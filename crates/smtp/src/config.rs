@@ -1,0 +1,59 @@
+//! Limits and settings of the inbound SMTP server, with their defaults in one place.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// Default listen address of the catcher.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1025";
+/// Default largest message, in bytes (25 MiB, what large providers accept).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
+/// Default most recipients per message (as Postfix's `smtpd_recipient_limit`).
+pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+/// Default longest command line, in bytes including CRLF (RFC 5321 needs 512; extensions more).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 4096;
+/// Default error replies after which the session is closed with 421.
+pub const DEFAULT_MAX_BAD_COMMANDS: u32 = 20;
+/// Default time a client may stay silent, in seconds (RFC 5321 section 4.5.3.2.7: 5 minutes).
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Default longest session, in seconds.
+pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 3600;
+/// Default most concurrent sessions across all listeners.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The `[smtp]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Addresses to accept SMTP on.
+    pub listen: Vec<SocketAddr>,
+    /// Largest message accepted, in bytes; advertised as `SIZE`.
+    pub max_message_bytes: usize,
+    /// Most recipients per message; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Longest command line, in bytes including CRLF; longer ones get `500 5.5.2`.
+    pub max_line_bytes: usize,
+    /// Error replies a session may earn before it is closed with `421`.
+    pub max_bad_commands: u32,
+    /// Seconds a client may stay silent before `421 4.4.2`.
+    pub idle_timeout_secs: u64,
+    /// Seconds a whole session may last before `421 4.4.2`.
+    pub session_timeout_secs: u64,
+    /// Most concurrent sessions; more are greeted with `421 4.3.2` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: vec![DEFAULT_LISTEN.parse().expect("valid default listen address")],
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_bad_commands: DEFAULT_MAX_BAD_COMMANDS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            session_timeout_secs: DEFAULT_SESSION_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}

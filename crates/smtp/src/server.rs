@@ -1,0 +1,127 @@
+//! Listeners: bind, accept under a connection limit, run one session task per connection, and
+//! stop accepting when shutdown is signalled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tern_protocol::Reply;
+use tern_protocol::reply::Status;
+use tern_queue::Spool;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span};
+
+use crate::config::SmtpConfig;
+use crate::session::Session;
+
+/// What every session shares.
+pub struct Context {
+    /// Limits and settings.
+    pub config: SmtpConfig,
+    /// Our name in the greeting, EHLO and Received headers.
+    pub hostname: String,
+    /// Where finished messages go.
+    pub spool: Spool,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Failures of the inbound server that stop it from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Binds every address, failing on the first that cannot be bound.
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, SmtpError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| SmtpError::Bind { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Accepts on every listener until `ctx.shutdown` is cancelled; sessions are spawned on
+/// `tracker` so the caller can wait for them to finish.
+pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<Context>, tracker: TaskTracker) {
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let sessions = Arc::new(AtomicU64::new(0));
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        let local = listener.local_addr().ok();
+        info!(addr = ?local, "SMTP listening");
+        accepting.push(tokio::spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            tracker.clone(),
+            permits.clone(),
+            sessions.clone(),
+        )));
+    }
+    for task in accepting {
+        let _ = task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+    sessions: Arc<AtomicU64>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        let n = sessions.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("session", n, peer = %peer);
+        let ctx = ctx.clone();
+        tracker.spawn(
+            async move {
+                debug!("connected");
+                Session::new(stream, peer, ctx).run().await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let reply = Reply::new(421, Status(4, 3, 2), "Too many connections, try again later");
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(reply.to_wire().as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,206 @@
+//! DATA and BDAT: receiving the message body, then handing it to the spool.
+//!
+//! A body that breaks a rule (too large, bare CR/LF) is still read to its end so the session
+//! stays in step with the client, then refused. The client hears `250 queued` only after the
+//! spool reports the message durable.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tern_protocol::command::{Body, Ret};
+use tern_protocol::reply::{Status, canned};
+use tern_protocol::{DataDecoder, DataError, DataProgress, Reply};
+use tern_store::{Envelope, MessageId, NewMessage, Recipient, Route, Summary};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+use super::{Chunks, Flow, Phase, Session, Stop, Transaction};
+use crate::received::Trace;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn data(&mut self) -> Result<Flow, Stop> {
+        let refusal = match &self.phase {
+            _ if self.hello.is_none() => Some(canned::bad_sequence("Error: send HELO/EHLO first")),
+            Phase::Idle => Some(canned::bad_sequence("Error: need RCPT command")),
+            Phase::Chunking(..) => Some(canned::bad_sequence("Error: DATA not allowed after BDAT")),
+            Phase::Mail(tx) if tx.rcpts.is_empty() => {
+                Some(Reply::new(554, Status(5, 5, 1), "Error: no valid recipients"))
+            }
+            Phase::Mail(_) => None,
+        };
+        if let Some(reply) = refusal {
+            return Ok(self.answer(reply));
+        }
+        let Phase::Mail(tx) = std::mem::take(&mut self.phase) else {
+            unreachable!("checked above");
+        };
+        self.conn.queue(&Reply::new(354, Status(2, 0, 0), "End data with <CR><LF>.<CR><LF>"));
+        let mut decoder = DataDecoder::new(self.ctx.config.max_message_bytes);
+        loop {
+            match decoder.feed(self.conn.buffered()) {
+                DataProgress::Done(n) => {
+                    self.conn.consume(n);
+                    break;
+                }
+                DataProgress::NeedMore => {
+                    let all = self.conn.buffered().len();
+                    self.conn.consume(all);
+                    self.fill().await?;
+                }
+            }
+        }
+        let reply = match decoder.finish() {
+            Ok(body) => self.commit(tx, body).await,
+            Err(DataError::TooLarge) => canned::too_big(),
+            Err(DataError::BareNewline) => Reply::new(
+                550,
+                Status(5, 6, 0),
+                "Error: bare CR or LF received; lines must end with CRLF",
+            ),
+        };
+        self.conn.queue(&reply);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Result<Flow, Stop> {
+        let max = self.ctx.config.max_message_bytes;
+        let (tx, mut chunks) = match std::mem::take(&mut self.phase) {
+            Phase::Chunking(tx, chunks) => (tx, chunks),
+            Phase::Mail(tx) if !tx.rcpts.is_empty() => (tx, Chunks::default()),
+            other => {
+                // RFC 3030: a refused chunk is still consumed.
+                let reply = match &other {
+                    _ if self.hello.is_none() => {
+                        canned::bad_sequence("Error: send HELO/EHLO first")
+                    }
+                    Phase::Mail(_) => {
+                        Reply::new(554, Status(5, 5, 1), "Error: no valid recipients")
+                    }
+                    _ => canned::bad_sequence("Error: need RCPT command"),
+                };
+                self.phase = other;
+                self.read_chunk(size, None).await?;
+                return Ok(self.answer(reply));
+            }
+        };
+        let fits = chunks.body.len() as u64 + size <= max as u64;
+        if !fits {
+            // The transaction fails; later pipelined chunks meet Phase::Idle and are discarded.
+            self.read_chunk(size, None).await?;
+            self.conn.queue(&canned::too_big());
+            return Ok(Flow::Continue);
+        }
+        self.read_chunk(size, Some(&mut chunks.body)).await?;
+        let reply = if last {
+            self.commit(tx, chunks.body).await
+        } else {
+            let reply = Reply::new(250, Status(2, 0, 0), format!("Ok: {size} octets received"));
+            self.phase = Phase::Chunking(tx, chunks);
+            reply
+        };
+        self.conn.queue(&reply);
+        Ok(Flow::Continue)
+    }
+
+    /// Reads exactly `size` bytes of chunk data into `sink`, or discards them.
+    async fn read_chunk(&mut self, size: u64, mut sink: Option<&mut Vec<u8>>) -> Result<(), Stop> {
+        let mut remaining = size;
+        loop {
+            let available = self.conn.buffered();
+            let take = remaining.min(available.len() as u64) as usize;
+            if let Some(body) = sink.as_deref_mut() {
+                body.extend_from_slice(&available[..take]);
+            }
+            self.conn.consume(take);
+            remaining -= take as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Hands a complete message to the spool and returns the reply the client gets.
+    async fn commit(&mut self, tx: Transaction, raw: Vec<u8>) -> Reply {
+        let Some(hello) = self.hello.clone() else {
+            return canned::bad_sequence("Error: send HELO/EHLO first");
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let id = MessageId::generate();
+        let protocol = match (hello.extended, tx.from.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        };
+        let single = match tx.rcpts.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        };
+        let received_header = Trace {
+            helo: &hello.name,
+            peer: self.peer,
+            hostname: &self.ctx.hostname,
+            protocol,
+            id,
+            single_recipient: single,
+            unix_time: now.as_secs() as i64,
+        }
+        .render();
+        let summary = Summary::extract(&raw);
+        let size = raw.len();
+        let rcpt_count = tx.rcpts.len();
+        let envelope = envelope(tx, hello.name, self.peer, now.as_millis() as i64);
+        let from = envelope.mail_from.clone();
+        let message = NewMessage { id, envelope, received_header, raw, summary };
+        match self.ctx.spool.submit(message).await {
+            Ok(id) => {
+                info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");
+                Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+            }
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "message refused: spool commit failed");
+                canned::storage_failed()
+            }
+        }
+    }
+}
+
+fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i64) -> Envelope {
+    let recipients = tx
+        .rcpts
+        .into_iter()
+        .map(|r| {
+            let n = r.notify;
+            let notify = [
+                (n.never, "NEVER"),
+                (n.success, "SUCCESS"),
+                (n.failure, "FAILURE"),
+                (n.delay, "DELAY"),
+            ]
+            .into_iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, name)| name.to_string())
+            .collect();
+            Recipient { address: r.address, notify, orcpt: r.orcpt, route: Route::Capture }
+        })
+        .collect();
+    Envelope {
+        mail_from: tx.from.address,
+        recipients,
+        body: match tx.from.body {
+            Body::Unspecified => None,
+            Body::SevenBit => Some("7BIT".into()),
+            Body::EightBitMime => Some("8BITMIME".into()),
+        },
+        smtputf8: tx.from.smtputf8,
+        ret: tx.from.ret.map(|r| match r {
+            Ret::Full => "FULL".into(),
+            Ret::Hdrs => "HDRS".into(),
+        }),
+        envid: tx.from.envid,
+        client: peer,
+        helo,
+        tls: None,
+        auth: None,
+        received_at_ms: now_ms,
+    }
+}

@@ -1,0 +1,279 @@
+//! The SMTP session state machine (RFC 5321), one task per connection.
+//!
+//! The session reads a command, answers it and keeps only the state its phase needs:
+//! [`Phase::Idle`] between transactions, [`Phase::Mail`] while recipients are collected and
+//! [`Phase::Chunking`] while BDAT chunks arrive. Verb families live in their own files:
+//! `hello` (HELO/EHLO), `envelope` (MAIL/RCPT) and `body` (DATA/BDAT and the spool commit).
+//! Every wait on the client is bounded by the idle timeout, the session deadline and shutdown;
+//! every error the client causes is answered with a code and an enhanced status.
+
+mod body;
+mod envelope;
+mod hello;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_protocol::command::{MailFrom, RcptTo};
+use tern_protocol::reply::{Status, canned};
+use tern_protocol::{Command, Reply, parse_command};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::connection::{Connection, Input};
+use crate::server::Context;
+
+/// Where the session is in the SMTP dialogue.
+#[derive(Debug, Default)]
+enum Phase {
+    /// No transaction open.
+    #[default]
+    Idle,
+    /// `MAIL` accepted; recipients being collected.
+    Mail(Transaction),
+    /// BDAT chunks arriving for this transaction.
+    Chunking(Transaction, Chunks),
+}
+
+/// An open mail transaction.
+#[derive(Debug)]
+struct Transaction {
+    from: MailFrom,
+    rcpts: Vec<RcptTo>,
+}
+
+/// Body collected from BDAT chunks so far.
+#[derive(Debug, Default)]
+struct Chunks {
+    body: Vec<u8>,
+}
+
+/// What the client said in HELO/EHLO.
+#[derive(Debug, Clone)]
+struct Hello {
+    name: String,
+    extended: bool,
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+enum Stop {
+    /// The client closed the connection.
+    Eof,
+    /// The client said QUIT, or was sent a closing 421.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client was silent too long.
+    IdleTimeout,
+    /// The session lasted too long.
+    SessionTimeout,
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+/// Whether the session goes on after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// One SMTP session over any byte stream (TCP now, TLS later, in-memory in tests).
+pub struct Session<S> {
+    conn: Connection<S>,
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    hello: Option<Hello>,
+    phase: Phase,
+    bad_commands: u32,
+    deadline: Instant,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A session for a client at `peer`.
+    pub fn new(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(ctx.config.session_timeout_secs);
+        Session {
+            conn: Connection::new(stream),
+            ctx,
+            peer,
+            hello: None,
+            phase: Phase::Idle,
+            bad_commands: 0,
+            deadline,
+        }
+    }
+
+    /// Greets the client and serves commands until the session ends.
+    pub async fn run(mut self) {
+        let greeting = Reply::plain(220, vec![format!("{} ESMTP Tern", self.ctx.hostname).into()]);
+        self.conn.queue(&greeting);
+        let stop = loop {
+            match self.step().await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break Stop::Closed,
+                Err(stop) => break stop,
+            }
+        };
+        let farewell = match &stop {
+            Stop::Shutdown => Some(canned::shutting_down()),
+            Stop::IdleTimeout => Some(Reply::new(421, Status(4, 4, 2), "Error: timeout exceeded")),
+            Stop::SessionTimeout => {
+                Some(Reply::new(421, Status(4, 4, 2), "Error: session time limit exceeded"))
+            }
+            Stop::Eof | Stop::Closed | Stop::Io(_) => None,
+        };
+        if let Some(reply) = farewell {
+            self.conn.queue(&reply);
+        }
+        if !matches!(stop, Stop::Io(_) | Stop::Eof) {
+            // Bounded: a client that stopped reading must not hold the task forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.close()).await;
+        }
+        match &stop {
+            Stop::Io(e) => debug!(error = %e, "session ended by a socket error"),
+            other => debug!(stop = ?other, "session ended"),
+        }
+    }
+
+    /// Reads and answers one command.
+    async fn step(&mut self) -> Result<Flow, Stop> {
+        if self.conn.pending_write() > crate::connection::MAX_PENDING_WRITE {
+            self.flush().await?;
+        }
+        let input = self.read_line().await?;
+        let reply = match input {
+            Input::TooLong => Some(canned::line_too_long()),
+            Input::Line(line) => match parse_command(&line) {
+                Err(e) => {
+                    debug!(error = %e, "bad command");
+                    Some(e.reply())
+                }
+                Ok(command) => return self.dispatch(command).await,
+            },
+        };
+        if let Some(reply) = reply {
+            return Ok(self.answer(reply));
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn dispatch(&mut self, command: Command) -> Result<Flow, Stop> {
+        let reply = match command {
+            Command::Ehlo(name) => self.ehlo(name),
+            Command::Helo(name) => self.helo(name),
+            Command::Mail(from) => self.mail(from),
+            Command::Rcpt(to) => self.rcpt(to),
+            Command::Data => return self.data().await,
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::Rset => {
+                self.phase = Phase::Idle;
+                Reply::new(250, Status(2, 0, 0), "Ok")
+            }
+            Command::Noop => Reply::new(250, Status(2, 0, 0), "Ok"),
+            Command::Quit => {
+                self.conn.queue(&Reply::new(221, Status(2, 0, 0), "Bye"));
+                return Ok(Flow::Close);
+            }
+            Command::Vrfy(_) => Reply::new(
+                252,
+                Status(2, 0, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Command::Expn(_) => Reply::new(502, Status(5, 5, 1), "Error: EXPN not supported"),
+            Command::Help => Reply::new(
+                214,
+                Status(2, 0, 0),
+                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+            ),
+            Command::StartTls => {
+                Reply::new(502, Status(5, 5, 1), "Error: STARTTLS is not offered here")
+            }
+            Command::Auth { .. } => {
+                Reply::new(503, Status(5, 5, 1), "Error: authentication not enabled")
+            }
+            Command::NotImplemented(verb) => {
+                Reply::new(502, Status(5, 5, 1), format!("Error: {verb} not implemented"))
+            }
+        };
+        Ok(self.answer(reply))
+    }
+
+    /// Queues a reply to a command, counting errors; too many close the session.
+    fn answer(&mut self, reply: Reply) -> Flow {
+        let is_error = reply.is_error();
+        self.conn.queue(&reply);
+        if is_error {
+            self.bad_commands += 1;
+            if self.bad_commands >= self.ctx.config.max_bad_commands {
+                self.conn.queue(&Reply::new(421, Status(4, 7, 0), "Error: too many errors"));
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// When the current wait on the client must end: the idle timeout or the session deadline.
+    fn wait_until(&self) -> Instant {
+        let idle = Duration::from_secs(self.ctx.config.idle_timeout_secs);
+        (Instant::now() + idle).min(self.deadline)
+    }
+
+    async fn read_line(&mut self) -> Result<Input, Stop> {
+        let (until, max) = (self.wait_until(), self.ctx.config.max_line_bytes);
+        let line = guarded(&self.ctx.shutdown, until, self.conn.read_line(max)).await;
+        self.stop_on(line)?.ok_or(Stop::Eof)
+    }
+
+    /// Reads more input for a body (DATA/BDAT).
+    async fn fill(&mut self) -> Result<(), Stop> {
+        let until = self.wait_until();
+        let more = guarded(&self.ctx.shutdown, until, self.conn.fill()).await;
+        if self.stop_on(more)? { Ok(()) } else { Err(Stop::Eof) }
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let until = self.wait_until();
+        let flushed = guarded(&self.ctx.shutdown, until, self.conn.flush()).await;
+        self.stop_on(flushed)
+    }
+
+    fn stop_on<T>(&self, result: Result<T, Interrupted>) -> Result<T, Stop> {
+        result.map_err(|interrupted| match interrupted {
+            Interrupted::Shutdown => Stop::Shutdown,
+            Interrupted::Io(e) => Stop::Io(e),
+            Interrupted::Deadline => self.timeout_kind(),
+        })
+    }
+
+    fn timeout_kind(&self) -> Stop {
+        if Instant::now() >= self.deadline { Stop::SessionTimeout } else { Stop::IdleTimeout }
+    }
+}
+
+/// Why a guarded wait on the client ended early.
+enum Interrupted {
+    Shutdown,
+    Deadline,
+    Io(std::io::Error),
+}
+
+/// Awaits a socket operation unless shutdown or the deadline comes first.
+async fn guarded<T>(
+    shutdown: &CancellationToken,
+    until: Instant,
+    op: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, Interrupted> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(Interrupted::Shutdown),
+        r = tokio::time::timeout_at(until, op) => match r {
+            Err(_) => Err(Interrupted::Deadline),
+            Ok(Err(e)) => Err(Interrupted::Io(e)),
+            Ok(Ok(v)) => Ok(v),
+        },
+    }
+}

@@ -1,0 +1,297 @@
+//! The configuration file: typed sections with defaults, loaded in two stages (the TOML file,
+//! then command-line flags on top). Every error names the file, the line and the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tern_smtp::SmtpConfig;
+
+/// Default data directory, relative to where `tern` runs.
+pub const DEFAULT_DATA_DIR: &str = "./tern-data";
+/// Fallback hostname when the system's cannot be read.
+pub const FALLBACK_HOSTNAME: &str = "localhost";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name in the SMTP greeting, EHLO reply and `Received:` headers; default: the system's.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Directory of the store.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The inbound SMTP server.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// The group-commit writer.
+    #[serde(default)]
+    pub spool: SpoolSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: None,
+            data_dir: default_data_dir(),
+            log: LogConfig::default(),
+            smtp: SmtpConfig::default(),
+            spool: SpoolSection::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `tern_smtp=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// The `[spool]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Messages that may wait for the writer before sessions are held back.
+    pub queue_capacity: usize,
+    /// Most messages in one commit (one fsync).
+    pub max_batch_messages: usize,
+    /// Most message bytes in one commit.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        let d = tern_queue::SpoolConfig::default();
+        SpoolSection {
+            queue_capacity: d.queue_capacity,
+            max_batch_messages: d.max_batch_messages,
+            max_batch_bytes: d.max_batch_bytes,
+        }
+    }
+}
+
+impl From<&SpoolSection> for tern_queue::SpoolConfig {
+    fn from(s: &SpoolSection) -> Self {
+        tern_queue::SpoolConfig {
+            queue_capacity: s.queue_capacity,
+            max_batch_messages: s.max_batch_messages,
+            max_batch_bytes: s.max_batch_bytes,
+        }
+    }
+}
+
+/// A configuration problem, located as precisely as possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key is unknown, or its value is invalid.
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// Dotted key path, e.g. `smtp.max_recipients`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |line: usize, key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            key,
+            message,
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+            invalid(
+                line_of_offset(text, e.span().map(|s| s.start)),
+                "(syntax)".into(),
+                e.message().trim().to_string(),
+            )
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = match inner.span() {
+                Some(span) => line_of_offset(text, Some(span.start)),
+                None => line_of_key(text, &key),
+            };
+            invalid(line, key, inner.message().trim().to_string())
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| invalid(line_of_key(text, key), key.into(), message))?;
+        Ok(config)
+    }
+
+    /// Checks values the types alone cannot.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.smtp;
+        let checks: [(bool, &'static str, &str); 8] = [
+            (s.listen.is_empty(), "smtp.listen", "at least one address is needed"),
+            (s.max_message_bytes == 0, "smtp.max_message_bytes", "must be greater than 0"),
+            (s.max_recipients == 0, "smtp.max_recipients", "must be greater than 0"),
+            (s.max_line_bytes < 512, "smtp.max_line_bytes", "must be at least 512 (RFC 5321)"),
+            (s.max_bad_commands == 0, "smtp.max_bad_commands", "must be greater than 0"),
+            (s.idle_timeout_secs == 0, "smtp.idle_timeout_secs", "must be greater than 0"),
+            (s.session_timeout_secs == 0, "smtp.session_timeout_secs", "must be greater than 0"),
+            (s.max_connections == 0, "smtp.max_connections", "must be greater than 0"),
+        ];
+        if let Some((_, key, message)) = checks.iter().find(|(bad, _, _)| *bad) {
+            return Err((key, (*message).to_string()));
+        }
+        let sp = &self.spool;
+        if sp.queue_capacity == 0 || sp.max_batch_messages == 0 || sp.max_batch_bytes == 0 {
+            return Err((
+                "spool",
+                "queue_capacity, max_batch_messages and max_batch_bytes must be greater than 0"
+                    .into(),
+            ));
+        }
+        if self.hostname.as_deref().is_some_and(|h| h.is_empty() || h.contains(char::is_whitespace))
+        {
+            return Err(("hostname", "must be a non-empty name without spaces".into()));
+        }
+        Ok(())
+    }
+
+    /// The hostname to announce: configured, else the system's, else `localhost`.
+    pub fn resolved_hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| FALLBACK_HOSTNAME.into())
+        })
+    }
+}
+
+fn line_of_offset(text: &str, offset: Option<usize>) -> usize {
+    match offset {
+        Some(offset) => text[..offset.min(text.len())].matches('\n').count() + 1,
+        None => 0,
+    }
+}
+
+/// Finds the line that sets `key` (`section.name`), for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> usize {
+    let (section, name) = match key.rsplit_once('.') {
+        Some((section, name)) => (section, name),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim().to_string();
+            if current == key {
+                return i + 1;
+            }
+        } else if current == section
+            && line.strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml")).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tern.example.toml");
+        let config = Config::load(&path).expect("example config loads");
+        let defaults = Config::default();
+        assert_eq!(config.smtp, defaults.smtp);
+        assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.log.format, defaults.log.format);
+        assert_eq!(config.log.level, defaults.log.level);
+        assert_eq!(config.spool.max_batch_messages, defaults.spool.max_batch_messages);
+        assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
+        assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = Config::parse("", Path::new("t.toml")).expect("parses");
+        assert_eq!(config.smtp, SmtpConfig::default());
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        assert_eq!(
+            err("[smtp]\nmax_recipients = 5\nmax_recipient = 7\n")
+                .split(": ")
+                .take(2)
+                .collect::<Vec<_>>(),
+            ["t.toml:3", "smtp.max_recipient"]
+        );
+        assert!(
+            err("[smtp]\n\nmax_recipients = \"many\"\n")
+                .starts_with("t.toml:3: smtp.max_recipients: ")
+        );
+        assert!(
+            err("[smtp]\nmax_line_bytes = 100\n")
+                .starts_with("t.toml:2: smtp.max_line_bytes: must be at least 512")
+        );
+        assert!(err("[smtp]\nlisten = [\"nowhere\"]\n").starts_with("t.toml:2: smtp.listen"));
+        assert!(err("bogus = 1\n").starts_with("t.toml:1: bogus"));
+        assert!(err("[log]\nformat = \"xml\"\n").starts_with("t.toml:2: log.format"));
+        assert!(err("[smtp\n").starts_with("t.toml:1: (syntax)"));
+    }
+}

@@ -1,0 +1,127 @@
+//! `tern serve`: load configuration, open the store, start the spool and the SMTP listeners,
+//! and shut down cleanly on SIGINT/SIGTERM: stop accepting, answer `421 4.3.0` to sessions
+//! still talking, let commits in flight finish, then exit 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tern_queue::Spool;
+use tern_smtp::Context;
+use tern_store::SqliteStore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::ServeArgs;
+use crate::config::{Config, LogFormat};
+
+/// How long sessions get to finish after shutdown is signalled.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub fn main(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve(args)?;
+    init_logging(&config)?;
+    crate::runtime()?.block_on(run(config))
+}
+
+/// Stage two of configuration: the file (or defaults), then flags on top.
+fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.smtp.is_empty() {
+        config.smtp.listen = args.smtp;
+    }
+    if let Some(data) = args.data {
+        config.data_dir = data;
+    }
+    if let Some(hostname) = args.hostname {
+        anyhow::ensure!(
+            !hostname.is_empty() && !hostname.contains(char::is_whitespace),
+            "--hostname must be a non-empty name without spaces"
+        );
+        config.hostname = Some(hostname);
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level)
+            .with_context(|| format!("log.level = {:?}", config.log.level))?,
+    };
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let hostname = config.resolved_hostname();
+    let store = tokio::task::spawn_blocking({
+        let dir = config.data_dir.clone();
+        move || SqliteStore::open(&dir)
+    })
+    .await?
+    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    info!(path = %store.path().display(), "store open");
+    let (spool, writer) = Spool::start(store, (&config.spool).into());
+
+    let listeners = tern_smtp::bind(&config.smtp.listen).await?;
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::new(Context {
+        config: config.smtp.clone(),
+        hostname,
+        spool,
+        shutdown: shutdown.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
+    info!(version = env!("CARGO_PKG_VERSION"), "tern ready");
+
+    wait_for_signal().await?;
+    info!("shutting down: no new connections; sessions get 421");
+    shutdown.cancel();
+    let _ = server.await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        warn!(
+            "sessions still running after the grace period; their messages were not acknowledged"
+        );
+    }
+    // The last handle to the spool goes with the context; the writer then drains and stops.
+    drop(ctx);
+    let stats = tokio::task::spawn_blocking(move || writer.join()).await?;
+    info!(
+        messages = stats.messages,
+        commits = stats.commits,
+        mean_batch = format!("{:.1}", stats.mean_batch()),
+        max_batch = stats.max_batch,
+        "spool closed"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}
