@@ -1,0 +1,219 @@
+//! Shared pieces of the end-to-end tests: the real `tern` binary started on a free loopback
+//! port with its own data directory, a raw SMTP client that speaks bytes, and store access.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tern_store::{MessageId, SqliteStore, Store, StoredMessage};
+
+/// A running `tern serve` with its own data directory, killed on drop.
+pub struct TernServer {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+/// A fresh directory under the target's temp space.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-test-{label}-{}", MessageId::generate()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+}
+
+impl TernServer {
+    /// Starts the server with `extra_toml` appended to a config that sets listen and data_dir.
+    pub fn start(extra_toml: &str) -> TernServer {
+        let data = temp_dir("server");
+        Self::start_in(&data, extra_toml)
+    }
+
+    /// Starts (or restarts) a server over an existing data directory.
+    pub fn start_in(data: &Path, extra_toml: &str) -> TernServer {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = data.join("tern.toml");
+        let toml = format!(
+            "hostname = \"tern.test\"\ndata_dir = {:?}\n{extra_toml}\n",
+            data.join("store").display().to_string()
+        );
+        let toml = if toml.contains("[smtp]") {
+            toml.replacen("[smtp]", &format!("[smtp]\nlisten = [\"{addr}\"]"), 1)
+        } else {
+            format!("{toml}\n[smtp]\nlisten = [\"{addr}\"]\n")
+        };
+        std::fs::write(&config, toml).expect("write config");
+        let stderr_path = data.join(format!("stderr-{}.log", addr.port()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tern");
+        let server = TernServer { addr, data: data.to_path_buf(), child, stderr_path };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tern did not start; stderr:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data.join("store")
+    }
+
+    /// Opens the store read-only (the server keeps running).
+    pub fn store(&self) -> SqliteStore {
+        SqliteStore::open_read_only(&self.store_dir()).expect("open store")
+    }
+
+    pub fn message(&self, id: &str) -> Option<StoredMessage> {
+        let id: MessageId = id.parse().expect("queue id");
+        self.store().message(&id).expect("read message")
+    }
+
+    pub fn count(&self) -> u64 {
+        self.store().count().expect("count")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        self.child.wait().expect("wait")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TernServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking SMTP client that sends raw bytes and reads whole replies.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        Client { reader: BufReader::new(stream), writer }
+    }
+
+    /// Connects and consumes the banner, asserting it.
+    pub fn greeted(addr: SocketAddr) -> Client {
+        let mut c = Client::connect(addr);
+        let banner = c.reply();
+        assert!(banner.starts_with("220 tern.test ESMTP Tern"), "banner {banner:?}");
+        c
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// Reads one complete (possibly multi-line) reply; "" on EOF.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    /// Sends a command line and asserts the reply starts with `expect`; returns the reply.
+    pub fn cmd(&mut self, line: &str, expect: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        let reply = self.reply();
+        assert!(reply.starts_with(expect), "{line:?} -> {reply:?}, wanted {expect:?}");
+        reply
+    }
+
+    /// EHLO, MAIL, RCPT, DATA with `body` (already dot-stuffed, without the final dot line).
+    /// Returns the queue id.
+    pub fn send_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"), "250 ");
+        for rcpt in to {
+            self.cmd(&format!("RCPT TO:<{rcpt}>"), "250 ");
+        }
+        self.cmd("DATA", "354 ");
+        self.send(body);
+        self.send(b".\r\n");
+        let reply = self.reply();
+        queue_id(&reply).unwrap_or_else(|| panic!("not queued: {reply:?}"))
+    }
+
+    /// True when the server closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// The id in a `250 2.0.0 Ok: queued as ID` reply.
+pub fn queue_id(reply: &str) -> Option<String> {
+    reply.strip_prefix("250 2.0.0 Ok: queued as ").map(|rest| rest.trim().to_string())
+}
+
+/// Runs an external program, panicking with its output when it fails.
+pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is not installed or cannot run ({e}); scripts/test installs it"));
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
