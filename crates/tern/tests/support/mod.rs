@@ -207,13 +207,16 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{program} is not installed or cannot run ({e}); scripts/test installs it"));
+        .unwrap_or_else(|e| {
+            panic!("{program} is not installed or cannot run ({e}); scripts/test installs it")
+        });
     if let Some(input) = stdin {
         child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("wait");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
     text
 }
