@@ -63,7 +63,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "Received: from client.example ([IPv6:::1])\r\n\tby mx.tern.test (Tern) with ESMTP id {id}\r\n\tfor <b@tern.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+                "Received: from client.example ([IPv6:::1])\r\n\tby mx.tern.test (Tern) with ESMTP id {id}\r\n\tfor <b@tern.test>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
             )
         );
     }

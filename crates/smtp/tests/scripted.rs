@@ -1,0 +1,143 @@
+//! Scripted sessions over an in-memory stream: the session state machine without sockets,
+//! with stores that fail or stall on demand, so storage failures and shutdown can be shown
+//! deterministically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_queue::{Spool, SpoolConfig, SpoolWriter};
+use tern_smtp::{Context, Session, SmtpConfig};
+use tern_store::{MessageId, NewMessage, Store, StoreError, StoredMessage};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+/// A store whose commits fail, or succeed after a delay, and that counts what it kept.
+struct TestStore {
+    fail: bool,
+    delay: Duration,
+    kept: Arc<std::sync::Mutex<Vec<MessageId>>>,
+}
+
+impl Store for TestStore {
+    fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
+        std::thread::sleep(self.delay);
+        if self.fail {
+            return Err(StoreError::Io {
+                path: "test".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.kept.lock().expect("lock").extend(batch.iter().map(|m| m.id));
+        Ok(())
+    }
+    fn message(&self, _: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(None)
+    }
+    fn list_ids(&self, _: usize) -> Result<Vec<MessageId>, StoreError> {
+        Ok(vec![])
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+struct Script {
+    reader: BufReader<ReadHalf<DuplexStream>>,
+    writer: WriteHalf<DuplexStream>,
+}
+
+impl Script {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await.expect("read") == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, line: &str, expect: &str) {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        let reply = self.reply().await;
+        assert!(reply.starts_with(expect), "{line:?} -> {reply:?}, wanted {expect:?}");
+    }
+}
+
+fn start(store: TestStore) -> (Script, Arc<Context>, SpoolWriter, tokio::task::JoinHandle<()>) {
+    let (spool, writer) = Spool::start(store, SpoolConfig::default());
+    let ctx = Arc::new(Context {
+        config: SmtpConfig::default(),
+        hostname: "tern.test".into(),
+        spool,
+        shutdown: CancellationToken::new(),
+    });
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let peer = "127.0.0.1:40000".parse().expect("literal");
+    let session = tokio::spawn(Session::new(server, peer, ctx.clone()).run());
+    let (read, write) = tokio::io::split(client);
+    (Script { reader: BufReader::new(read), writer: write }, ctx, writer, session)
+}
+
+async fn open_transaction(s: &mut Script) {
+    assert!(s.reply().await.starts_with("220 tern.test ESMTP Tern"));
+    s.cmd("EHLO c.example", "250-tern.test").await;
+    s.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    s.cmd("RCPT TO:<b@example.com>", "250 2.1.5").await;
+}
+
+#[tokio::test]
+async fn a_storage_failure_answers_451_never_250() {
+    let kept = Arc::default();
+    let (mut s, _ctx, _writer, _session) =
+        start(TestStore { fail: true, delay: Duration::ZERO, kept });
+    open_transaction(&mut s).await;
+    s.cmd("DATA", "354").await;
+    s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").await;
+    assert!(s.reply().await.starts_with("451 4.3.0"));
+    // BDAT takes the same path.
+    s.cmd("MAIL FROM:<a@example.org>", "250").await;
+    s.cmd("RCPT TO:<b@example.com>", "250").await;
+    s.send(b"BDAT 4 LAST\r\nbody").await;
+    assert!(s.reply().await.starts_with("451 4.3.0"));
+    s.cmd("NOOP", "250 2.0.0").await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_421_to_idle_and_mid_data_sessions() {
+    let kept: Arc<std::sync::Mutex<Vec<MessageId>>> = Arc::default();
+    let (mut s, ctx, _writer, session) =
+        start(TestStore { fail: false, delay: Duration::ZERO, kept: kept.clone() });
+    open_transaction(&mut s).await;
+    s.cmd("DATA", "354").await;
+    s.send(b"Subject: half\r\n\r\nhalf a bo").await;
+    ctx.shutdown.cancel();
+    assert!(s.reply().await.starts_with("421 4.3.0"));
+    session.await.expect("session ends");
+    assert!(kept.lock().expect("lock").is_empty(), "a half message was stored");
+}
+
+#[tokio::test]
+async fn a_commit_in_flight_at_shutdown_is_finished_and_acknowledged() {
+    let kept: Arc<std::sync::Mutex<Vec<MessageId>>> = Arc::default();
+    let (mut s, ctx, _writer, session) =
+        start(TestStore { fail: false, delay: Duration::from_millis(300), kept: kept.clone() });
+    open_transaction(&mut s).await;
+    s.cmd("DATA", "354").await;
+    s.send(b"Subject: whole\r\n\r\nbody\r\n.\r\n").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ctx.shutdown.cancel();
+    let reply = s.reply().await;
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply:?}");
+    assert!(s.reply().await.starts_with("421 4.3.0"));
+    session.await.expect("session ends");
+    assert_eq!(kept.lock().expect("lock").len(), 1);
+}
