@@ -1,0 +1,81 @@
+//! The command line as users meet it: configuration errors name the file, line and key and
+//! exit non-zero; `tern messages` reads what a running server stored; JSON logs are JSON.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Client, TernServer, temp_dir};
+
+fn serve_with_config(text: &str) -> (bool, String) {
+    let dir = temp_dir("cli");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run tern");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_line_and_exit_nonzero() {
+    let (ok, err) = serve_with_config("[smtp]\nmax_recipients = 10\nmax_recipientz = 3\n");
+    assert!(!ok);
+    assert!(err.contains("bad.toml:3: smtp.max_recipientz: unknown field"), "{err}");
+    let (ok, err) = serve_with_config("[smtp]\nidle_timeout_secs = \"five\"\n");
+    assert!(!ok);
+    assert!(err.contains("bad.toml:2: smtp.idle_timeout_secs: "), "{err}");
+    let (ok, err) = serve_with_config("[smtp]\nmax_connections = 0\n");
+    assert!(!ok);
+    assert!(err.contains("bad.toml:2: smtp.max_connections: must be greater than 0"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config", "/nonexistent/tern.toml"])
+        .output()
+        .expect("run tern");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/tern.toml: cannot read configuration"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = temp_dir("cli-port");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--smtp", &addr, "--data"])
+        .arg(&dir)
+        .output()
+        .expect("run tern");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn messages_command_reads_a_running_servers_store() {
+    let server = TernServer::start("[log]\nformat = \"json\"");
+    let mut c = Client::greeted(server.addr);
+    c.cmd("EHLO c.example", "250");
+    let id = c.send_message("a@example.org", &["b@example.com"], b"Subject: listed\r\n\r\nhi\r\n");
+    let tern = env!("CARGO_BIN_EXE_tern");
+    let store = server.store_dir();
+    let store = store.to_str().expect("utf-8 path");
+    let list = support::run(tern, &["messages", "--data", store, "list"], None);
+    assert!(list.contains(&id) && list.contains("\"listed\""), "{list}");
+    let show = support::run(tern, &["messages", "--data", store, "show", &id], None);
+    let json: serde_json::Value = serde_json::from_str(&show).expect("show prints JSON");
+    assert_eq!(json["envelope"]["mail_from"], "a@example.org");
+    assert_eq!(json["summary"]["subject"], "listed");
+    let raw = support::run(tern, &["messages", "--data", store, "raw", &id], None);
+    assert!(
+        raw.starts_with("Received: from c.example")
+            && raw.ends_with("Subject: listed\r\n\r\nhi\r\n")
+    );
+    // Every log line is a JSON object.
+    for line in server.stderr().lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+}
