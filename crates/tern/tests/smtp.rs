@@ -336,7 +336,7 @@ fn received_header_and_envelope_are_recorded() {
     assert_eq!(m.envelope.ret.as_deref(), Some("HDRS"));
     assert_eq!(m.envelope.envid.as_deref(), Some("env-1"));
     assert_eq!(m.envelope.recipients[0].notify, ["SUCCESS", "DELAY"]);
-    assert_eq!(m.envelope.recipients[0].orcpt.as_deref(), Some("orig@example.com"));
+    assert_eq!(m.envelope.recipients[0].orcpt.as_deref(), Some("rfc822;orig@example.com"));
     assert_eq!(m.summary.subject, "trace");
     let full = m.full_message();
     assert!(full.starts_with(b"Received: ") && full.ends_with(b"Subject: trace\r\n\r\nbody\r\n"));

@@ -180,7 +180,9 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
             .filter(|(set, _)| *set)
             .map(|(_, name)| name.to_string())
             .collect();
-            Recipient { address: r.address, notify, orcpt: r.orcpt, route: Route::Capture }
+            // The parser accepts only the `rfc822` address type; keep it with the address.
+            let orcpt = r.orcpt.map(|address| format!("rfc822;{address}"));
+            Recipient { address: r.address, notify, orcpt, route: Route::Capture }
         })
         .collect();
     Envelope {

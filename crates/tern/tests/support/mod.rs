@@ -60,16 +60,26 @@ impl TernServer {
             .stderr(stderr)
             .spawn()
             .expect("spawn tern");
-        let server = TernServer { addr, data: data.to_path_buf(), child, stderr_path };
+        let mut server = TernServer { addr, data: data.to_path_buf(), child, stderr_path };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    /// Waits until our own child greets on the port (another process may hold a port that
+    /// `free_port` handed out; then our child exits and we say so).
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tern exited ({status}) before listening; stderr:\n{}", self.stderr());
+            }
+            if let Ok(stream) = TcpStream::connect(self.addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut banner = String::new();
+                let _ = BufReader::new(stream).read_line(&mut banner);
+                if banner.starts_with("220 tern.test ESMTP Tern") {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
