@@ -232,7 +232,7 @@ impl Store for SqliteStore {
         let mut stmt =
             self.conn.prepare_cached("SELECT id FROM messages ORDER BY id DESC LIMIT ?1")?;
         let ids = stmt
-            .query_map([limit as i64], |row| row.get::<_, String>(0))?
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         ids.into_iter()
             .map(|id| id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() }))

@@ -16,6 +16,8 @@ pub struct TernServer {
     pub data: PathBuf,
     pub child: Child,
     pub stderr_path: PathBuf,
+    /// Set by [`TernServer::stop_keeping_data`] so a restart can reuse the directory.
+    keep_data: bool,
 }
 
 /// A fresh directory under the target's temp space.
@@ -39,6 +41,20 @@ impl TernServer {
 
     /// Starts (or restarts) a server over an existing data directory.
     pub fn start_in(data: &Path, extra_toml: &str) -> TernServer {
+        Self::launch(data, extra_toml, |config| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+            command.args(["serve", "--config"]).arg(config);
+            command
+        })
+    }
+
+    /// Starts a server with a command built by `command` from the config file's path (to run
+    /// tern under a wrapper that `exec`s it, e.g. with resource limits).
+    pub fn launch(
+        data: &Path,
+        extra_toml: &str,
+        command: impl FnOnce(&Path) -> Command,
+    ) -> TernServer {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = data.join("tern.toml");
         let toml = format!(
@@ -53,14 +69,10 @@ impl TernServer {
         std::fs::write(&config, toml).expect("write config");
         let stderr_path = data.join(format!("stderr-{}.log", addr.port()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn tern");
-        let mut server = TernServer { addr, data: data.to_path_buf(), child, stderr_path };
+        let child =
+            command(&config).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
+        let mut server =
+            TernServer { addr, data: data.to_path_buf(), child, stderr_path, keep_data: false };
         server.wait_ready();
         server
     }
@@ -119,6 +131,12 @@ impl TernServer {
         self.child.wait().expect("wait")
     }
 
+    /// Kills the server and hands back its data directory for a restart with `start_in`.
+    pub fn stop_keeping_data(mut self) -> PathBuf {
+        self.keep_data = true;
+        self.data.clone()
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -127,9 +145,13 @@ impl TernServer {
 }
 
 impl Drop for TernServer {
+    /// Stops the server; its data directory is kept only when a test failed, for inspection.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.keep_data && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
 }
 
