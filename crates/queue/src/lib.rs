@@ -210,7 +210,7 @@ fn write_loop<S: Store>(
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use tern_store::{Envelope, StoredMessage, Summary};
+    use tern_store::{Envelope, Summary};
 
     /// A store that records batch sizes and can be told to fail.
     struct Recording {
@@ -231,14 +231,8 @@ mod tests {
             self.batches.lock().expect("lock").push(batch.len());
             Ok(())
         }
-        fn message(&self, _: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
-            Ok(None)
-        }
-        fn list_ids(&self, _: usize) -> Result<Vec<MessageId>, StoreError> {
+        fn apply(&mut self, _: &tern_store::Mutation) -> Result<Vec<MessageId>, StoreError> {
             Ok(vec![])
-        }
-        fn count(&self) -> Result<u64, StoreError> {
-            Ok(0)
         }
     }
 
@@ -261,6 +255,7 @@ mod tests {
             received_header: vec![],
             raw: b"x".to_vec(),
             summary: Summary::default(),
+            search_text: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tern_queue::{Spool, SpoolConfig, SpoolWriter};
 use tern_smtp::{Context, Session, SmtpConfig};
-use tern_store::{MessageId, NewMessage, Store, StoreError, StoredMessage};
+use tern_store::{MessageId, NewMessage, Store, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
@@ -30,14 +30,8 @@ impl Store for TestStore {
         self.kept.lock().expect("lock").extend(batch.iter().map(|m| m.id));
         Ok(())
     }
-    fn message(&self, _: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        Ok(None)
-    }
-    fn list_ids(&self, _: usize) -> Result<Vec<MessageId>, StoreError> {
+    fn apply(&mut self, _: &tern_store::Mutation) -> Result<Vec<MessageId>, StoreError> {
         Ok(vec![])
-    }
-    fn count(&self) -> Result<u64, StoreError> {
-        Ok(0)
     }
 }
 

@@ -9,13 +9,18 @@
 
 pub mod id;
 pub mod model;
+pub mod search;
 pub mod sqlite;
 pub mod summary;
 
 pub use id::MessageId;
-pub use model::{Envelope, NewMessage, Recipient, Route, StoredMessage, TlsInfo};
+pub use model::{
+    Envelope, Inbox, InboxCount, MessagePage, MessageRow, Mutation, NewMessage, Recipient, Route,
+    Selection, StoredMessage, TlsInfo,
+};
+pub use search::{SearchError, SearchQuery};
 pub use sqlite::SqliteStore;
-pub use summary::{Mailbox, Summary};
+pub use summary::{Mailbox, SearchText, Summary};
 
 /// Failures of the storage layer. None of them is ever answered with a 250.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,9 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// A search query could not be parsed.
+    #[error(transparent)]
+    Search(#[from] SearchError),
     /// The store was written by a newer Tern.
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew {
@@ -49,7 +57,7 @@ pub enum StoreError {
     },
 }
 
-/// A backend that keeps messages durably.
+/// The write side of a backend, owned by the spool's single writer thread.
 ///
 /// `commit_batch` must not return `Ok` before every message of the batch is on stable storage;
 /// the spool acknowledges clients (`250 queued`) on that promise.
@@ -57,6 +65,12 @@ pub trait Store: Send + 'static {
     /// Writes every message of `batch` in one durable transaction: all or none.
     fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError>;
 
+    /// Applies a change (delete, mark read, prune) and returns the ids it touched.
+    fn apply(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, StoreError>;
+}
+
+/// The read side of a backend; any number of readers may run beside the writer.
+pub trait StoreRead: Send + 'static {
     /// One message with its raw bytes, or `None`.
     fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError>;
 
@@ -65,4 +79,29 @@ pub trait Store: Send + 'static {
 
     /// Number of stored messages.
     fn count(&self) -> Result<u64, StoreError>;
+
+    /// One page of messages, newest first, optionally filtered by a search.
+    fn page(
+        &self,
+        query: Option<&SearchQuery>,
+        start: u64,
+        limit: u64,
+    ) -> Result<MessagePage, StoreError>;
+
+    /// Messages matching `query` with ids greater than `after`, oldest first, at most `limit`.
+    fn matching_after(
+        &self,
+        query: Option<&SearchQuery>,
+        after: Option<MessageId>,
+        limit: u64,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// Inboxes with their counts, busiest first.
+    fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError>;
+
+    /// The newest message's id.
+    fn latest_id(&self) -> Result<Option<MessageId>, StoreError>;
+
+    /// Size of the store on disk, in bytes.
+    fn size_bytes(&self) -> Result<u64, StoreError>;
 }

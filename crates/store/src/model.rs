@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::MessageId;
-use crate::summary::Summary;
+use crate::summary::{Mailbox, SearchText, Summary};
 
 /// Where a recipient's copy goes. Capture is the catcher; later issues add mailboxes and relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +94,158 @@ pub struct NewMessage {
     pub raw: Vec<u8>,
     /// Parsed header facts for listing and search.
     pub summary: Summary,
+    /// Decoded text for the full-text index.
+    pub search_text: SearchText,
+}
+
+impl NewMessage {
+    /// The row lists will show for this message once it is committed: tags from `X-Tags` and
+    /// plus-addressing, Bcc from the header and from envelope recipients not named in the
+    /// headers (as Mailpit shows them).
+    pub fn row(&self) -> MessageRow {
+        let mut summary = self.summary.clone();
+        summary.bcc.extend(self.envelope.hidden_recipients(&self.summary));
+        for rcpt in &self.envelope.recipients {
+            if let Some(tag) = Inbox::of(&rcpt.address).tag {
+                if !summary.tags.contains(&tag) {
+                    summary.tags.push(tag);
+                }
+            }
+        }
+        MessageRow {
+            id: self.id,
+            received_at_ms: self.envelope.received_at_ms,
+            read: false,
+            summary,
+            username: self.envelope.auth.clone(),
+        }
+    }
+}
+
+impl Envelope {
+    /// Envelope recipients that no To/Cc/Bcc header names: the message's blind copies.
+    pub fn hidden_recipients(&self, summary: &Summary) -> Vec<Mailbox> {
+        let named = |address: &str| {
+            summary
+                .to
+                .iter()
+                .chain(&summary.cc)
+                .chain(&summary.bcc)
+                .any(|m| m.address.eq_ignore_ascii_case(address))
+        };
+        self.recipients
+            .iter()
+            .filter(|r| !named(&r.address))
+            .map(|r| Mailbox { name: String::new(), address: r.address.clone() })
+            .collect()
+    }
+}
+
+/// The inbox a recipient address is filed under: plus-addressing folded (`a+x@d` → `a@d` with
+/// tag `x`), lower-cased so `Bob@Example.com` and `bob@example.com` share one inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbox {
+    /// The folded address.
+    pub address: String,
+    /// The `+tag`, if any.
+    pub tag: Option<String>,
+}
+
+impl Inbox {
+    /// Folds one recipient address.
+    pub fn of(address: &str) -> Inbox {
+        let lower = address.to_lowercase();
+        let (local, domain) = match lower.rsplit_once('@') {
+            Some((local, domain)) => (local, Some(domain)),
+            None => (lower.as_str(), None),
+        };
+        let (base, tag) = match local.split_once('+') {
+            Some((base, tag)) if !base.is_empty() && !tag.is_empty() => {
+                (base, Some(tag.to_string()))
+            }
+            _ => (local, None),
+        };
+        let address = match domain {
+            Some(domain) => format!("{base}@{domain}"),
+            None => base.to_string(),
+        };
+        Inbox { address, tag }
+    }
+}
+
+/// A message as a list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    /// Its id.
+    pub id: MessageId,
+    /// When it was received, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// Whether it has been read.
+    pub read: bool,
+    /// Header facts, with tags and blind copies merged in.
+    pub summary: Summary,
+    /// The authenticated identity that sent it, if any.
+    pub username: Option<String>,
+}
+
+/// One page of a listing or search, with the counts Mailpit's API reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessagePage {
+    /// The messages of this page, newest first.
+    pub rows: Vec<MessageRow>,
+    /// Messages matching the query (all messages without one).
+    pub matching: u64,
+    /// Unread messages matching the query.
+    pub matching_unread: u64,
+    /// All messages in the store.
+    pub total: u64,
+    /// All unread messages in the store.
+    pub unread: u64,
+    /// Every tag in use.
+    pub tags: Vec<String>,
+}
+
+/// An inbox with its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxCount {
+    /// The folded recipient address.
+    pub address: String,
+    /// Messages filed under it.
+    pub total: u64,
+    /// Unread messages filed under it.
+    pub unread: u64,
+}
+
+/// Which messages a change applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every message.
+    All,
+    /// These messages.
+    Ids(Vec<MessageId>),
+    /// Messages matching a search query (Mailpit syntax).
+    Search(String),
+    /// Messages filed under this inbox (a folded address).
+    Inbox(String),
+}
+
+/// A change to stored messages, applied by the single writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Delete the selected messages.
+    Delete(Selection),
+    /// Mark the selected messages read or unread.
+    SetRead(Selection, bool),
+    /// Delete the oldest messages beyond `max_messages`, and those received before
+    /// `older_than_ms`, at most `batch` at a time.
+    Prune {
+        /// Keep at most this many messages.
+        max_messages: Option<u64>,
+        /// Delete messages received before this time (ms since the epoch).
+        older_than_ms: Option<i64>,
+        /// Most messages deleted by one prune step.
+        batch: u64,
+    },
 }
 
 /// A message read back from the store.
@@ -107,8 +259,10 @@ pub struct StoredMessage {
     pub received_header: Vec<u8>,
     /// The bytes the client sent.
     pub raw: Vec<u8>,
-    /// Parsed header facts.
+    /// Parsed header facts, with tags and blind copies merged in.
     pub summary: Summary,
+    /// Whether it has been read.
+    pub read: bool,
 }
 
 impl StoredMessage {

@@ -5,12 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
 use crate::id::MessageId;
-use crate::model::{Envelope, NewMessage, StoredMessage};
+use crate::model::{
+    Envelope, Inbox, InboxCount, MessagePage, MessageRow, Mutation, NewMessage, Selection,
+    StoredMessage,
+};
+use crate::search::SearchQuery;
 use crate::summary::{Mailbox, Summary};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, StoreRead};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "tern.db";
@@ -19,36 +24,65 @@ pub const DATABASE_FILE: &str = "tern.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Migrations in order; entry `n` moves the schema from version `n` to `n + 1`.
+///
+/// `messages` stays narrow (one row per message, summary columns only) so listing, counting
+/// and searching never read through the large `message_data` blobs.
 const MIGRATIONS: &[&str] = &[
-    // 1: messages with their envelope, trace header, raw bytes and summary; recipients.
+    // 1: messages and their data, recipients filed by inbox, tags, and the full-text index.
     "CREATE TABLE messages (
         id TEXT NOT NULL PRIMARY KEY,
         received_at INTEGER NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0,
         size INTEGER NOT NULL,
         mail_from TEXT NOT NULL,
-        envelope TEXT NOT NULL,
-        received_header BLOB NOT NULL,
-        raw BLOB NOT NULL,
         from_name TEXT,
         from_addr TEXT,
         to_json TEXT NOT NULL,
         cc_json TEXT NOT NULL,
+        bcc_json TEXT NOT NULL,
+        reply_to_json TEXT NOT NULL,
         subject TEXT NOT NULL,
         date INTEGER,
         message_id TEXT,
         attachments INTEGER NOT NULL,
-        snippet TEXT NOT NULL
+        snippet TEXT NOT NULL,
+        username TEXT,
+        envelope TEXT NOT NULL
     );
     CREATE INDEX messages_received_at ON messages(received_at);
+    CREATE INDEX messages_unread ON messages(id) WHERE read = 0;
+    CREATE TABLE message_data (
+        id TEXT NOT NULL PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        received_header BLOB NOT NULL,
+        raw BLOB NOT NULL
+    );
     CREATE TABLE recipients (
         message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
         position INTEGER NOT NULL,
         address TEXT NOT NULL,
         route TEXT NOT NULL,
+        inbox TEXT NOT NULL,
+        plus_tag TEXT,
         PRIMARY KEY (message_id, position)
     );
-    CREATE INDEX recipients_address ON recipients(address);",
+    CREATE INDEX recipients_inbox ON recipients(inbox, message_id);
+    CREATE TABLE tags (
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (message_id, tag)
+    );
+    CREATE INDEX tags_tag ON tags(tag);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        subject, addresses, body, attachments, headers,
+        content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+    );",
 ];
+
+/// Columns of a [`MessageRow`], in the order [`read_row`] expects, over `messages m`.
+const ROW_COLUMNS: &str = "m.id, m.received_at, m.read, m.from_name, m.from_addr, m.to_json,
+    m.cc_json, m.bcc_json, m.reply_to_json, m.subject, m.date, m.message_id, m.size,
+    m.attachments, m.snippet, m.username,
+    (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM tags t WHERE t.message_id = m.id ORDER BY tag))";
 
 /// The SQLite store. One writer (the spool's commit thread) and any number of readers, each
 /// with its own `SqliteStore`.
@@ -117,131 +151,368 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-impl Store for SqliteStore {
-    fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert_message = tx.prepare_cached(
-                "INSERT INTO messages (id, received_at, size, mail_from, envelope, received_header,
-                    raw, from_name, from_addr, to_json, cc_json, subject, date, message_id,
-                    attachments, snippet)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            let mut insert_recipient = tx.prepare_cached(
-                "INSERT INTO recipients (message_id, position, address, route)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for msg in batch {
-                let id = msg.id.to_string();
-                let s = &msg.summary;
-                insert_message.execute(params![
-                    id,
-                    msg.envelope.received_at_ms,
-                    msg.raw.len() as i64,
-                    msg.envelope.mail_from,
-                    to_json(&msg.envelope),
-                    msg.received_header,
-                    msg.raw,
-                    s.from.as_ref().map(|m| m.name.as_str()),
-                    s.from.as_ref().map(|m| m.address.as_str()),
-                    to_json(&s.to),
-                    to_json(&s.cc),
-                    s.subject,
-                    s.date,
-                    s.message_id,
-                    s.attachments,
-                    s.snippet,
-                ])?;
-                for (position, rcpt) in msg.envelope.recipients.iter().enumerate() {
-                    insert_recipient.execute(params![
-                        id,
-                        position as i64,
-                        rcpt.address,
-                        rcpt.route.as_str()
-                    ])?;
-                }
-            }
+impl SqliteStore {
+    fn insert(tx: &rusqlite::Transaction<'_>, msg: &NewMessage) -> Result<(), StoreError> {
+        let id = msg.id.to_string();
+        let row = msg.row();
+        let s = &row.summary;
+        let mut insert_message = tx.prepare_cached(
+            "INSERT INTO messages (id, received_at, size, mail_from, from_name, from_addr, to_json,
+                cc_json, bcc_json, reply_to_json, subject, date, message_id, attachments, snippet,
+                username, envelope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?;
+        insert_message.execute(params![
+            id,
+            msg.envelope.received_at_ms,
+            msg.raw.len() as i64,
+            msg.envelope.mail_from,
+            s.from.as_ref().map(|m| m.name.as_str()),
+            s.from.as_ref().map(|m| m.address.as_str()),
+            to_json(&s.to),
+            to_json(&s.cc),
+            to_json(&s.bcc),
+            to_json(&s.reply_to),
+            s.subject,
+            s.date,
+            s.message_id,
+            s.attachments,
+            s.snippet,
+            row.username,
+            to_json(&msg.envelope),
+        ])?;
+        let rowid = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO message_data (id, received_header, raw) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id, msg.received_header, msg.raw])?;
+        let mut insert_recipient = tx.prepare_cached(
+            "INSERT INTO recipients (message_id, position, address, route, inbox, plus_tag)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (position, rcpt) in msg.envelope.recipients.iter().enumerate() {
+            let inbox = Inbox::of(&rcpt.address);
+            insert_recipient.execute(params![
+                id,
+                position as i64,
+                rcpt.address,
+                rcpt.route.as_str(),
+                inbox.address,
+                inbox.tag
+            ])?;
         }
-        tx.commit()?;
+        let mut insert_tag =
+            tx.prepare_cached("INSERT OR IGNORE INTO tags (message_id, tag) VALUES (?1, ?2)")?;
+        for tag in &s.tags {
+            insert_tag.execute(params![id, tag])?;
+        }
+        let addresses = s
+            .from
+            .iter()
+            .chain(&s.to)
+            .chain(&s.cc)
+            .chain(&s.bcc)
+            .chain(&s.reply_to)
+            .map(|m| format!("{} {}", m.name, m.address))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = &msg.search_text;
+        tx.prepare_cached(
+            "INSERT INTO messages_fts (rowid, subject, addresses, body, attachments, headers)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            rowid,
+            s.subject,
+            addresses,
+            text.body,
+            text.attachments,
+            text.headers
+        ])?;
         Ok(())
     }
 
-    fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT envelope, received_header, raw, from_name, from_addr, to_json, cc_json,
-                    subject, date, message_id, attachments, snippet, size
-             FROM messages WHERE id = ?1",
-        )?;
-        let row = stmt
-            .query_row([id.to_string()], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, Option<i64>>(8)?,
-                    row.get::<_, Option<String>>(9)?,
-                    row.get::<_, u32>(10)?,
-                    row.get::<_, String>(11)?,
-                    row.get::<_, i64>(12)?,
-                ))
-            })
-            .optional()?;
-        let Some((
-            envelope,
-            received_header,
-            raw,
-            from_name,
-            from_addr,
-            to,
-            cc,
-            subject,
-            date,
-            message_id,
-            attachments,
-            snippet,
-            size,
-        )) = row
-        else {
-            return Ok(None);
+    /// The ids a selection covers, oldest first.
+    fn select_ids(&self, selection: &Selection) -> Result<Vec<MessageId>, StoreError> {
+        let (condition, values) = match selection {
+            Selection::All => ("1".to_string(), vec![]),
+            Selection::Ids(ids) => {
+                let marks = vec!["?"; ids.len()].join(",");
+                let values = ids.iter().map(|id| Value::Text(id.to_string())).collect();
+                (format!("m.id IN ({marks})"), values)
+            }
+            Selection::Search(query) => SearchQuery::parse(query)?.sql(),
+            Selection::Inbox(inbox) => (
+                "m.id IN (SELECT message_id FROM recipients WHERE inbox = ?)".to_string(),
+                vec![Value::Text(Inbox::of(inbox).address)],
+            ),
         };
-        let corrupt = |reason: serde_json::Error| StoreError::Corrupt {
-            id: id.to_string(),
-            reason: reason.to_string(),
-        };
-        let envelope: Envelope = serde_json::from_str(&envelope).map_err(corrupt)?;
-        let summary = Summary {
-            from: from_addr.map(|address| Mailbox { name: from_name.unwrap_or_default(), address }),
-            to: serde_json::from_str(&to).map_err(corrupt)?,
-            cc: serde_json::from_str(&cc).map_err(corrupt)?,
-            subject,
-            date,
-            message_id,
-            size: size as u64,
-            attachments,
-            snippet,
-        };
-        Ok(Some(StoredMessage { id: *id, envelope, received_header, raw, summary }))
+        let sql = format!("SELECT m.id FROM messages m WHERE {condition} ORDER BY m.id");
+        self.ids_for(&sql, values)
     }
 
-    fn list_ids(&self, limit: usize) -> Result<Vec<MessageId>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id FROM messages ORDER BY id DESC LIMIT ?1")?;
+    fn ids_for(&self, sql: &str, values: Vec<Value>) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
         let ids = stmt
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get::<_, String>(0))?
+            .query_map(params_from_iter(values), |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         ids.into_iter()
             .map(|id| id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() }))
             .collect()
     }
 
+    fn delete(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut fts = tx.prepare_cached(
+                "DELETE FROM messages_fts WHERE rowid = (SELECT rowid FROM messages WHERE id = ?1)",
+            )?;
+            let mut message = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+            for id in ids {
+                let id = id.to_string();
+                fts.execute([&id])?;
+                message.execute([&id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_read(&mut self, ids: &[MessageId], read: bool) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1")?;
+            for id in ids {
+                update.execute(params![id.to_string(), read])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn prune_ids(
+        &self,
+        max_messages: Option<u64>,
+        older_than_ms: Option<i64>,
+        batch: u64,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        if let Some(cutoff) = older_than_ms {
+            let ids = self.ids_for(
+                "SELECT id FROM messages WHERE received_at < ?1 ORDER BY id LIMIT ?2",
+                vec![Value::Integer(cutoff), Value::Integer(batch)],
+            )?;
+            if !ids.is_empty() {
+                return Ok(ids);
+            }
+        }
+        if let Some(max) = max_messages {
+            let excess = self.count()?.saturating_sub(max);
+            let take = i64::try_from(excess).unwrap_or(i64::MAX).min(batch);
+            if take > 0 {
+                return self.ids_for(
+                    "SELECT id FROM messages ORDER BY id LIMIT ?1",
+                    vec![Value::Integer(take)],
+                );
+            }
+        }
+        Ok(vec![])
+    }
+
+    fn rows(&self, sql: &str, values: Vec<Value>) -> Result<Vec<MessageRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows =
+            stmt.query_map(params_from_iter(values), read_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().collect()
+    }
+
+    fn counts(&self, condition: &str, values: Vec<Value>) -> Result<(u64, u64), StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(m.read = 0), 0) FROM messages m WHERE {condition}"
+        );
+        let (all, unread): (i64, i64) =
+            self.conn.query_row(&sql, params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((all as u64, unread as u64))
+    }
+}
+
+/// Reads one [`MessageRow`] from a row of [`ROW_COLUMNS`]; JSON errors surface as `Corrupt`.
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MessageRow, StoreError>> {
+    let id: String = row.get(0)?;
+    let json = |index: usize| -> rusqlite::Result<Result<Vec<Mailbox>, StoreError>> {
+        let text: String = row.get(index)?;
+        Ok(serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt { id: id.clone(), reason: e.to_string() }))
+    };
+    let (to, cc, bcc, reply_to) = (json(5)?, json(6)?, json(7)?, json(8)?);
+    let from_name: Option<String> = row.get(3)?;
+    let from_addr: Option<String> = row.get(4)?;
+    let tags: Option<String> = row.get(16)?;
+    let build = || -> Result<MessageRow, StoreError> {
+        Ok(MessageRow {
+            id: id
+                .parse()
+                .map_err(|_| StoreError::Corrupt { id: id.clone(), reason: "bad id".into() })?,
+            received_at_ms: row.get(1)?,
+            read: row.get(2)?,
+            summary: Summary {
+                from: from_addr
+                    .map(|address| Mailbox { name: from_name.unwrap_or_default(), address }),
+                to: to?,
+                cc: cc?,
+                bcc: bcc?,
+                reply_to: reply_to?,
+                subject: row.get(9)?,
+                date: row.get(10)?,
+                message_id: row.get(11)?,
+                size: row.get::<_, i64>(12)? as u64,
+                attachments: row.get(13)?,
+                snippet: row.get(14)?,
+                tags: tags
+                    .map(|t| t.split('\u{1f}').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            },
+            username: row.get(15)?,
+        })
+    };
+    Ok(build())
+}
+
+impl Store for SqliteStore {
+    fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for msg in batch {
+            Self::insert(&tx, msg)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn apply(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, StoreError> {
+        match mutation {
+            Mutation::Delete(selection) => {
+                let ids = self.select_ids(selection)?;
+                self.delete(&ids)?;
+                Ok(ids)
+            }
+            Mutation::SetRead(selection, read) => {
+                let ids = self.select_ids(selection)?;
+                self.set_read(&ids, *read)?;
+                Ok(ids)
+            }
+            Mutation::Prune { max_messages, older_than_ms, batch } => {
+                let ids = self.prune_ids(*max_messages, *older_than_ms, *batch)?;
+                self.delete(&ids)?;
+                Ok(ids)
+            }
+        }
+    }
+}
+
+impl StoreRead for SqliteStore {
+    fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM messages m WHERE m.id = ?1");
+        let Some(row) = self.rows(&sql, vec![Value::Text(id.to_string())])?.pop() else {
+            return Ok(None);
+        };
+        let (envelope, received_header, raw): (String, Vec<u8>, Vec<u8>) = self.conn.query_row(
+            "SELECT m.envelope, d.received_header, d.raw
+             FROM messages m JOIN message_data d ON d.id = m.id WHERE m.id = ?1",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let envelope: Envelope = serde_json::from_str(&envelope)
+            .map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
+        Ok(Some(StoredMessage {
+            id: *id,
+            envelope,
+            received_header,
+            raw,
+            summary: row.summary,
+            read: row.read,
+        }))
+    }
+
+    fn list_ids(&self, limit: usize) -> Result<Vec<MessageId>, StoreError> {
+        self.ids_for(
+            "SELECT id FROM messages ORDER BY id DESC LIMIT ?1",
+            vec![Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX))],
+        )
+    }
+
     fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))?;
         Ok(n as u64)
+    }
+
+    fn page(
+        &self,
+        query: Option<&SearchQuery>,
+        start: u64,
+        limit: u64,
+    ) -> Result<MessagePage, StoreError> {
+        let (condition, values) =
+            query.map(SearchQuery::sql).unwrap_or_else(|| ("1".into(), vec![]));
+        let mut page_values = values.clone();
+        page_values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        page_values.push(Value::Integer(i64::try_from(start).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM messages m WHERE {condition} ORDER BY m.id DESC LIMIT ? OFFSET ?"
+        );
+        let rows = self.rows(&sql, page_values)?;
+        let (total, unread) = self.counts("1", vec![])?;
+        let (matching, matching_unread) =
+            if condition == "1" { (total, unread) } else { self.counts(&condition, values)? };
+        let mut stmt = self.conn.prepare_cached("SELECT DISTINCT tag FROM tags ORDER BY tag")?;
+        let tags = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(MessagePage { rows, matching, matching_unread, total, unread, tags })
+    }
+
+    fn matching_after(
+        &self,
+        query: Option<&SearchQuery>,
+        after: Option<MessageId>,
+        limit: u64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let (condition, mut values) =
+            query.map(SearchQuery::sql).unwrap_or_else(|| ("1".into(), vec![]));
+        values.push(Value::Text(after.map(|id| id.to_string()).unwrap_or_default()));
+        values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM messages m WHERE ({condition}) AND m.id > ? ORDER BY m.id LIMIT ?"
+        );
+        self.rows(&sql, values)
+    }
+
+    fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.inbox, COUNT(DISTINCT m.id), COUNT(DISTINCT CASE WHEN m.read = 0 THEN m.id END)
+             FROM recipients r JOIN messages m ON m.id = r.message_id
+             GROUP BY r.inbox ORDER BY COUNT(DISTINCT m.id) DESC, r.inbox",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(InboxCount {
+                address: r.get(0)?,
+                total: r.get::<_, i64>(1)? as u64,
+                unread: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn latest_id(&self) -> Result<Option<MessageId>, StoreError> {
+        Ok(self.ids_for("SELECT id FROM messages ORDER BY id DESC LIMIT 1", vec![])?.pop())
+    }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        let (pages, page_size): (i64, i64) = self.conn.query_row(
+            "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let wal =
+            std::fs::metadata(self.path.with_extension("db-wal")).map(|m| m.len()).unwrap_or(0);
+        Ok((pages * page_size) as u64 + wal)
     }
 }
 
@@ -274,6 +545,7 @@ mod tests {
             received_header: b"Received: test\r\n".to_vec(),
             raw: raw.to_vec(),
             summary: Summary::extract(raw),
+            search_text: crate::summary::SearchText::default(),
         }
     }
 
@@ -288,7 +560,8 @@ mod tests {
         let got = store.message(&a.id).expect("read").expect("present");
         assert_eq!(got.raw, a.raw);
         assert_eq!(got.envelope, a.envelope);
-        assert_eq!(got.summary, a.summary);
+        assert_eq!(got.summary, a.row().summary);
+        assert_eq!(got.summary.bcc[0].address, "b@example.com", "hidden recipient shown as Bcc");
         assert_eq!(got.full_message(), b"Received: test\r\nSubject: one\r\n\r\n\xff\x00binary\r\n");
         assert_eq!(store.list_ids(10).expect("list"), vec![b.id, a.id]);
         // Reopening applies no migration twice and sees the data.

@@ -1,7 +1,7 @@
 //! The parsed facts kept beside each message (from, to, subject, snippet …), extracted once at
 //! ingest with mail-parser so listing never re-parses raw bytes.
 
-use mail_parser::{Address, MessageParser};
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 
 /// Length of the text snippet, in characters.
@@ -25,6 +25,13 @@ pub struct Summary {
     pub to: Vec<Mailbox>,
     /// `Cc:` mailboxes.
     pub cc: Vec<Mailbox>,
+    /// `Bcc:` mailboxes from the header (rarely present; hidden recipients come from the
+    /// envelope, see [`crate::model::Envelope::hidden_recipients`]).
+    #[serde(default)]
+    pub bcc: Vec<Mailbox>,
+    /// `Reply-To:` mailboxes.
+    #[serde(default)]
+    pub reply_to: Vec<Mailbox>,
     /// Decoded `Subject:`, empty when absent.
     pub subject: String,
     /// `Date:` as seconds since the Unix epoch.
@@ -37,16 +44,61 @@ pub struct Summary {
     pub attachments: u32,
     /// The first characters of the text body, whitespace collapsed.
     pub snippet: String,
+    /// Tags from the `X-Tags:` header (comma-separated, as Mailpit reads them).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Decoded text of a message for the full-text index; built at ingest, never stored whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchText {
+    /// Every text body (HTML reduced to text), decoded from its transfer encoding and charset.
+    pub body: String,
+    /// Attachment file names.
+    pub attachments: String,
+    /// Every header as `Name: decoded value` lines.
+    pub headers: String,
 }
 
 impl Summary {
     /// Extracts the summary; a message mail-parser cannot read still gets its size.
     pub fn extract(raw: &[u8]) -> Summary {
+        Self::extract_with_text(raw).0
+    }
+
+    /// Extracts the summary and the text the search index needs, parsing once.
+    pub fn extract_with_text(raw: &[u8]) -> (Summary, SearchText) {
         let size = raw.len() as u64;
         let Some(message) = MessageParser::default().parse(raw) else {
-            return Summary { size, ..Summary::default() };
+            let text = SearchText {
+                body: String::from_utf8_lossy(raw).into_owned(),
+                ..SearchText::default()
+            };
+            return (Summary { size, ..Summary::default() }, text);
         };
-        Summary {
+        let text = SearchText {
+            body: (0..message.text_body_count())
+                .filter_map(|i| message.body_text(i))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            attachments: message
+                .attachments()
+                .filter_map(|a| a.attachment_name())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            headers: message
+                .headers()
+                .iter()
+                .map(|h| format!("{}: {}", h.name(), header_text(h.value())))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let tags = message
+            .header("X-Tags")
+            .map(header_text)
+            .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default();
+        let summary = Summary {
             from: message.from().and_then(|a| mailboxes(a).into_iter().next()),
             to: message.to().map(mailboxes).unwrap_or_default(),
             cc: message.cc().map(mailboxes).unwrap_or_default(),
@@ -56,7 +108,35 @@ impl Summary {
             size,
             attachments: u32::try_from(message.attachment_count()).unwrap_or(u32::MAX),
             snippet: message.body_text(0).map(|text| snippet(&text)).unwrap_or_default(),
-        }
+            bcc: message.bcc().map(mailboxes).unwrap_or_default(),
+            reply_to: message.reply_to().map(mailboxes).unwrap_or_default(),
+            tags,
+        };
+        (summary, text)
+    }
+}
+
+/// A header value as searchable text, whatever its parsed form.
+fn header_text(value: &HeaderValue<'_>) -> String {
+    match value {
+        HeaderValue::Text(text) => text.to_string(),
+        HeaderValue::TextList(list) => list.join(", "),
+        HeaderValue::Address(address) => address
+            .iter()
+            .map(|a| match (a.name.as_deref(), a.address.as_deref()) {
+                (Some(name), Some(addr)) => format!("{name} <{addr}>"),
+                (None, Some(addr)) => addr.to_string(),
+                (Some(name), None) => name.to_string(),
+                (None, None) => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        HeaderValue::DateTime(date) => date.to_rfc822(),
+        HeaderValue::ContentType(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{sub}", ct.ctype()),
+            None => ct.ctype().to_string(),
+        },
+        HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
     }
 }
 

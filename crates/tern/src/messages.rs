@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use tern_store::{MessageId, SqliteStore, Store};
+use tern_store::{MessageId, SqliteStore, StoreRead};
 
 use crate::config::DEFAULT_DATA_DIR;
 

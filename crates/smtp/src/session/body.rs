@@ -145,12 +145,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             unix_time: now.as_secs() as i64,
         }
         .render();
-        let summary = Summary::extract(&raw);
+        let (summary, search_text) = Summary::extract_with_text(&raw);
         let size = raw.len();
         let rcpt_count = tx.rcpts.len();
         let envelope = envelope(tx, hello.name, self.peer, now.as_millis() as i64);
         let from = envelope.mail_from.clone();
-        let message = NewMessage { id, envelope, received_header, raw, summary };
+        let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
         match self.ctx.spool.submit(message).await {
             Ok(id) => {
                 info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tern_store::{MessageId, SqliteStore, Store, StoredMessage};
+use tern_store::{MessageId, SqliteStore, StoreRead, StoredMessage};
 
 /// A running `tern serve` with its own data directory, killed on drop.
 pub struct TernServer {
