@@ -280,7 +280,7 @@ bench_tern() {
   port=$(pick_port)
   data=$(mktemp -d "$WORK/tern-data.XXXXXX")
   log "tern serve on 127.0.0.1:$port, data in $data"
-  "$TERN" serve --smtp "127.0.0.1:$port" --data "$data" --hostname bench.tern.test \
+  "$TERN" serve --smtp "127.0.0.1:$port" --http 127.0.0.1:0 --data "$data" --hostname bench.tern.test \
     >"$WORK/tern.out" 2>"$WORK/tern.log" &
   pid=$!
   PIDS+=("$pid")

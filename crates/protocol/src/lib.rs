@@ -6,6 +6,7 @@
 //! - [`data`] decodes a `DATA` body: dot-unstuffing, the `<CRLF>.<CRLF>` terminator, bare CR/LF
 //!   detection (the SMTP smuggling defence) and the size limit.
 //! - [`reply`] is the server's reply type with RFC 3463 enhanced status codes.
+//! - [`received`] renders the `Received:` trace header.
 //!
 //! The session layer (`tern-smtp`) owns I/O and calls into these pieces; everything here is
 //! deterministic and covered by table tests.
@@ -15,6 +16,7 @@
 pub mod command;
 pub mod data;
 pub mod line;
+pub mod received;
 pub mod reply;
 
 pub use command::{Command, CommandError, parse_command};

@@ -5,6 +5,10 @@
 //! (one fsync) and then answers them all. Under load many sessions share each fsync (group
 //! commit); when idle a lone message commits at once. A session is told "queued" only after
 //! its message is durable, and told of a failure otherwise, never both.
+//!
+//! The same writer applies every other change to stored mail (delete, mark read, prune), so
+//! there is exactly one writer, and publishes an [`Event`] after each change for live views
+//! and waiters.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -12,8 +16,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tern_store::{MessageId, NewMessage, Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Store, StoreError};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Events buffered per subscriber before a slow one starts missing them.
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// A change to stored mail, published after it is durable.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// New messages were committed, in commit order.
+    Committed(Arc<Vec<MessageRow>>),
+    /// These messages were deleted.
+    Deleted(Arc<Vec<MessageId>>),
+    /// These messages were marked read (`true`) or unread.
+    ReadChanged(Arc<Vec<MessageId>>, bool),
+}
 
 /// Default bound on messages waiting for the writer; senders wait when it is full.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -99,16 +117,17 @@ impl SpoolStats {
     }
 }
 
-struct Job {
-    message: NewMessage,
-    done: oneshot::Sender<Result<(), SpoolError>>,
+enum Job {
+    Commit { message: Box<NewMessage>, done: oneshot::Sender<Result<(), SpoolError>> },
+    Mutate { mutation: Mutation, done: oneshot::Sender<Result<Vec<MessageId>, SpoolError>> },
 }
 
-/// Handle used by sessions to queue messages; cheap to clone.
+/// Handle used by sessions and the API to change stored mail; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
     jobs: mpsc::Sender<Job>,
     stats: Arc<SpoolStats>,
+    events: broadcast::Sender<Event>,
 }
 
 /// Owns the writer thread; [`SpoolWriter::join`] waits until every submitted message is answered.
@@ -122,21 +141,34 @@ impl Spool {
     pub fn start<S: Store>(store: S, config: SpoolConfig) -> (Spool, SpoolWriter) {
         let (jobs, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(SpoolStats::default());
-        let writer_stats = stats.clone();
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let writer = Writer { store, config, stats: stats.clone(), events: events.clone() };
         let thread = std::thread::Builder::new()
             .name("tern-spool-writer".into())
-            .spawn(move || write_loop(store, rx, config, &writer_stats))
+            .spawn(move || writer.run(rx))
             .unwrap_or_else(|e| panic!("cannot start the spool writer thread: {e}"));
-        (Spool { jobs, stats: stats.clone() }, SpoolWriter { thread, stats })
+        (Spool { jobs, stats: stats.clone(), events }, SpoolWriter { thread, stats })
     }
 
     /// Queues `message` and returns its id once it is durable.
     pub async fn submit(&self, message: NewMessage) -> Result<MessageId, SpoolError> {
         let id = message.id;
         let (done, answer) = oneshot::channel();
-        self.jobs.send(Job { message, done }).await.map_err(|_| SpoolError::Closed)?;
+        self.jobs.send(Job::Commit { message: Box::new(message), done }).await.map_err(|_| SpoolError::Closed)?;
         answer.await.map_err(|_| SpoolError::Closed)??;
         Ok(id)
+    }
+
+    /// Applies a change through the writer and returns the ids it touched.
+    pub async fn apply(&self, mutation: Mutation) -> Result<Vec<MessageId>, SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs.send(Job::Mutate { mutation, done }).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Subscribes to changes published after they are durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Group-commit counters.
@@ -156,33 +188,66 @@ impl SpoolWriter {
     }
 }
 
-fn write_loop<S: Store>(
-    mut store: S,
-    mut rx: mpsc::Receiver<Job>,
+/// The single writer: owns the store's write side.
+struct Writer<S> {
+    store: S,
     config: SpoolConfig,
-    stats: &SpoolStats,
-) {
-    let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch_messages);
-    let mut messages: Vec<NewMessage> = Vec::with_capacity(config.max_batch_messages);
-    while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.message.raw.len();
-        batch.push(first);
-        // Everything that queued up while the last commit ran joins this one.
-        while batch.len() < config.max_batch_messages && bytes < config.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.message.raw.len();
-                    batch.push(job);
+    stats: Arc<SpoolStats>,
+    events: broadcast::Sender<Event>,
+}
+
+impl<S: Store> Writer<S> {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch: Vec<NewMessage> = Vec::with_capacity(self.config.max_batch_messages);
+        let mut dones = Vec::with_capacity(self.config.max_batch_messages);
+        let mut next = rx.blocking_recv();
+        while let Some(job) = next.take() {
+            let (message, done) = match job {
+                Job::Mutate { mutation, done } => {
+                    let _ = done.send(self.mutate(&mutation));
+                    next = rx.blocking_recv();
+                    continue;
                 }
-                Err(_) => break,
+                Job::Commit { message, done } => (message, done),
+            };
+            let mut bytes = message.raw.len();
+            batch.push(*message);
+            dones.push(done);
+            // Everything that queued up while the last commit ran joins this one; a mutation
+            // waits for the batch ahead of it, keeping the order clients saw.
+            while batch.len() < self.config.max_batch_messages
+                && bytes < self.config.max_batch_bytes
+            {
+                match rx.try_recv() {
+                    Ok(Job::Commit { message, done }) => {
+                        bytes += message.raw.len();
+                        batch.push(*message);
+                        dones.push(done);
+                    }
+                    Ok(mutation) => {
+                        next = Some(mutation);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = self.commit(&batch);
+            for done in dones.drain(..) {
+                // A session that went away no longer needs its answer; its message is stored.
+                let _ = done.send(result.clone());
+            }
+            batch.clear();
+            if next.is_none() {
+                next = rx.blocking_recv();
             }
         }
-        let (jobs, dones): (Vec<NewMessage>, Vec<_>) =
-            batch.drain(..).map(|job| (job.message, job.done)).unzip();
-        messages.extend(jobs);
+    }
+
+    fn commit(&mut self, batch: &[NewMessage]) -> Result<(), SpoolError> {
         let started = Instant::now();
-        let result = store.commit_batch(&messages).map_err(|e| SpoolError::Store(Arc::new(e)));
-        let n = messages.len() as u64;
+        let result = self.store.commit_batch(batch).map_err(|e| SpoolError::Store(Arc::new(e)));
+        let n = batch.len() as u64;
+        let stats = &self.stats;
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -192,17 +257,30 @@ fn write_loop<S: Store>(
                     .commit_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 tracing::trace!(messages = n, "spool commit");
+                if self.events.receiver_count() > 0 {
+                    let rows = batch.iter().map(NewMessage::row).collect();
+                    let _ = self.events.send(Event::Committed(Arc::new(rows)));
+                }
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(messages = n, error = %e, "spool commit failed; messages refused");
             }
         }
-        messages.clear();
-        for done in dones {
-            // A session that went away no longer needs its answer; its message is still stored.
-            let _ = done.send(result.clone());
+        result
+    }
+
+    fn mutate(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, SpoolError> {
+        let ids = self.store.apply(mutation).map_err(|e| SpoolError::Store(Arc::new(e)))?;
+        if !ids.is_empty() {
+            let touched = Arc::new(ids.clone());
+            let event = match mutation {
+                Mutation::Delete(_) | Mutation::Prune { .. } => Event::Deleted(touched),
+                Mutation::SetRead(_, read) => Event::ReadChanged(touched, *read),
+            };
+            let _ = self.events.send(event);
         }
+        Ok(ids)
     }
 }
 

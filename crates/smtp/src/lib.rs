@@ -12,7 +12,6 @@
 
 pub mod config;
 pub mod connection;
-pub mod received;
 pub mod server;
 pub mod session;
 

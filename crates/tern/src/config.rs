@@ -30,6 +30,47 @@ pub struct Config {
     /// The group-commit writer.
     #[serde(default)]
     pub spool: SpoolSection,
+    /// The HTTP API and web UI.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// How long captured mail is kept.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// Default HTTP listen address of the catcher.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8025";
+/// Default most messages kept (Mailpit's default too).
+pub const DEFAULT_MAX_MESSAGES: u64 = 50_000;
+
+/// The `[http]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of the REST API, web UI and /metrics.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address") }
+    }
+}
+
+/// The `[retention]` section: pruning runs in the background, oldest first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Keep at most this many messages; 0 keeps all.
+    pub max_messages: u64,
+    /// Delete messages older than this many seconds; 0 keeps them forever.
+    pub max_age_secs: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection { max_messages: DEFAULT_MAX_MESSAGES, max_age_secs: 0 }
+    }
 }
 
 impl Default for Config {
@@ -40,6 +81,8 @@ impl Default for Config {
             log: LogConfig::default(),
             smtp: SmtpConfig::default(),
             spool: SpoolSection::default(),
+            http: HttpSection::default(),
+            retention: RetentionSection::default(),
         }
     }
 }
@@ -264,6 +307,9 @@ mod tests {
         assert_eq!(config.spool.max_batch_messages, defaults.spool.max_batch_messages);
         assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
         assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
+        assert_eq!(config.http.listen, defaults.http.listen);
+        assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
+        assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
     }
 
     #[test]

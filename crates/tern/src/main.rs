@@ -5,6 +5,8 @@
 mod bench;
 mod config;
 mod messages;
+mod metrics;
+mod retention;
 mod serve;
 
 use std::net::SocketAddr;
@@ -51,6 +53,22 @@ pub struct ServeArgs {
     /// Log format (key: log.format).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// HTTP API and web UI address (key: http.listen).
+    #[arg(long = "http", value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Keep at most this many messages; 0 keeps all (key: retention.max_messages).
+    #[arg(long, value_name = "N")]
+    max_messages: Option<u64>,
+    /// Delete messages older than this, e.g. 12h, 7d; 0 keeps them (key: retention.max_age_secs).
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    max_age: Option<std::time::Duration>,
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 30m, 12h, 7d)"))
 }
 
 fn main() -> ExitCode {

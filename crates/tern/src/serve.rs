@@ -14,8 +14,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::ServeArgs;
 use crate::config::{Config, LogFormat};
+use crate::{ServeArgs, retention};
 
 /// How long sessions get to finish after shutdown is signalled.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -47,6 +47,15 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(format) = args.log_format {
         config.log.format = format;
+    }
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
+    if let Some(max) = args.max_messages {
+        config.retention.max_messages = max;
+    }
+    if let Some(age) = args.max_age {
+        config.retention.max_age_secs = age.as_secs();
     }
     Ok(config)
 }
@@ -81,21 +90,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (spool, writer) = Spool::start(store, (&config.spool).into());
 
     let listeners = tern_smtp::bind(&config.smtp.listen).await?;
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = http_state(&config, &hostname, &spool, shutdown.clone());
+    let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
+    tracker.spawn(retention::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let ctx = Arc::new(Context {
         config: config.smtp.clone(),
         hostname,
         spool,
         shutdown: shutdown.clone(),
     });
-    let tracker = TaskTracker::new();
     let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
-    info!(version = env!("CARGO_PKG_VERSION"), "tern ready");
+    info!(version = env!("CARGO_PKG_VERSION"), http = %config.http.listen, "tern ready");
 
     wait_for_signal().await?;
     info!("shutting down: no new connections; sessions get 421");
     shutdown.cancel();
     let _ = server.await;
+    let _ = http.await;
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(
@@ -113,6 +129,42 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "spool closed"
     );
     Ok(())
+}
+
+fn http_state(
+    config: &Config,
+    hostname: &str,
+    spool: &Spool,
+    shutdown: CancellationToken,
+) -> tern_http::State {
+    let dir = config.data_dir.clone();
+    let open: Arc<tern_http::OpenReader> = Arc::new(move || {
+        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
+    });
+    Arc::new(tern_http::AppState {
+        readers: tern_http::Readers::new(open),
+        spool: spool.clone(),
+        database: config.data_dir.join(tern_store::sqlite::DATABASE_FILE).display().to_string(),
+        hostname: hostname.to_string(),
+        metrics: crate::metrics::install(),
+        started: std::time::Instant::now(),
+        shutdown,
+    })
+}
+
+/// Serves the API and UI until shutdown; open event streams are closed then too.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: tern_http::State,
+    shutdown: CancellationToken,
+) {
+    let app =
+        tern_http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    if let Err(e) = result {
+        warn!(error = %e, "HTTP server stopped");
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

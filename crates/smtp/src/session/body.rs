@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
 use super::{Chunks, Flow, Phase, Session, Stop, Transaction};
-use crate::received::Trace;
+use tern_protocol::received::Trace;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn data(&mut self) -> Result<Flow, Stop> {

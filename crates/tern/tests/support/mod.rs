@@ -13,6 +13,8 @@ use tern_store::{MessageId, SqliteStore, StoreRead, StoredMessage};
 /// A running `tern serve` with its own data directory, killed on drop.
 pub struct TernServer {
     pub addr: SocketAddr,
+    /// The HTTP API's address.
+    pub http: SocketAddr,
     pub data: PathBuf,
     pub child: Child,
     pub stderr_path: PathBuf,
@@ -56,11 +58,17 @@ impl TernServer {
         command: impl FnOnce(&Path) -> Command,
     ) -> TernServer {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = data.join("tern.toml");
         let toml = format!(
             "hostname = \"tern.test\"\ndata_dir = {:?}\n{extra_toml}\n",
             data.join("store").display().to_string()
         );
+        let toml = if toml.contains("[http]") {
+            toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1)
+        } else {
+            format!("{toml}\n[http]\nlisten = \"{http}\"\n")
+        };
         let toml = if toml.contains("[smtp]") {
             toml.replacen("[smtp]", &format!("[smtp]\nlisten = [\"{addr}\"]"), 1)
         } else {
@@ -71,8 +79,14 @@ impl TernServer {
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let child =
             command(&config).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
-        let mut server =
-            TernServer { addr, data: data.to_path_buf(), child, stderr_path, keep_data: false };
+        let mut server = TernServer {
+            addr,
+            http,
+            data: data.to_path_buf(),
+            child,
+            stderr_path,
+            keep_data: false,
+        };
         server.wait_ready();
         server
     }

@@ -2,10 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tern_store::MessageId;
-
 /// Facts for one `Received:` header.
-pub struct Trace<'a> {
+pub struct Trace<'a, Id> {
     /// The name the client gave in HELO/EHLO.
     pub helo: &'a str,
     /// The client's address.
@@ -15,14 +13,14 @@ pub struct Trace<'a> {
     /// The `with` protocol: SMTP, ESMTP, ESMTPS, ESMTPA, UTF8SMTP … (RFC 3848, RFC 6531).
     pub protocol: &'a str,
     /// The queue id.
-    pub id: MessageId,
+    pub id: Id,
     /// The recipient, named only when there is exactly one (privacy of the others).
     pub single_recipient: Option<&'a str>,
     /// Seconds since the Unix epoch.
     pub unix_time: i64,
 }
 
-impl Trace<'_> {
+impl<Id: std::fmt::Display> Trace<'_, Id> {
     /// The header, folded, CRLF-terminated.
     pub fn render(&self) -> Vec<u8> {
         let ip = match self.peer.ip() {
@@ -48,7 +46,7 @@ mod tests {
 
     #[test]
     fn renders_all_facts() {
-        let id = MessageId::generate();
+        let id = "01JD5Z8Q4K6V0Y8T3W2R1N9M7B";
         let header = Trace {
             helo: "client.example",
             peer: "[::1]:2500".parse().expect("literal"),

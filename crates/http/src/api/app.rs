@@ -1,0 +1,138 @@
+//! Application endpoints: info, web UI settings, health, inboxes, the OpenAPI document and
+//! Prometheus metrics.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tern_store::{Inbox, Mutation, Selection};
+
+use crate::State;
+use crate::error::ApiError;
+
+/// Tern's OpenAPI description: Mailpit's API v1 as Tern serves it, plus Tern's extensions.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /api/v1/info`
+pub async fn info(AxumState(state): AxumState<State>) -> Result<Json<Value>, ApiError> {
+    let (page, size) =
+        state.readers.run(|store| Ok((store.page(None, 0, 0)?, store.size_bytes()?))).await?;
+    let tag_counts = state
+        .readers
+        .run(|store| {
+            let mut counts = BTreeMap::new();
+            for tag in store.page(None, 0, 0)?.tags {
+                let query = tern_store::SearchQuery::parse(&format!("tag:\"{tag}\""))?;
+                counts.insert(tag, store.page(Some(&query), 0, 0)?.matching);
+            }
+            Ok(counts)
+        })
+        .await?;
+    let spool = state.spool.stats();
+    Ok(Json(json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "LatestVersion": "disabled",
+        "Database": state.database,
+        "DatabaseSize": size,
+        "Messages": page.total,
+        "Unread": page.unread,
+        "Tags": tag_counts,
+        "RuntimeStats": {
+            "Uptime": state.started.elapsed().as_secs(),
+            "Memory": resident_bytes(),
+            "MessagesDeleted": 0,
+            "SMTPAccepted": spool.messages,
+            "SMTPAcceptedSize": 0,
+            "SMTPRejected": 0,
+            "SMTPIgnored": 0,
+        },
+    })))
+}
+
+/// Resident memory of this process in bytes (Linux), 0 elsewhere.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// `GET /api/v1/webui`
+pub async fn webui() -> Json<Value> {
+    Json(json!({
+        "Label": "",
+        "MessageRelay": {
+            "Enabled": false, "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
+            "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false,
+        },
+        "SpamAssassin": false,
+        "ChaosEnabled": false,
+        "DuplicatesIgnored": false,
+        "HideDeleteAllButton": false,
+    }))
+}
+
+/// `GET /api/v1/inboxes` → `{"Inboxes": [{"Address", "Total", "Unread"}]}`
+pub async fn inboxes(AxumState(state): AxumState<State>) -> Result<Json<Value>, ApiError> {
+    let inboxes = state.readers.run(|store| store.inboxes()).await?;
+    let list: Vec<Value> = inboxes
+        .iter()
+        .map(|i| json!({ "Address": i.address, "Total": i.total, "Unread": i.unread }))
+        .collect();
+    Ok(Json(json!({ "Inboxes": list })))
+}
+
+/// `DELETE /api/v1/inboxes/{Address}`: deletes every message filed under the inbox.
+pub async fn delete_inbox(
+    AxumState(state): AxumState<State>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let inbox = Inbox::of(&address).address;
+    let deleted = state.spool.apply(Mutation::Delete(Selection::Inbox(inbox.clone()))).await?;
+    Ok(Json(json!({ "Inbox": inbox, "Deleted": deleted.len() })))
+}
+
+/// `GET /api/v1/openapi.json`
+pub async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `GET /livez`: the process is up.
+pub async fn livez() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /readyz`: the store answers.
+pub async fn readyz(AxumState(state): AxumState<State>) -> StatusCode {
+    match state.readers.run(|store| store.latest_id()).await {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(AxumState(state): AxumState<State>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::NotFound("metrics are not enabled".into()).into_response();
+    };
+    if let Ok(size) = state.readers.run(|store| store.size_bytes()).await {
+        metrics::gauge!("tern_store_size_bytes").set(size as f64);
+    }
+    let mut response = handle.render().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+/// Unknown paths: a JSON 404.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}

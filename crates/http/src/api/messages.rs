@@ -1,0 +1,136 @@
+//! Lists, searches, bulk read flags and deletes: `/api/v1/messages` and `/api/v1/search`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State as AxumState};
+use serde::Deserialize;
+use tern_store::{MessageId, Mutation, SearchQuery, Selection};
+
+use super::Params;
+use crate::State;
+use crate::error::ApiError;
+use crate::json::MessagesSummary;
+
+/// Page size when `limit` is not given (Mailpit's default).
+pub const DEFAULT_LIMIT: u64 = 50;
+/// Largest page served.
+pub const MAX_LIMIT: u64 = 10_000;
+
+/// `GET /api/v1/messages?start=&limit=`
+pub async fn list(
+    AxumState(state): AxumState<State>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<MessagesSummary>, ApiError> {
+    page(&state, None, &Params(params)).await
+}
+
+/// `GET /api/v1/search?query=&start=&limit=`
+pub async fn search(
+    AxumState(state): AxumState<State>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<MessagesSummary>, ApiError> {
+    let params = Params(params);
+    let text = params.text("query").unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("query is required".into()));
+    }
+    let query = SearchQuery::parse(text)?;
+    page(&state, Some(query), &params).await
+}
+
+async fn page(
+    state: &State,
+    query: Option<SearchQuery>,
+    params: &Params,
+) -> Result<Json<MessagesSummary>, ApiError> {
+    let start = params.get::<u64>("start")?.unwrap_or(0);
+    let limit = params.get::<u64>("limit")?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let page = state.readers.run(move |store| store.page(query.as_ref(), start, limit)).await?;
+    Ok(Json(MessagesSummary::new(&page, start)))
+}
+
+/// Body of `PUT /api/v1/messages`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    #[serde(rename = "IDs", default)]
+    ids: Vec<String>,
+    #[serde(rename = "Read", default)]
+    read: bool,
+    #[serde(rename = "Search", default)]
+    search: Option<String>,
+}
+
+/// Body of `DELETE /api/v1/messages`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    #[serde(rename = "IDs", default)]
+    ids: Vec<String>,
+}
+
+/// Parses an optional JSON body; an empty body is the default value.
+pub(crate) fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Known ids among `ids`; ids that are not even well-formed cannot exist and are skipped, as
+/// Mailpit skips unknown ids.
+fn parse_ids(ids: &[String]) -> Vec<MessageId> {
+    ids.iter().filter_map(|id| id.parse().ok()).collect()
+}
+
+/// `PUT /api/v1/messages` `{"IDs": [...], "Read": true}`; no IDs and no Search means all.
+pub async fn set_read(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<&'static str, ApiError> {
+    let body: ReadBody = json_body(&body)?;
+    let selection = match (body.ids.is_empty(), body.search) {
+        (false, Some(_)) => {
+            return Err(ApiError::BadRequest("give either IDs or Search, not both".into()));
+        }
+        (false, None) => Selection::Ids(parse_ids(&body.ids)),
+        (true, Some(search)) => {
+            SearchQuery::parse(&search)?;
+            Selection::Search(search)
+        }
+        (true, None) => Selection::All,
+    };
+    state.spool.apply(Mutation::SetRead(selection, body.read)).await?;
+    Ok("ok")
+}
+
+/// `DELETE /api/v1/messages` `{"IDs": [...]}`; no body or no IDs deletes everything.
+pub async fn delete(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<&'static str, ApiError> {
+    let body: DeleteBody = json_body(&body)?;
+    let selection =
+        if body.ids.is_empty() { Selection::All } else { Selection::Ids(parse_ids(&body.ids)) };
+    state.spool.apply(Mutation::Delete(selection)).await?;
+    Ok("ok")
+}
+
+/// `DELETE /api/v1/search?query=` deletes every match.
+pub async fn delete_search(
+    AxumState(state): AxumState<State>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<&'static str, ApiError> {
+    let text = params.get("query").map(String::as_str).unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("query is required".into()));
+    }
+    SearchQuery::parse(text)?;
+    state.spool.apply(Mutation::Delete(Selection::Search(text.to_string()))).await?;
+    Ok("ok")
+}

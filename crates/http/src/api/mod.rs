@@ -1,0 +1,96 @@
+//! The route table and the handlers of Mailpit's API v1 plus Tern's extensions.
+
+mod app;
+mod message;
+mod messages;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use axum::Router;
+use axum::routing::{delete, get};
+
+use crate::error::ApiError;
+use crate::{State, events, send, ui, wait};
+
+/// Every route as (method, path), in the order of `openapi.json`; a test keeps the two equal
+/// and checks that each one answers.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/messages"),
+    ("PUT", "/api/v1/messages"),
+    ("DELETE", "/api/v1/messages"),
+    ("GET", "/api/v1/search"),
+    ("DELETE", "/api/v1/search"),
+    ("GET", "/api/v1/message/{ID}"),
+    ("GET", "/api/v1/message/{ID}/headers"),
+    ("GET", "/api/v1/message/{ID}/raw"),
+    ("GET", "/api/v1/message/{ID}/part/{PartID}"),
+    ("GET", "/api/v1/message/{ID}/links"),
+    ("GET", "/api/v1/message/{ID}/codes"),
+    ("GET", "/view/{ID}.html"),
+    ("GET", "/view/{ID}.txt"),
+    ("POST", "/api/v1/send"),
+    ("GET", "/api/v1/info"),
+    ("GET", "/api/v1/webui"),
+    ("GET", "/api/v1/inboxes"),
+    ("DELETE", "/api/v1/inboxes/{Address}"),
+    ("GET", "/api/v1/wait"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/events"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+/// The whole HTTP surface.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/messages",
+            get(messages::list).put(messages::set_read).delete(messages::delete),
+        )
+        .route("/api/v1/search", get(messages::search).delete(messages::delete_search))
+        .route("/api/v1/message/{id}", get(message::detail))
+        .route("/api/v1/message/{id}/headers", get(message::headers))
+        .route("/api/v1/message/{id}/raw", get(message::raw))
+        .route("/api/v1/message/{id}/part/{part}", get(message::part))
+        .route("/api/v1/message/{id}/links", get(message::links))
+        .route("/api/v1/message/{id}/codes", get(message::codes))
+        .route("/view/{file}", get(message::view))
+        .route("/api/v1/send", axum::routing::post(send::send))
+        .route("/api/v1/info", get(app::info))
+        .route("/api/v1/webui", get(app::webui))
+        .route("/api/v1/inboxes", get(app::inboxes))
+        .route("/api/v1/inboxes/{address}", delete(app::delete_inbox))
+        .route("/api/v1/wait", get(wait::wait))
+        .route("/api/v1/events", get(events::sse))
+        .route("/api/events", get(events::websocket))
+        .route("/api/v1/openapi.json", get(app::openapi))
+        .route("/livez", get(app::livez))
+        .route("/readyz", get(app::readyz))
+        .route("/metrics", get(app::metrics))
+        .route("/", get(ui::index))
+        .route("/ui/{*file}", get(ui::asset))
+        .fallback(app::not_found)
+        .with_state(state)
+}
+
+/// Query parameters, parsed one by one so a bad value gets a JSON 400 naming it.
+pub(crate) struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn get<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        match self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(value) => value
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest(format!("invalid value for {name}: {value:?}"))),
+        }
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}

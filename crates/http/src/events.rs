@@ -1,0 +1,140 @@
+//! Live events: server-sent events at `/api/v1/events` (Tern) and the websocket at
+//! `/api/events` (Mailpit's framing: one `{"Type", "Data"}` JSON object per text frame).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tern_queue::Event;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::State;
+use crate::json::MessageSummary;
+
+/// How often an idle connection gets a keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One change as (type, data) pairs in Mailpit's vocabulary: `new`, `update`, `delete`.
+fn translate(event: &Event) -> Vec<(&'static str, Value)> {
+    match event {
+        Event::Committed(rows) => rows
+            .iter()
+            .map(|row| {
+                ("new", serde_json::to_value(MessageSummary::from(row)).unwrap_or(Value::Null))
+            })
+            .collect(),
+        Event::Deleted(ids) => {
+            ids.iter().map(|id| ("delete", json!({ "ID": id.to_string() }))).collect()
+        }
+        Event::ReadChanged(ids, read) => {
+            ids.iter().map(|id| ("update", json!({ "ID": id.to_string(), "Read": read }))).collect()
+        }
+    }
+}
+
+/// The SSE form groups a change into one event: `new` carries a summary per message, `update`
+/// and `delete` carry the ids (`{"IDs": [...], "Read": true}`).
+fn translate_sse(event: &Event) -> Vec<SseEvent> {
+    let event = match event {
+        Event::Committed(rows) => {
+            return rows
+                .iter()
+                .filter_map(|row| {
+                    SseEvent::default().event("new").json_data(MessageSummary::from(row)).ok()
+                })
+                .collect();
+        }
+        Event::Deleted(ids) => SseEvent::default()
+            .event("delete")
+            .json_data(json!({ "IDs": ids.iter().map(ToString::to_string).collect::<Vec<_>>() })),
+        Event::ReadChanged(ids, read) => SseEvent::default().event("update").json_data(
+            json!({ "IDs": ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "Read": read }),
+        ),
+    };
+    event.into_iter().collect()
+}
+
+/// `GET /api/v1/events`: a `text/event-stream` of `new`, `update` and `delete` events. A client
+/// that falls too far behind gets a `resync` event and should reload its list.
+pub async fn sse(
+    AxumState(state): AxumState<State>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(state.spool.subscribe())
+        .flat_map(|item| {
+            let events = match item {
+                Ok(event) => translate_sse(&event),
+                Err(_lagged) => vec![SseEvent::default().event("resync").data("{}")],
+            };
+            futures_util::stream::iter(events.into_iter().map(Ok))
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// `GET /api/events`: Mailpit's websocket.
+pub async fn websocket(AxumState(state): AxumState<State>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| serve_socket(state, socket)).into_response()
+}
+
+async fn serve_socket(state: State, mut socket: WebSocket) {
+    let mut events = state.spool.subscribe();
+    if let Ok(stats) = stats_event(&state).await
+        && socket.send(Message::Text(stats.to_string().into())).await.is_err()
+    {
+        return;
+    }
+    let mut ping = tokio::time::interval(KEEP_ALIVE);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                // The server ignores what clients send; it only notices them leaving.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            event = events.recv() => {
+                let frames = match event {
+                    Ok(event) => translate(&event)
+                        .into_iter()
+                        .map(|(kind, data)| json!({ "Type": kind, "Data": data }))
+                        .collect(),
+                    Err(RecvError::Lagged(_)) => vec![json!({ "Type": "prune", "Data": null })],
+                    Err(RecvError::Closed) => return,
+                };
+                for frame in frames {
+                    if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                if let Ok(stats) = stats_event(&state).await
+                    && socket.send(Message::Text(stats.to_string().into())).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn stats_event(state: &State) -> Result<Value, crate::ApiError> {
+    let page = state.readers.run(|store| store.page(None, 0, 0)).await?;
+    Ok(json!({
+        "Type": "stats",
+        "Data": { "Total": page.total, "Unread": page.unread, "Version": env!("CARGO_PKG_VERSION") }
+    }))
+}

@@ -1,0 +1,48 @@
+//! HTTP: the Mailpit-compatible REST API (`/api/v1`), Tern's extensions (wait-for, inboxes,
+//! server-sent events, links and codes), the websocket Mailpit's UI uses, the embedded web UI
+//! and Prometheus metrics.
+//!
+//! Handlers read through a pool of store readers and change mail only through the spool (the
+//! single writer): the send API enters the spool exactly like SMTP does. Nothing here parses
+//! a message to list it; a message is parsed only when one is opened.
+#![forbid(unsafe_code)]
+
+pub mod api;
+mod error;
+mod events;
+mod extract;
+mod json;
+mod mime;
+mod readers;
+mod send;
+mod ui;
+mod wait;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use api::{ROUTES, router};
+pub use error::ApiError;
+pub use readers::{OpenReader, Readers};
+use tern_queue::Spool;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// Store readers.
+    pub readers: Readers,
+    /// The writer: send API, deletes, read flags.
+    pub spool: Spool,
+    /// Shown by `/api/v1/info`.
+    pub database: String,
+    /// Our hostname, for messages made by the send API.
+    pub hostname: String,
+    /// Renders `/metrics`, when metrics are installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Process start, for uptime.
+    pub started: Instant,
+    /// Cancelled at shutdown: event streams and waits end so the server can stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Shared state handle.
+pub type State = Arc<AppState>;

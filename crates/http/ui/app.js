@@ -1,0 +1,614 @@
+/**
+ * Tern's web UI: the entry point, the state, and everything that changes it.
+ *
+ * Three panes — inboxes, the message list, the open message — are drawn from one `state`
+ * object. It changes in a handful of ways, each a small function below: loading and paging the
+ * list (`loadList`, `loadMore`), live events from `/api/v1/events` (`live`), opening and closing
+ * a message (`route`), marking read (`setRead`), deleting (`deleteMessage`, `deleteAll`) and
+ * the keyboard (`KEYS`). Each change updates `state` first and then redraws with `renderList`.
+ *
+ * The open message is in the URL hash (`#/m/ID`) and the search in `?q=`, so reloads, links and
+ * the Back button work. Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message
+ * pane), `dom.js` (safe element building and formatting; message text is never parsed as HTML).
+ */
+
+import * as api from './api.js';
+import { debounce, h, icon } from './dom.js';
+import { MessageList } from './list.js';
+import { MessageView } from './message.js';
+
+/** Most messages a background resync reloads at once (the reader may have paged further). */
+const MAX_RESYNC = 500;
+const SEARCH_DELAY_MS = 250;
+/** EventSource retries dropped connections itself, but not refused ones (a non-200 answer). */
+const RECONNECT_DELAY_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  query: '',
+  /** MessageSummary objects, newest first: the pages loaded so far. */
+  messages: [],
+  counts: { total: 0, unread: 0, matched: 0, matchedUnread: 0 },
+  listError: null,
+  loaded: false,
+  /** Bumped by each full reload so that late answers of older requests are dropped. */
+  generation: 0,
+  loading: false,
+  resyncAfterLoad: false,
+  inboxes: [],
+  selectedId: null,
+  openId: null,
+  /** Read state of the open message when it is not in the loaded list. */
+  openRead: false,
+  /** The MessageView of the open message. */
+  view: null,
+  /** The tab last chosen by the reader; the next message opens on it when it has one. */
+  tab: 'html',
+};
+
+let list;
+const syncSoon = debounce(() => loadList({ keepSize: true }), 250);
+const inboxesSoon = debounce(loadInboxes, 400);
+
+document.addEventListener('DOMContentLoaded', start);
+
+function start() {
+  list = new MessageList($('message-list'));
+  state.query = new URLSearchParams(location.search).get('q') || '';
+  $('search').value = state.query;
+  wireSearch();
+  wireSidebar();
+  wireList();
+  document.addEventListener('keydown', onKey);
+  window.addEventListener('popstate', route);
+  window.addEventListener('hashchange', route);
+  connectLive();
+  loadList();
+  loadInboxes();
+  route();
+  setInterval(() => list.refreshTimes(), 30_000);
+}
+
+// ---- the list -------------------------------------------------------------------------------
+
+/** Reloads the first page (or, with `keepSize`, as many messages as are shown now). */
+async function loadList({ keepSize = false } = {}) {
+  const generation = ++state.generation;
+  const limit = keepSize ? Math.min(Math.max(api.PAGE_SIZE, state.messages.length), MAX_RESYNC) : api.PAGE_SIZE;
+  state.loading = true;
+  try {
+    const page = await api.listMessages({ query: state.query, start: 0, limit });
+    if (generation !== state.generation) return;
+    state.messages = page.messages || [];
+    setCounts(page);
+    state.listError = null;
+  } catch (error) {
+    if (generation !== state.generation) return;
+    state.listError = error.message;
+    if (!keepSize) state.messages = [];
+  }
+  state.loading = false;
+  state.loaded = true;
+  renderList();
+  if (!keepSize) $('list-pane').scrollTop = 0;
+  if (state.resyncAfterLoad) {
+    state.resyncAfterLoad = false;
+    syncSoon();
+  }
+}
+
+async function loadMore() {
+  const generation = state.generation;
+  const button = $('load-more');
+  button.disabled = true;
+  try {
+    const page = await api.listMessages({ query: state.query, start: state.messages.length });
+    if (generation !== state.generation) return;
+    const known = new Set(state.messages.map((message) => message.ID));
+    state.messages.push(...(page.messages || []).filter((message) => !known.has(message.ID)));
+    setCounts(page);
+  } catch (error) {
+    toast(error.message, 'error');
+  } finally {
+    button.disabled = false;
+    renderList();
+  }
+}
+
+function setCounts(page) {
+  state.counts = {
+    total: page.total ?? 0,
+    unread: page.unread ?? 0,
+    matched: page.messages_count ?? page.total ?? 0,
+    matchedUnread: page.messages_unread ?? page.unread ?? 0,
+  };
+}
+
+function renderList() {
+  list.render(state.messages, { selectedId: state.selectedId, openId: state.openId });
+  const { total, unread, matched, matchedUnread } = state.counts;
+  $('list-summary').textContent = !state.loaded
+    ? 'Loading…'
+    : state.query
+      ? `${plural(matched, 'match', 'matches')} · ${matchedUnread} unread`
+      : `${plural(total, 'message', 'messages')} · ${unread} unread`;
+  renderEmpty();
+  $('load-more').hidden = state.messages.length >= state.counts.matched || !state.messages.length;
+  $('mark-all-read').disabled = matchedUnread === 0;
+  $('delete-all').disabled = state.messages.length === 0;
+  $('all-count').textContent = unread ? String(unread) : '';
+  document.title = unread ? `(${unread}) Tern` : 'Tern';
+}
+
+function renderEmpty() {
+  const empty = $('list-empty');
+  let text = '';
+  if (state.listError) text = `Could not load messages: ${state.listError}`;
+  else if (state.loaded && !state.messages.length && state.query) text = `No messages match “${state.query}”.`;
+  else if (state.loaded && !state.messages.length) text = 'No messages yet. Mail sent to Tern’s SMTP port shows up here at once.';
+  empty.textContent = text;
+  empty.hidden = !text;
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function findMessage(id) {
+  return state.messages.find((message) => message.ID === id);
+}
+
+function wireList() {
+  $('message-list').addEventListener('click', (event) => {
+    const link = event.target.closest('a.row-link');
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    navigate(link.closest('.row').dataset.id);
+  });
+  $('load-more').addEventListener('click', loadMore);
+  $('mark-all-read').addEventListener('click', markAllRead);
+  $('delete-all').addEventListener('click', deleteAll);
+}
+
+// ---- search and inboxes ---------------------------------------------------------------------
+
+function wireSearch() {
+  const input = $('search');
+  const searchSoon = debounce(() => setQuery(input.value), SEARCH_DELAY_MS);
+  input.addEventListener('input', searchSoon);
+  $('search-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    setQuery(input.value);
+  });
+  for (const example of document.querySelectorAll('#search-help [data-insert]')) {
+    example.addEventListener('click', () => insertTerm(example.dataset.insert));
+  }
+}
+
+/** Adds a term from the help popover to the search and runs it. */
+function insertTerm(term) {
+  const input = $('search');
+  input.value = input.value.trim() ? `${input.value.trim()} ${term}` : term;
+  $('search-help').hidePopover();
+  input.focus();
+  setQuery(input.value);
+}
+
+function setQuery(query) {
+  query = query.trim();
+  if ($('search').value.trim() !== query) $('search').value = query;
+  if (query === state.query) return;
+  state.query = query;
+  state.selectedId = null;
+  writeUrl(location.hash);
+  renderInboxes();
+  loadList();
+}
+
+function writeUrl(hash, mode = 'replace', data = history.state) {
+  const search = state.query ? `?q=${encodeURIComponent(state.query)}` : '';
+  const url = `${location.pathname}${search}${hash || ''}`;
+  if (mode === 'push') history.pushState(data, '', url);
+  else history.replaceState(data, '', url);
+}
+
+async function loadInboxes() {
+  try {
+    state.inboxes = (await api.getInboxes()).Inboxes || [];
+  } catch {
+    state.inboxes = [];
+  }
+  renderInboxes();
+}
+
+function renderInboxes() {
+  const items = state.inboxes.map((inbox) => {
+    const query = `inbox:${inbox.Address}`;
+    return h(
+      'li',
+      {},
+      h(
+        'a',
+        { class: ['inbox', inbox.Unread > 0 && 'unread', state.query === query && 'active'], href: '#/', dataset: { query }, title: `${inbox.Address}: ${inbox.Total} messages, ${inbox.Unread} unread` },
+        icon('mail'),
+        h('span', { class: 'inbox-name' }, inbox.Address),
+        h('span', { class: 'badge' }, inbox.Unread > 0 ? inbox.Unread : inbox.Total),
+      ),
+    );
+  });
+  $('inboxes').replaceChildren(...items);
+  $('inboxes-empty').hidden = items.length > 0;
+  document.querySelector('.inbox-all').classList.toggle('active', !state.query);
+}
+
+function wireSidebar() {
+  $('sidebar').addEventListener('click', (event) => {
+    const link = event.target.closest('[data-query]');
+    if (!link) return;
+    event.preventDefault();
+    setDrawer(false);
+    if (state.openId) back();
+    setQuery(link.dataset.query);
+  });
+  $('menu-button').addEventListener('click', () => setDrawer(!document.body.classList.contains('drawer-open')));
+  $('scrim').addEventListener('click', () => setDrawer(false));
+}
+
+function setDrawer(open) {
+  document.body.classList.toggle('drawer-open', open);
+  $('menu-button').setAttribute('aria-expanded', String(open));
+  $('scrim').hidden = !open;
+}
+
+// ---- live updates ---------------------------------------------------------------------------
+
+/** Handlers for the server-sent events; each patches `state` and redraws. */
+const live = {
+  new(summary) {
+    if (!summary?.ID) return;
+    if (state.loading) state.resyncAfterLoad = true;
+    inboxesSoon();
+    // The server decides what a search matches, so a search is simply reloaded.
+    if (state.query) return syncSoon();
+    if (findMessage(summary.ID)) return;
+    state.messages.unshift(summary);
+    adjustCounts(1, summary.Read ? 0 : 1);
+    renderList();
+    list.flash(summary.ID);
+  },
+  update({ IDs = [], Read }) {
+    applyRead(IDs, Boolean(Read));
+    inboxesSoon();
+  },
+  delete({ IDs = [] }) {
+    removeMessages(IDs);
+    inboxesSoon();
+  },
+  truncate() {
+    state.messages = [];
+    state.counts = { total: 0, unread: 0, matched: 0, matchedUnread: 0 };
+    if (state.openId) back();
+    renderList();
+    inboxesSoon();
+  },
+  resync() {
+    syncSoon();
+    inboxesSoon();
+  },
+  open() {
+    setLive('connected', 'Live', 'Live updates connected');
+    // Events sent while the stream was down (or before it opened) are lost: catch up.
+    syncSoon();
+    inboxesSoon();
+  },
+  error(readyState) {
+    setLive('offline', 'Reconnecting', 'Live updates disconnected; retrying');
+    if (readyState === EventSource.CLOSED) setTimeout(connectLive, RECONNECT_DELAY_MS);
+  },
+};
+
+function connectLive() {
+  api.subscribe(live);
+}
+
+function setLive(status, text, title) {
+  const element = $('live');
+  element.className = `live ${status}`;
+  element.title = title;
+  element.querySelector('.live-text').textContent = text;
+}
+
+function adjustCounts(messages, unread) {
+  const counts = state.counts;
+  counts.total = Math.max(0, counts.total + messages);
+  counts.matched = Math.max(0, counts.matched + messages);
+  counts.unread = Math.max(0, counts.unread + unread);
+  counts.matchedUnread = Math.max(0, counts.matchedUnread + unread);
+}
+
+/** Sets the read state locally; messages not loaded here make the counts resync. */
+function applyRead(ids, read) {
+  let unknown = ids.length === 0;
+  let unreadDelta = 0;
+  for (const id of ids) {
+    if (id === state.openId) state.openRead = read;
+    const message = findMessage(id);
+    if (!message) {
+      unknown = true;
+    } else if (message.Read !== read) {
+      message.Read = read;
+      unreadDelta += read ? -1 : 1;
+    }
+  }
+  if (ids.length === 0) {
+    for (const message of state.messages) message.Read = read;
+    state.openRead = read;
+  }
+  adjustCounts(0, unreadDelta);
+  if (state.view && (ids.length === 0 || ids.includes(state.openId))) state.view.setRead(read);
+  renderList();
+  if (unknown) syncSoon();
+}
+
+/** Drops messages from the list, closing the open one if it went. */
+function removeMessages(ids) {
+  const gone = new Set(ids);
+  const neighbour = gone.has(state.selectedId) ? neighbourOf(state.selectedId, gone) : state.selectedId;
+  let unknown = false;
+  for (const id of gone) {
+    const message = findMessage(id);
+    if (message) adjustCounts(-1, message.Read ? 0 : -1);
+    else unknown = true;
+  }
+  state.messages = state.messages.filter((message) => !gone.has(message.ID));
+  state.selectedId = neighbour;
+  if (state.openId && gone.has(state.openId)) back();
+  renderList();
+  if (unknown) syncSoon();
+}
+
+/** The message after `id` (or before it, at the end) that is not in `excluded`. */
+function neighbourOf(id, excluded) {
+  const index = state.messages.findIndex((message) => message.ID === id);
+  if (index < 0) return null;
+  const after = state.messages.slice(index + 1).find((message) => !excluded.has(message.ID));
+  const before = state.messages.slice(0, index).reverse().find((message) => !excluded.has(message.ID));
+  return (after || before)?.ID ?? null;
+}
+
+// ---- opening a message ----------------------------------------------------------------------
+
+/** Opens message `id`, adding a history entry when coming from the list. */
+function navigate(id) {
+  const hash = `#/m/${encodeURIComponent(id)}`;
+  if (state.openId) writeUrl(hash, 'replace', { fromList: history.state?.fromList ?? false });
+  else writeUrl(hash, 'push', { fromList: true });
+  route();
+}
+
+/** Back to the list: pops our history entry when there is one, else rewrites the URL. */
+function back() {
+  if (history.state?.fromList && location.hash.startsWith('#/m/')) {
+    history.back();
+  } else {
+    writeUrl('', 'replace', null);
+    route();
+  }
+}
+
+/** Shows whatever the URL names: a message, or the list alone. */
+function route() {
+  const match = location.hash.match(/^#\/m\/(.+)$/);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  if (id && id !== state.openId) openMessage(id);
+  else if (!id && state.openId) closeMessage();
+}
+
+async function openMessage(id) {
+  state.openId = id;
+  state.selectedId = id;
+  state.view = null;
+  document.body.classList.add('viewing');
+  $('placeholder').hidden = true;
+  const article = $('message');
+  article.hidden = false;
+  article.replaceChildren(h('p', { class: 'panel-note' }, 'Loading…'));
+  renderList();
+  list.reveal(id);
+  try {
+    const message = await api.getMessage(id);
+    if (state.openId === id) showMessage(message);
+  } catch (error) {
+    if (state.openId === id) showOpenError(error);
+  }
+}
+
+function showMessage(message) {
+  const summary = findMessage(message.ID);
+  const wasRead = summary ? summary.Read : false;
+  state.openRead = true;
+  state.view = new MessageView($('message'), message, {
+    tab: state.tab,
+    read: true,
+    onTab: (name) => (state.tab = name),
+    onBack: back,
+    onDelete: () => deleteMessage(message.ID),
+    onToggleRead: () => toggleRead(message.ID),
+  });
+  if (!wasRead) setRead([message.ID], true);
+}
+
+function showOpenError(error) {
+  const text = error.status === 404 ? 'This message no longer exists.' : `Could not open the message: ${error.message}`;
+  $('message').replaceChildren(
+    h('div', { class: 'message-toolbar' }, h('button', { class: 'icon-button back-button', type: 'button', 'aria-label': 'Back to the list', onclick: back }, icon('back'))),
+    h('p', { class: 'panel-error' }, text),
+  );
+}
+
+function closeMessage() {
+  state.openId = null;
+  state.view = null;
+  document.body.classList.remove('viewing');
+  $('message').hidden = true;
+  $('message').replaceChildren();
+  $('placeholder').hidden = false;
+  renderList();
+  if (state.selectedId) list.reveal(state.selectedId);
+}
+
+// ---- read state and deleting ----------------------------------------------------------------
+
+async function setRead(ids, read) {
+  applyRead(ids, read);
+  try {
+    await api.setRead({ ids, read });
+  } catch (error) {
+    toast(`Could not mark as ${read ? 'read' : 'unread'}: ${error.message}`, 'error');
+    syncSoon();
+  }
+}
+
+function isRead(id) {
+  const message = findMessage(id);
+  if (message) return message.Read;
+  return id === state.openId ? state.openRead : false;
+}
+
+function toggleRead(id) {
+  if (id) setRead([id], !isRead(id));
+}
+
+/** Marks the whole mailbox read, or with a search, the matches shown. */
+async function markAllRead() {
+  const ids = state.query ? state.messages.filter((message) => !message.Read).map((message) => message.ID) : [];
+  if (state.query && !ids.length) return;
+  await setRead(ids, true);
+}
+
+async function deleteMessage(id) {
+  if (!id) return;
+  removeMessages([id]);
+  try {
+    await api.deleteMessages([id]);
+    toast('Message deleted');
+  } catch (error) {
+    toast(`Could not delete: ${error.message}`, 'error');
+    syncSoon();
+  }
+}
+
+async function deleteAll() {
+  const { query } = state;
+  const count = query ? state.counts.matched : state.counts.total;
+  const what = query ? `all ${plural(count, 'message', 'messages')} matching “${query}”` : `all ${plural(count, 'message', 'messages')}`;
+  if (!(await confirmDialog(`Delete ${what}? This cannot be undone.`))) return;
+  try {
+    await api.deleteMatching(query);
+    toast(`Deleted ${what}`);
+  } catch (error) {
+    toast(`Could not delete: ${error.message}`, 'error');
+  }
+  if (state.openId) back();
+  loadList();
+  inboxesSoon();
+}
+
+/** Asks in the page's own dialog; resolves true when the reader confirms. */
+function confirmDialog(text) {
+  const dialog = $('confirm');
+  $('confirm-text').textContent = text;
+  dialog.returnValue = '';
+  dialog.showModal();
+  $('confirm-ok').focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+}
+
+// ---- keyboard -------------------------------------------------------------------------------
+
+const KEYS = {
+  j: () => move(1),
+  k: () => move(-1),
+  ArrowDown: () => move(1),
+  ArrowUp: () => move(-1),
+  Enter: openSelected,
+  o: openSelected,
+  Escape: escape,
+  Delete: () => deleteMessage(state.openId || state.selectedId),
+  '#': () => deleteMessage(state.openId || state.selectedId),
+  u: () => toggleRead(state.openId || state.selectedId),
+  '/': focusSearch,
+};
+
+function onKey(event) {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+  if ($('confirm').open || document.querySelector(':popover-open')) return;
+  const target = event.target;
+  if (isTextField(target)) {
+    if (event.key === 'Escape') target.blur();
+    if (event.key === 'ArrowDown' && target === $('search')) focusFirstRow(event);
+    return;
+  }
+  // Arrows inside the message (or on a focused control) keep their usual meaning.
+  if (event.key.startsWith('Arrow') && target.closest?.('#message-pane, .tabs')) return;
+  if (event.key === 'Enter' && target.closest?.('a, button')) return;
+  const action = KEYS[event.key];
+  if (!action) return;
+  event.preventDefault();
+  action();
+}
+
+function isTextField(element) {
+  if (element instanceof HTMLTextAreaElement || element instanceof HTMLSelectElement) return true;
+  if (!(element instanceof HTMLInputElement)) return element?.isContentEditable === true;
+  return !['checkbox', 'radio', 'button', 'submit', 'reset'].includes(element.type);
+}
+
+function focusFirstRow(event) {
+  event.preventDefault();
+  event.target.blur();
+  if (!state.selectedId && state.messages.length) state.selectedId = state.messages[0].ID;
+  renderList();
+}
+
+/** Moves the selection; with a message open, opens the next one instead. */
+function move(delta) {
+  if (!state.messages.length) return;
+  const index = state.messages.findIndex((message) => message.ID === (state.openId || state.selectedId));
+  const next = index < 0 ? 0 : Math.min(Math.max(index + delta, 0), state.messages.length - 1);
+  const id = state.messages[next].ID;
+  if (next === state.messages.length - 1 && delta > 0 && !$('load-more').hidden) loadMore();
+  if (state.openId) {
+    if (id !== state.openId) navigate(id);
+    return;
+  }
+  state.selectedId = id;
+  renderList();
+  list.reveal(id);
+}
+
+function openSelected() {
+  if (state.selectedId && state.selectedId !== state.openId) navigate(state.selectedId);
+}
+
+function escape() {
+  if (document.body.classList.contains('drawer-open')) setDrawer(false);
+  else if (state.openId) back();
+}
+
+function focusSearch() {
+  const input = $('search');
+  input.focus();
+  input.select();
+}
+
+// ---- toasts ---------------------------------------------------------------------------------
+
+function toast(text, kind = 'info') {
+  const element = h('div', { class: ['toast', kind] }, text);
+  $('toasts').append(element);
+  setTimeout(() => element.remove(), kind === 'error' ? 7000 : 3500);
+}

@@ -1,0 +1,256 @@
+/**
+ * The message pane for one message: a toolbar (back, read/unread, delete), the header (subject,
+ * addresses, date, size, tags) and tabs — HTML, Text, Headers, Raw, Attachments, Envelope.
+ *
+ * The HTML body is never put into this page: it loads in an `<iframe sandbox="allow-popups">`
+ * (no scripts, no same-origin access) from `/view/ID.html`, whose Content-Security-Policy blocks
+ * remote content until the reader ticks "Load remote content". Each tab's body is built the first
+ * time it is shown and kept, so switching tabs does not refetch.
+ */
+
+import * as api from './api.js';
+import { addressListNode, formatSize, fullTime, h, icon } from './dom.js';
+
+const TAB_LABELS = {
+  html: 'HTML',
+  text: 'Text',
+  headers: 'Headers',
+  raw: 'Raw',
+  attachments: 'Attachments',
+  envelope: 'Envelope',
+};
+
+export class MessageView {
+  /**
+   * Renders `message` into `root`. `options`: `tab` (preferred tab name), `read`, and callbacks
+   * `onTab(name)`, `onBack()`, `onDelete()`, `onToggleRead()`.
+   */
+  constructor(root, message, options) {
+    this.root = root;
+    this.message = message;
+    this.options = options;
+    this.panels = new Map();
+    this.tabs = availableTabs(message);
+    this.tabButtons = new Map();
+    this.panel = h('div', { class: 'tab-panel', role: 'tabpanel', id: 'tab-panel', tabindex: '-1' });
+    this.readButton = h('button', { class: 'icon-button', type: 'button', onclick: () => options.onToggleRead() });
+    root.replaceChildren(this.#toolbar(), header(message), this.#tabList(), this.panel);
+    this.setRead(options.read);
+    this.#select(this.tabs.includes(options.tab) ? options.tab : this.tabs[0]);
+  }
+
+  /** Updates the read/unread toggle to match the message's state. */
+  setRead(read) {
+    const label = read ? 'Mark as unread' : 'Mark as read';
+    this.readButton.replaceChildren(icon(read ? 'mail' : 'mail-open'));
+    this.readButton.title = `${label} (u)`;
+    this.readButton.setAttribute('aria-label', label);
+  }
+
+  /** Switches to tab `name` at the reader's request (remembered for the next message). */
+  show(name) {
+    this.#select(name);
+    this.options.onTab?.(name);
+  }
+
+  /** Shows tab `name`, building its body on first use. */
+  #select(name) {
+    this.current = name;
+    for (const [tab, button] of this.tabButtons) {
+      const selected = tab === name;
+      button.setAttribute('aria-selected', String(selected));
+      button.tabIndex = selected ? 0 : -1;
+    }
+    this.panel.setAttribute('aria-labelledby', `tab-${name}`);
+    if (!this.panels.has(name)) this.panels.set(name, this.#buildPanel(name));
+    this.panel.replaceChildren(this.panels.get(name));
+  }
+
+  #toolbar() {
+    const { onBack, onDelete } = this.options;
+    return h(
+      'div',
+      { class: 'message-toolbar' },
+      h('button', { class: 'icon-button back-button', type: 'button', title: 'Back to the list (Esc)', 'aria-label': 'Back to the list', onclick: onBack }, icon('back')),
+      h('span', { class: 'spacer' }),
+      this.readButton,
+      h('a', { class: 'icon-button', href: api.rawUrl(this.message.ID), download: `${this.message.ID}.eml`, title: 'Download .eml', 'aria-label': 'Download the message as .eml' }, icon('download')),
+      h('button', { class: 'icon-button danger', type: 'button', title: 'Delete (Delete or #)', 'aria-label': 'Delete message', onclick: onDelete }, icon('trash')),
+    );
+  }
+
+  #tabList() {
+    const list = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Message views', onkeydown: (event) => this.#onTabKey(event) });
+    for (const name of this.tabs) {
+      const count = name === 'attachments' ? attachmentsOf(this.message).length : 0;
+      const button = h(
+        'button',
+        { class: 'tab', type: 'button', role: 'tab', id: `tab-${name}`, 'aria-controls': 'tab-panel', dataset: { tab: name }, onclick: () => this.show(name) },
+        TAB_LABELS[name],
+        count ? h('span', { class: 'tab-count' }, count) : null,
+      );
+      this.tabButtons.set(name, button);
+      list.append(button);
+    }
+    return list;
+  }
+
+  /** Left/Right/Home/End move between tabs, as in the WAI-ARIA tabs pattern. */
+  #onTabKey(event) {
+    const index = this.tabs.indexOf(this.current);
+    const moves = { ArrowLeft: index - 1, ArrowRight: index + 1, Home: 0, End: this.tabs.length - 1 };
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    const next = this.tabs[(moves[event.key] + this.tabs.length) % this.tabs.length];
+    this.show(next);
+    this.tabButtons.get(next).focus();
+  }
+
+  #buildPanel(name) {
+    const message = this.message;
+    switch (name) {
+      case 'html':
+        return htmlPanel(message);
+      case 'text':
+        return textPanel(message);
+      case 'headers':
+        return asyncPanel(() => api.getHeaders(message.ID), headersTable);
+      case 'raw':
+        return asyncPanel(() => api.getRaw(message.ID), (raw) => rawPanel(message, raw));
+      case 'attachments':
+        return attachmentsPanel(message);
+      default:
+        return envelopePanel(message.Envelope);
+    }
+  }
+}
+
+function availableTabs(message) {
+  const tabs = ['text', 'headers', 'raw', 'attachments', 'envelope'];
+  return message.HTML ? ['html', ...tabs] : tabs;
+}
+
+function attachmentsOf(message) {
+  return [...(message.Attachments || []), ...(message.Inline || [])];
+}
+
+function header(message) {
+  const rows = [
+    ['From', message.From?.Address ? addressListNode([message.From]) : '(none)'],
+    ['To', message.To?.length ? addressListNode(message.To) : '(none)'],
+    message.Cc?.length && ['Cc', addressListNode(message.Cc)],
+    message.Bcc?.length && ['Bcc', addressListNode(message.Bcc)],
+    message.ReplyTo?.length && ['Reply-To', addressListNode(message.ReplyTo)],
+    ['Date', h('time', { datetime: message.Date }, fullTime(message.Date))],
+    ['Size', formatSize(message.Size)],
+    message.Tags?.length && ['Tags', h('span', { class: 'tags' }, message.Tags.map((tag) => h('span', { class: 'tag' }, tag)))],
+  ].filter(Boolean);
+  return h(
+    'header',
+    { class: 'message-header' },
+    h('h1', { class: 'message-subject' }, message.Subject || '(no subject)'),
+    definitionList(rows),
+  );
+}
+
+function definitionList(rows) {
+  return h('dl', { class: 'fields' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
+}
+
+function htmlPanel(message) {
+  const frame = h('iframe', {
+    class: 'html-frame',
+    sandbox: 'allow-popups',
+    referrerpolicy: 'no-referrer',
+    title: 'Message HTML body',
+    src: api.htmlViewUrl(message.ID, false),
+  });
+  const toggle = h('input', {
+    type: 'checkbox',
+    id: 'remote-toggle',
+    onchange: () => {
+      frame.src = api.htmlViewUrl(message.ID, toggle.checked);
+    },
+  });
+  const bar = h(
+    'div',
+    { class: 'remote-bar' },
+    h('label', { for: 'remote-toggle' }, toggle, 'Load remote content'),
+    h('span', {}, 'Remote images, fonts and styles are blocked until you allow them.'),
+  );
+  return h('div', { class: 'tab-panel html-tab' }, bar, frame);
+}
+
+function textPanel(message) {
+  if (!message.Text) return h('p', { class: 'panel-note' }, 'This message has no plain-text part.');
+  return h('pre', { class: 'source text-body' }, message.Text);
+}
+
+/** A panel that shows "Loading…", then `render(await load())`, or the error. */
+function asyncPanel(load, render) {
+  const panel = h('div', { class: 'async-panel' }, h('p', { class: 'panel-note' }, 'Loading…'));
+  load()
+    .then((value) => panel.replaceChildren(render(value)))
+    .catch((error) => panel.replaceChildren(h('p', { class: 'panel-error' }, error.message)));
+  return panel;
+}
+
+function headersTable(headers) {
+  const rows = [];
+  for (const [name, values] of Object.entries(headers || {})) {
+    for (const value of [].concat(values)) {
+      rows.push(h('tr', {}, h('th', { scope: 'row' }, name), h('td', {}, value)));
+    }
+  }
+  return h('div', { class: 'panel-pad' }, h('table', { class: 'headers-table' }, h('tbody', {}, rows)));
+}
+
+function rawPanel(message, raw) {
+  return h(
+    'div',
+    {},
+    h('div', { class: 'panel-actions' }, h('a', { class: 'button', href: api.rawUrl(message.ID), download: `${message.ID}.eml` }, icon('download'), 'Download .eml')),
+    h('pre', { class: 'source raw-source' }, raw),
+  );
+}
+
+function attachmentsPanel(message) {
+  const parts = attachmentsOf(message);
+  if (!parts.length) return h('p', { class: 'panel-note' }, 'This message has no attachments.');
+  return h('ul', { class: 'attachments' }, parts.map((part) => attachmentCard(message.ID, part)));
+}
+
+function attachmentCard(messageId, part) {
+  const url = api.partUrl(messageId, part.PartID);
+  const name = part.FileName || `part-${part.PartID}`;
+  const type = part.ContentType || 'application/octet-stream';
+  const preview = type.toLowerCase().startsWith('image/')
+    ? h('img', { src: url, alt: name, loading: 'lazy' })
+    : icon('file');
+  return h(
+    'li',
+    { class: 'attachment', dataset: { part: part.PartID } },
+    h('div', { class: 'attachment-preview' }, preview),
+    h(
+      'div',
+      { class: 'attachment-body' },
+      h('div', { class: 'attachment-info' }, h('div', { class: 'attachment-name', title: name }, name), h('div', { class: 'attachment-meta' }, `${type} · ${formatSize(part.Size)}`)),
+      h('a', { class: 'icon-button attachment-download', href: url, download: name, title: `Download ${name}`, 'aria-label': `Download ${name}` }, icon('download')),
+    ),
+  );
+}
+
+function envelopePanel(envelope) {
+  if (!envelope) return h('p', { class: 'panel-note' }, 'The server reported no envelope for this message.');
+  const tls = envelope.TLS ? `${envelope.TLS.Protocol || 'TLS'} · ${envelope.TLS.Cipher || ''}` : 'None (plain text)';
+  const rows = [
+    ['MAIL FROM', envelope.MailFrom ? envelope.MailFrom : '<> (null sender)'],
+    ['RCPT TO', h('div', {}, (envelope.Recipients || []).map((rcpt) => h('div', {}, rcpt)))],
+    ['Client', envelope.ClientAddress || 'unknown'],
+    ['HELO', envelope.Helo || 'unknown'],
+    ['TLS', tls],
+    ['AUTH', envelope.Auth || 'None'],
+    ['Received', envelope.ReceivedAt ? fullTime(envelope.ReceivedAt) : 'unknown'],
+  ];
+  return h('div', { class: 'panel-pad envelope' }, definitionList(rows));
+}
