@@ -106,10 +106,10 @@ impl NewMessage {
         let mut summary = self.summary.clone();
         summary.bcc.extend(self.envelope.hidden_recipients(&self.summary));
         for rcpt in &self.envelope.recipients {
-            if let Some(tag) = Inbox::of(&rcpt.address).tag {
-                if !summary.tags.contains(&tag) {
-                    summary.tags.push(tag);
-                }
+            if let Some(tag) = Inbox::of(&rcpt.address).tag
+                && !summary.tags.contains(&tag)
+            {
+                summary.tags.push(tag);
             }
         }
         MessageRow {
