@@ -154,7 +154,10 @@ impl Spool {
     pub async fn submit(&self, message: NewMessage) -> Result<MessageId, SpoolError> {
         let id = message.id;
         let (done, answer) = oneshot::channel();
-        self.jobs.send(Job::Commit { message: Box::new(message), done }).await.map_err(|_| SpoolError::Closed)?;
+        self.jobs
+            .send(Job::Commit { message: Box::new(message), done })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
         answer.await.map_err(|_| SpoolError::Closed)??;
         Ok(id)
     }
@@ -257,6 +260,12 @@ impl<S: Store> Writer<S> {
                     .commit_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 tracing::trace!(messages = n, "spool commit");
+                metrics::histogram!("tern_spool_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("tern_spool_batch_messages").record(n as f64);
+                metrics::counter!("tern_messages_accepted_total").increment(n);
+                metrics::counter!("tern_message_bytes_total")
+                    .increment(batch.iter().map(|m| m.raw.len() as u64).sum());
                 if self.events.receiver_count() > 0 {
                     let rows = batch.iter().map(NewMessage::row).collect();
                     let _ = self.events.send(Event::Committed(Arc::new(rows)));
@@ -264,6 +273,8 @@ impl<S: Store> Writer<S> {
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tern_messages_rejected_total", "reason" => "storage")
+                    .increment(n);
                 tracing::error!(messages = n, error = %e, "spool commit failed; messages refused");
             }
         }

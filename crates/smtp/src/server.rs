@@ -100,16 +100,21 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("tern_smtp_connections_refused_total").increment(1);
             tracker.spawn(refuse(stream));
             continue;
         };
+        metrics::counter!("tern_smtp_sessions_total").increment(1);
         let n = sessions.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("session", n, peer = %peer);
         let ctx = ctx.clone();
         tracker.spawn(
             async move {
                 debug!("connected");
+                let active = metrics::gauge!("tern_smtp_sessions_active");
+                active.increment(1.0);
                 Session::new(stream, peer, ctx).run().await;
+                active.decrement(1.0);
                 drop(permit);
             }
             .instrument(span),

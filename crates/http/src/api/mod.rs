@@ -73,7 +73,25 @@ pub fn router(state: State) -> Router {
         .route("/", get(ui::index))
         .route("/ui/{*file}", get(ui::asset))
         .fallback(app::not_found)
+        .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// Counts every request by status class for `/metrics`.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("tern_http_requests_total", "status" => class).increment(1);
+    response
 }
 
 /// Query parameters, parsed one by one so a bad value gets a JSON 400 naming it.

@@ -50,11 +50,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let reply = match decoder.finish() {
             Ok(body) => self.commit(tx, body).await,
-            Err(DataError::TooLarge) => canned::too_big(),
-            Err(DataError::BareNewline) => Reply::new(
-                550,
-                Status(5, 6, 0),
-                "Error: bare CR or LF received; lines must end with CRLF",
+            Err(DataError::TooLarge) => rejected("too_large", canned::too_big()),
+            Err(DataError::BareNewline) => rejected(
+                "bare_newline",
+                Reply::new(
+                    550,
+                    Status(5, 6, 0),
+                    "Error: bare CR or LF received; lines must end with CRLF",
+                ),
             ),
         };
         self.conn.queue(&reply);
@@ -86,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !fits {
             // The transaction fails; later pipelined chunks meet Phase::Idle and are discarded.
             self.read_chunk(size, None).await?;
-            self.conn.queue(&canned::too_big());
+            self.conn.queue(&rejected("too_large", canned::too_big()));
             return Ok(Flow::Continue);
         }
         self.read_chunk(size, Some(&mut chunks.body)).await?;
@@ -162,6 +165,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
+}
+
+/// Counts a refused message by reason and passes its reply through.
+fn rejected(reason: &'static str, reply: Reply) -> Reply {
+    metrics::counter!("tern_messages_rejected_total", "reason" => reason).increment(1);
+    reply
 }
 
 fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i64) -> Envelope {
