@@ -312,6 +312,31 @@ mod tests {
         assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
     }
 
+    /// The README's configuration table names every key of the example file, so the two
+    /// cannot drift apart silently.
+    #[test]
+    fn the_readme_documents_every_key() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let example = std::fs::read_to_string(root.join("tern.example.toml")).expect("example");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+        let table: toml::Table = example.parse().expect("example parses");
+        let mut keys = vec!["hostname".to_string()];
+        for (name, value) in &table {
+            match value {
+                toml::Value::Table(section) => {
+                    keys.extend(section.keys().map(|k| format!("{name}.{k}")))
+                }
+                _ => keys.push(name.clone()),
+            }
+        }
+        for key in keys {
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "README's configuration table lacks `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn empty_file_is_all_defaults() {
         let config = Config::parse("", Path::new("t.toml")).expect("parses");
