@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State as AxumState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,7 @@ fn translate(event: &Event) -> Vec<(&'static str, Value)> {
         Event::ReadChanged(ids, read) => {
             ids.iter().map(|id| ("update", json!({ "ID": id.to_string(), "Read": read }))).collect()
         }
+        Event::Truncated => vec![("truncate", Value::Null)],
     }
 }
 
@@ -57,6 +59,7 @@ fn translate_sse(event: &Event) -> Vec<SseEvent> {
         Event::ReadChanged(ids, read) => SseEvent::default().event("update").json_data(
             json!({ "IDs": ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "Read": read }),
         ),
+        Event::Truncated => Ok(SseEvent::default().event("truncate").data("{}")),
     };
     event.into_iter().collect()
 }
@@ -79,8 +82,19 @@ pub async fn sse(
 }
 
 /// `GET /api/events`: Mailpit's websocket.
-pub async fn websocket(AxumState(state): AxumState<State>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| serve_socket(state, socket)).into_response()
+pub async fn websocket(
+    AxumState(state): AxumState<State>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => {
+            upgrade.on_upgrade(move |socket| serve_socket(state, socket)).into_response()
+        }
+        Err(rejection) => crate::ApiError::BadRequest(format!(
+            "this endpoint is a websocket; connect with an Upgrade request ({rejection})"
+        ))
+        .into_response(),
+    }
 }
 
 async fn serve_socket(state: State, mut socket: WebSocket) {

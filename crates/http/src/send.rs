@@ -26,37 +26,72 @@ pub const MAX_SEND_BODY_BYTES: usize = 32 * 1024 * 1024;
 const RESERVED_HEADERS: &[&str] =
     &["to", "from", "cc", "bcc", "reply-to", "date", "subject", "content-type", "mime-version"];
 
+/// Mailpit's request. Like its Go decoder, unknown fields are ignored and both the documented
+/// (`To`) and the lower-case (`to`) spellings are accepted.
 #[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(default)]
 struct SendRequest {
+    #[serde(rename = "From", alias = "from")]
     from: Person,
+    #[serde(rename = "To", alias = "to")]
     to: Vec<Person>,
+    #[serde(rename = "Cc", alias = "cc", alias = "CC")]
     cc: Vec<Person>,
+    #[serde(rename = "Bcc", alias = "bcc", alias = "BCC")]
     bcc: Vec<String>,
+    #[serde(rename = "ReplyTo", alias = "replyTo", alias = "reply_to", alias = "replyto")]
     reply_to: Vec<Person>,
+    #[serde(rename = "Subject", alias = "subject")]
     subject: String,
+    #[serde(rename = "Text", alias = "text")]
     text: String,
-    #[serde(rename = "HTML")]
+    #[serde(rename = "HTML", alias = "html", alias = "Html")]
     html: String,
+    #[serde(rename = "Attachments", alias = "attachments")]
     attachments: Vec<Attachment>,
+    #[serde(rename = "Tags", alias = "tags")]
     tags: Vec<String>,
+    #[serde(rename = "Headers", alias = "headers")]
     headers: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(default)]
 struct Person {
+    #[serde(rename = "Email", alias = "email")]
     email: String,
+    #[serde(rename = "Name", alias = "name")]
     name: String,
 }
 
+impl Person {
+    /// Accepts `Bob <b@example.com>` in `Email` too, as Mailpit's address parser does.
+    fn normalized(&self) -> Person {
+        let email = self.email.trim();
+        match email.strip_suffix('>').and_then(|e| e.rsplit_once('<')) {
+            Some((name, address)) => Person {
+                email: address.trim().to_string(),
+                name: if self.name.is_empty() {
+                    name.trim().trim_matches('"').to_string()
+                } else {
+                    self.name.clone()
+                },
+            },
+            None => Person { email: email.to_string(), name: self.name.clone() },
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(default)]
 struct Attachment {
+    #[serde(rename = "Content", alias = "content")]
     content: String,
+    #[serde(rename = "Filename", alias = "filename", alias = "FileName")]
     filename: String,
+    #[serde(rename = "ContentType", alias = "contentType", alias = "content_type")]
     content_type: String,
-    #[serde(rename = "ContentID")]
+    #[serde(rename = "ContentID", alias = "contentID", alias = "ContentId", alias = "content_id")]
     content_id: String,
 }
 
@@ -73,11 +108,12 @@ pub async fn send(
     let body = axum::body::to_bytes(request.into_body(), MAX_SEND_BODY_BYTES)
         .await
         .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-    let req: SendRequest = serde_json::from_slice(&body)
+    let mut req: SendRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let (raw, envelope_rcpts) = build(&req)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    req.normalize();
     let id = MessageId::generate();
+    let (raw, envelope_rcpts) = build(&req, &format!("{id}@{}", state.hostname))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let received_header = Trace {
         helo: "api",
         peer,
@@ -118,8 +154,23 @@ pub async fn send(
     Ok(Json(json!({ "ID": id.to_string() })))
 }
 
-/// Builds the MIME message and the envelope recipients, or says what is wrong.
-fn build(req: &SendRequest) -> Result<(Vec<u8>, Vec<String>), ApiError> {
+impl SendRequest {
+    fn normalize(&mut self) {
+        self.from = self.from.normalized();
+        for list in [&mut self.to, &mut self.cc, &mut self.reply_to] {
+            for person in list.iter_mut() {
+                *person = person.normalized();
+            }
+        }
+        for address in &mut self.bcc {
+            *address = Person { email: address.clone(), name: String::new() }.normalized().email;
+        }
+    }
+}
+
+/// Builds the MIME message (with `message_id`) and the envelope recipients, or says what is
+/// wrong.
+fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), ApiError> {
     let bad = |m: String| ApiError::BadRequest(m);
     if req.from.email.trim().is_empty() {
         return Err(bad("error building message: from not set".into()));
@@ -170,6 +221,7 @@ fn build(req: &SendRequest) -> Result<(Vec<u8>, Vec<String>), ApiError> {
         )
     };
     let mut builder = MessageBuilder::new()
+        .message_id(message_id.to_string())
         .from(BuiltAddress::new_address(
             (!req.from.name.is_empty()).then(|| req.from.name.clone()),
             req.from.email.clone(),
@@ -216,7 +268,7 @@ fn build(req: &SendRequest) -> Result<(Vec<u8>, Vec<String>), ApiError> {
             .decode(encoded.trim())
             .map_err(|e| bad(format!("error decoding base64 attachment {:?}: {e}", a.filename)))?;
         let content_type = if a.content_type.is_empty() {
-            "application/octet-stream".to_string()
+            sniff(&bytes).to_string()
         } else {
             a.content_type.clone()
         };
@@ -228,6 +280,29 @@ fn build(req: &SendRequest) -> Result<(Vec<u8>, Vec<String>), ApiError> {
     }
     let raw = builder.write_to_vec().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((raw, rcpts))
+}
+
+/// The media type of content given without one, from its first bytes.
+fn sniff(bytes: &[u8]) -> &'static str {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"),
+        (b"%PDF-", "application/pdf"),
+        (b"PK\x03\x04", "application/zip"),
+        (b"\x1f\x8b", "application/gzip"),
+    ];
+    if let Some((_, media)) = MAGIC.iter().find(|(magic, _)| bytes.starts_with(magic)) {
+        return media;
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return "image/webp";
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
 }
 
 /// `local@domain` with no spaces, brackets or control characters.
@@ -261,7 +336,7 @@ mod tests {
             "Headers": {"X-Campaign": "c1"},
             "Attachments": [{"Content": "aGVsbG8=", "Filename": "a.txt", "ContentType": "text/plain"}]
         }));
-        let (raw, rcpts) = build(&req).expect("builds");
+        let (raw, rcpts) = build(&req, "id@tern.test").expect("builds");
         assert_eq!(rcpts, ["user@example.com", "hidden@example.com"]);
         let text = String::from_utf8_lossy(&raw);
         assert!(text.contains("X-Tags: signup, test"), "{text}");
@@ -271,6 +346,21 @@ mod tests {
         assert_eq!(summary.subject, "Welcome");
         assert_eq!(summary.attachments, 1);
         assert_eq!(summary.tags, ["signup", "test"]);
+        assert_eq!(summary.message_id.as_deref(), Some("id@tern.test"));
+    }
+
+    #[test]
+    fn lower_case_keys_display_names_and_sniffed_types() {
+        let mut req = request(json!({
+            "from": {"email": "App <app@example.org>"},
+            "to": [{"email": "user@example.com"}],
+            "subject": "s",
+            "attachments": [{"content": "iVBORw0KGgoAAAAN", "filename": "x.png"}]
+        }));
+        req.normalize();
+        assert_eq!((req.from.email.as_str(), req.from.name.as_str()), ("app@example.org", "App"));
+        let (raw, _) = build(&req, "id@tern.test").expect("builds");
+        assert!(String::from_utf8_lossy(&raw).contains("image/png"));
     }
 
     #[test]
@@ -293,7 +383,7 @@ mod tests {
             for (k, v) in patch.as_object().expect("object") {
                 value[k] = v.clone();
             }
-            let err = build(&request(value)).expect_err(want).to_string();
+            let err = build(&request(value), "id@tern.test").expect_err(want).to_string();
             assert!(err.contains(want), "{err} should contain {want}");
         }
     }

@@ -190,7 +190,7 @@ function wireSearch() {
 function insertTerm(term) {
   const input = $('search');
   input.value = input.value.trim() ? `${input.value.trim()} ${term}` : term;
-  $('search-help').hidePopover();
+  $('search-help').hidePopover?.();
   input.focus();
   setQuery(input.value);
 }
@@ -242,13 +242,18 @@ function renderInboxes() {
   document.querySelector('.inbox-all').classList.toggle('active', !state.query);
 }
 
+/** Links with `data-query` (inboxes, "All messages", the logo) run that search. */
 function wireSidebar() {
-  $('sidebar').addEventListener('click', (event) => {
-    const link = event.target.closest('[data-query]');
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest('a[data-query]');
     if (!link) return;
     event.preventDefault();
     setDrawer(false);
-    if (state.openId) back();
+    // Replace rather than pop the history entry: the URL written next must carry the query.
+    if (state.openId) {
+      closeMessage();
+      writeUrl('', 'replace', null);
+    }
     setQuery(link.dataset.query);
   });
   $('menu-button').addEventListener('click', () => setDrawer(!document.body.classList.contains('drawer-open')));
@@ -387,22 +392,37 @@ function navigate(id) {
   route();
 }
 
-/** Back to the list: pops our history entry when there is one, else rewrites the URL. */
+/**
+ * Back to the list: closes the message at once, then pops our history entry when there is one
+ * (else rewrites the URL). Closing first makes a second call before `popstate` a no-op, so
+ * two quick calls never walk back out of the app.
+ */
 function back() {
-  if (history.state?.fromList && location.hash.startsWith('#/m/')) {
-    history.back();
-  } else {
+  if (!state.openId) return;
+  const pop = history.state?.fromList && location.hash.startsWith('#/m/');
+  closeMessage();
+  if (!pop) {
     writeUrl('', 'replace', null);
-    route();
+    return;
   }
+  history.back();
+  // If a link inside the mail had navigated its frame, back() undoes that instead of leaving
+  // the message's URL: then drop the message from the URL in place.
+  setTimeout(() => {
+    if (!state.openId && location.hash.startsWith('#/m/')) writeUrl('', 'replace', null);
+  }, 250);
 }
 
-/** Shows whatever the URL names: a message, or the list alone. */
+/**
+ * Shows whatever the URL names: a message, or the list alone. The search is not part of the
+ * history: after Back/Forward the URL's `?q=` is rewritten to the search shown.
+ */
 function route() {
   const match = location.hash.match(/^#\/m\/(.+)$/);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (id && id !== state.openId) openMessage(id);
   else if (!id && state.openId) closeMessage();
+  if ((new URLSearchParams(location.search).get('q') || '') !== state.query) writeUrl(location.hash);
 }
 
 async function openMessage(id) {
@@ -545,7 +565,7 @@ const KEYS = {
 
 function onKey(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-  if ($('confirm').open || document.querySelector(':popover-open')) return;
+  if ($('confirm').open || popoverOpen()) return;
   const target = event.target;
   if (isTextField(target)) {
     if (event.key === 'Escape') target.blur();
@@ -559,6 +579,14 @@ function onKey(event) {
   if (!action) return;
   event.preventDefault();
   action();
+}
+
+function popoverOpen() {
+  try {
+    return document.querySelector(':popover-open') !== null;
+  } catch {
+    return false; // a browser without the Popover API
+  }
 }
 
 function isTextField(element) {

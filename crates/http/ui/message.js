@@ -60,6 +60,8 @@ export class MessageView {
       const selected = tab === name;
       button.setAttribute('aria-selected', String(selected));
       button.tabIndex = selected ? 0 : -1;
+      // On a narrow screen the tab strip scrolls: keep the chosen tab in sight.
+      if (selected && button.isConnected) button.scrollIntoView({ block: 'nearest', inline: 'nearest' });
     }
     this.panel.setAttribute('aria-labelledby', `tab-${name}`);
     if (!this.panels.has(name)) this.panels.set(name, this.#buildPanel(name));
@@ -158,18 +160,15 @@ function definitionList(rows) {
 }
 
 function htmlPanel(message) {
-  const frame = h('iframe', {
-    class: 'html-frame',
-    sandbox: 'allow-popups',
-    referrerpolicy: 'no-referrer',
-    title: 'Message HTML body',
-    src: api.htmlViewUrl(message.ID, false),
-  });
+  let frame = htmlFrame(message.ID, false);
   const toggle = h('input', {
     type: 'checkbox',
     id: 'remote-toggle',
     onchange: () => {
-      frame.src = api.htmlViewUrl(message.ID, toggle.checked);
+      // A new frame rather than a new `src`: changing `src` would add a browser history entry.
+      const next = htmlFrame(message.ID, toggle.checked);
+      frame.replaceWith(next);
+      frame = next;
     },
   });
   const bar = h(
@@ -179,6 +178,17 @@ function htmlPanel(message) {
     h('span', {}, 'Remote images, fonts and styles are blocked until you allow them.'),
   );
   return h('div', { class: 'tab-panel html-tab' }, bar, frame);
+}
+
+/** The sandboxed frame: no scripts, no same-origin access, links may open new windows. */
+function htmlFrame(messageId, remote) {
+  return h('iframe', {
+    class: 'html-frame',
+    sandbox: 'allow-popups',
+    referrerpolicy: 'no-referrer',
+    title: 'Message HTML body',
+    src: api.htmlViewUrl(messageId, remote),
+  });
 }
 
 function textPanel(message) {

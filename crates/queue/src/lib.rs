@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Store, StoreError};
+use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Selection, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Events buffered per subscriber before a slow one starts missing them.
@@ -31,6 +31,8 @@ pub enum Event {
     Deleted(Arc<Vec<MessageId>>),
     /// These messages were marked read (`true`) or unread.
     ReadChanged(Arc<Vec<MessageId>>, bool),
+    /// Every message was deleted.
+    Truncated,
 }
 
 /// Default bound on messages waiting for the writer; senders wait when it is full.
@@ -80,6 +82,8 @@ pub struct SpoolStats {
     failed_commits: AtomicU64,
     max_batch: AtomicU64,
     commit_micros: AtomicU64,
+    bytes: AtomicU64,
+    deleted: AtomicU64,
 }
 
 /// A point-in-time copy of [`SpoolStats`].
@@ -95,6 +99,10 @@ pub struct StatsSnapshot {
     pub max_batch: u64,
     /// Time spent in successful commits, in microseconds.
     pub commit_micros: u64,
+    /// Raw bytes of the messages made durable.
+    pub bytes: u64,
+    /// Messages deleted (by request or by retention).
+    pub deleted: u64,
 }
 
 impl StatsSnapshot {
@@ -113,6 +121,8 @@ impl SpoolStats {
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             max_batch: self.max_batch.load(Ordering::Relaxed),
             commit_micros: self.commit_micros.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
         }
     }
 }
@@ -256,6 +266,8 @@ impl<S: Store> Writer<S> {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.messages.fetch_add(n, Ordering::Relaxed);
                 stats.max_batch.fetch_max(n, Ordering::Relaxed);
+                let bytes: u64 = batch.iter().map(|m| m.raw.len() as u64).sum();
+                stats.bytes.fetch_add(bytes, Ordering::Relaxed);
                 stats
                     .commit_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -264,8 +276,7 @@ impl<S: Store> Writer<S> {
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("tern_spool_batch_messages").record(n as f64);
                 metrics::counter!("tern_messages_accepted_total").increment(n);
-                metrics::counter!("tern_message_bytes_total")
-                    .increment(batch.iter().map(|m| m.raw.len() as u64).sum());
+                metrics::counter!("tern_message_bytes_total").increment(bytes);
                 if self.events.receiver_count() > 0 {
                     let rows = batch.iter().map(NewMessage::row).collect();
                     let _ = self.events.send(Event::Committed(Arc::new(rows)));
@@ -286,9 +297,15 @@ impl<S: Store> Writer<S> {
         if !ids.is_empty() {
             let touched = Arc::new(ids.clone());
             let event = match mutation {
-                Mutation::Delete(_) | Mutation::Prune { .. } => Event::Deleted(touched),
+                Mutation::Delete(Selection::All) => Event::Truncated,
+                Mutation::Delete(_) | Mutation::Prune { .. } | Mutation::MergeIndex { .. } => {
+                    Event::Deleted(touched)
+                }
                 Mutation::SetRead(_, read) => Event::ReadChanged(touched, *read),
             };
+            if matches!(event, Event::Deleted(_) | Event::Truncated) {
+                self.stats.deleted.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            }
             let _ = self.events.send(event);
         }
         Ok(ids)

@@ -104,6 +104,8 @@ impl NewMessage {
     /// headers (as Mailpit shows them).
     pub fn row(&self) -> MessageRow {
         let mut summary = self.summary.clone();
+        // Size as delivered (and as `/raw` serves it): the trace header counts too.
+        summary.size = (self.received_header.len() + self.raw.len()) as u64;
         summary.bcc.extend(self.envelope.hidden_recipients(&self.summary));
         for rcpt in &self.envelope.recipients {
             if let Some(tag) = Inbox::of(&rcpt.address).tag
@@ -236,6 +238,12 @@ pub enum Mutation {
     Delete(Selection),
     /// Mark the selected messages read or unread.
     SetRead(Selection, bool),
+    /// Merge full-text index segments, doing at most about `pages` pages of work: ingest
+    /// leaves merging to this background step so commits stay cheap.
+    MergeIndex {
+        /// Upper bound on the work, in index pages.
+        pages: u64,
+    },
     /// Delete the oldest messages beyond `max_messages`, and those received before
     /// `older_than_ms`, at most `batch` at a time.
     Prune {

@@ -1,7 +1,9 @@
 //! The parsed facts kept beside each message (from, to, subject, snippet …), extracted once at
 //! ingest with mail-parser so listing never re-parses raw bytes.
 
-use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::{
+    Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 use serde::{Deserialize, Serialize};
 
 /// Length of the text snippet, in characters.
@@ -77,8 +79,10 @@ impl Summary {
             return (Summary { size, ..Summary::default() }, text);
         };
         let text = SearchText {
-            body: (0..message.text_body_count())
-                .filter_map(|i| message.body_text(i))
+            // The text bodies; mail-parser lists the HTML body there when a message has no text
+            // alternative, and `part_text` reduces it to words.
+            body: (0..message.text_body_count() as u32)
+                .filter_map(|i| message.text_part(i).map(part_text))
                 .collect::<Vec<_>>()
                 .join("\n"),
             attachments: message
@@ -106,8 +110,9 @@ impl Summary {
             date: message.date().map(|d| d.to_timestamp()),
             message_id: message.message_id().map(str::to_string),
             size,
-            attachments: u32::try_from(message.attachment_count()).unwrap_or(u32::MAX),
-            snippet: message.body_text(0).map(|text| snippet(&text)).unwrap_or_default(),
+            attachments: u32::try_from(message.attachments().filter(|p| is_attachment(p)).count())
+                .unwrap_or(u32::MAX),
+            snippet: snippet_of(&message),
             bcc: message.bcc().map(mailboxes).unwrap_or_default(),
             reply_to: message.reply_to().map(mailboxes).unwrap_or_default(),
             tags,
@@ -138,6 +143,114 @@ fn header_text(value: &HeaderValue<'_>) -> String {
         },
         HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
     }
+}
+
+/// A part counts as an attachment as Mailpit counts them: `Content-Disposition: attachment`,
+/// or `application/octet-stream` whatever its disposition (inline images do not count).
+fn is_attachment(part: &MessagePart<'_>) -> bool {
+    let disposition =
+        part.content_disposition().map(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+    let octet_stream = part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("application")
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("octet-stream"))
+    });
+    disposition == Some(true) || octet_stream
+}
+
+/// The snippet, from the HTML body when there is one (as Mailpit does), else the text body.
+fn snippet_of(message: &Message<'_>) -> String {
+    let html = message.html_part(0).filter(|p| matches!(p.body, PartType::Html(_)));
+    match html.or_else(|| message.text_part(0)) {
+        Some(part) => snippet(&part_text(part)),
+        None => String::new(),
+    }
+}
+
+/// A body part as plain text: HTML is reduced to its words.
+fn part_text(part: &MessagePart<'_>) -> String {
+    match &part.body {
+        PartType::Html(html) => html_to_text(html),
+        PartType::Text(text) => text.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// HTML reduced to text for search and snippets: tags become spaces (so `<p>a</p><p>b</p>` is
+/// two words), `<script>`/`<style>` contents are dropped, common entities decoded.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        out.push(' ');
+        let after = &rest[open..];
+        let lower_name: String = after[1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let skip_to = match lower_name.as_str() {
+            "script" | "style" | "head" => {
+                let closing = format!("</{lower_name}");
+                after.to_ascii_lowercase().find(&closing).unwrap_or(after.len())
+            }
+            _ => 0,
+        };
+        let after = &after[skip_to..];
+        match after.find('>') {
+            Some(close) => rest = &after[close + 1..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    decode_entities(&out)
+}
+
+fn decode_entities(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let tail = &rest[amp..];
+        let Some(semi) = tail[..tail.len().min(12)].find(';') else {
+            out.push('&');
+            rest = &tail[1..];
+            continue;
+        };
+        let entity = &tail[1..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "nbsp" => Some(' '),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &tail[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn mailboxes(address: &Address<'_>) -> Vec<Mailbox> {
@@ -191,6 +304,30 @@ Hello   there\r\n  world\r\n";
         assert_eq!(s.message_id.as_deref(), Some("abc@example.org"));
         assert_eq!(s.snippet, "Hello there world");
         assert_eq!(s.size, raw.len() as u64);
+    }
+
+    #[test]
+    fn html_becomes_words() {
+        assert_eq!(
+            html_to_text(
+                "<h1>Message 119</h1><p>code&nbsp;48213 &amp; more</p><style>p{x}</style>end"
+            )
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+            ["Message", "119", "code", "48213", "&", "more", "end"]
+        );
+        assert_eq!(html_to_text("a &unknown; b &#233; &#x41;"), "a &unknown; b é A");
+        assert_eq!(html_to_text("unclosed <b"), "unclosed  ");
+    }
+
+    #[test]
+    fn inline_images_are_not_attachments() {
+        let raw = b"Subject: a\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>hi</p><p>there</p>\r\n--B\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\nContent-ID: <i>\r\n\r\nPNG\r\n--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\nPDF\r\n--B--\r\n";
+        let (s, text) = Summary::extract_with_text(raw);
+        assert_eq!(s.attachments, 1);
+        assert_eq!(s.snippet, "hi there");
+        assert!(text.body.contains("hi") && text.body.contains("there"));
+        assert_eq!(text.attachments, "a.pdf");
     }
 
     #[test]

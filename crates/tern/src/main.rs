@@ -4,9 +4,9 @@
 
 mod bench;
 mod config;
+mod maintenance;
 mod messages;
 mod metrics;
-mod retention;
 mod serve;
 
 use std::net::SocketAddr;

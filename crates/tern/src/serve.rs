@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
-use crate::{ServeArgs, retention};
+use crate::{ServeArgs, maintenance};
 
 /// How long sessions get to finish after shutdown is signalled.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -97,7 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let state = http_state(&config, &hostname, &spool, shutdown.clone());
     let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
-    tracker.spawn(retention::run(spool.clone(), config.retention.clone(), shutdown.clone()));
+    tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let ctx = Arc::new(Context {
         config: config.smtp.clone(),
         hostname,

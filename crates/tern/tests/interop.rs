@@ -245,7 +245,8 @@ emit(ehlo=code, features=features, refused=refused, queued=queued, quit=s.replie
     assert!(header.contains("for <bob@tern.test>;"), "{header}");
     assert!(header.ends_with("\r\n"), "{header:?}");
     assert_eq!(stored.summary.subject, "interop hello");
-    assert_eq!(stored.summary.size, message.len() as u64);
+    // Size counts the message as delivered: Tern's trace header plus the client's bytes.
+    assert_eq!(stored.summary.size, (stored.received_header.len() + message.len()) as u64);
     assert_eq!(server.count(), 1);
 }
 
@@ -535,7 +536,7 @@ emit(go_ahead=go_ahead[0], queued=queued)
     assert_eq!(result["go_ahead"], 354, "{result}");
     let stored = stored(&server, &id_from(text(&result, "queued")));
     assert_bytes(&stored.raw, b"", "empty body");
-    assert_eq!(stored.summary.size, 0);
+    assert_eq!(stored.summary.size, stored.received_header.len() as u64);
     assert_eq!(stored.envelope.mail_from, "empty@client.example");
     assert_eq!(recipients(&stored), ["void@tern.test"]);
 }

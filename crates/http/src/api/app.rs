@@ -43,9 +43,9 @@ pub async fn info(AxumState(state): AxumState<State>) -> Result<Json<Value>, Api
         "RuntimeStats": {
             "Uptime": state.started.elapsed().as_secs(),
             "Memory": resident_bytes(),
-            "MessagesDeleted": 0,
+            "MessagesDeleted": spool.deleted,
             "SMTPAccepted": spool.messages,
-            "SMTPAcceptedSize": 0,
+            "SMTPAcceptedSize": spool.bytes,
             "SMTPRejected": 0,
             "SMTPIgnored": 0,
         },
@@ -130,6 +130,12 @@ pub async fn metrics(AxumState(state): AxumState<State>) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
+}
+
+/// A known path with the wrong method: a JSON 405.
+pub async fn method_not_allowed() -> Response {
+    let body = Json(json!({ "Error": "method not allowed for this endpoint" }));
+    (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 
 /// Unknown paths: a JSON 404.

@@ -120,12 +120,17 @@ pub async fn detail(
         return_path: e.mail_from.clone(),
         subject: s.subject.clone(),
         list_unsubscribe: list_unsubscribe(&parsed),
-        date: rfc3339_ms(s.date.map(|secs| secs * 1000).unwrap_or(e.received_at_ms)),
+        // The Date header with its own offset, as Mailpit shows it; else the time received.
+        date: parsed
+            .message
+            .date()
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_else(|| rfc3339_ms(e.received_at_ms)),
         tags: s.tags.clone(),
         username: e.auth.clone().unwrap_or_default(),
         text: parsed.text(),
         html: parsed.html().unwrap_or_default(),
-        size: message.raw.len() as u64,
+        size: full.len() as u64,
         inline: parsed.inline(),
         attachments: parsed.attachments(),
         envelope: json!({
@@ -253,7 +258,8 @@ pub async fn view(
     let body = parsed
         .html()
         .ok_or_else(|| ApiError::NotFound("This message does not contain a HTML part".into()))?;
-    let body = rewrite_cids(&body, &message.id.to_string(), &parsed.content_ids());
+    let body =
+        with_base_target(&rewrite_cids(&body, &message.id.to_string(), &parsed.content_ids()));
     let remote = params.get("remote").is_some_and(|v| v == "1");
     let mut response = body.into_response();
     let headers = response.headers_mut();
@@ -273,17 +279,42 @@ pub fn csp(remote: bool) -> &'static str {
     }
 }
 
-/// Points `cid:` references at `/api/v1/message/{ID}/part/{PartID}`.
+/// Points `cid:` references (attribute values, quoted or not, any case) at
+/// `/api/v1/message/{ID}/part/{PartID}`; unknown Content-IDs are left alone.
 fn rewrite_cids(html: &str, id: &str, cids: &[(String, String)]) -> String {
-    let mut out = html.to_string();
-    for (cid, part_id) in cids {
-        let target = format!("/api/v1/message/{id}/part/{part_id}");
-        for quote in ['"', '\''] {
-            out = out
-                .replace(&format!("{quote}cid:{cid}{quote}"), &format!("{quote}{target}{quote}"));
+    let lower = html.to_ascii_lowercase();
+    let mut out = String::with_capacity(html.len());
+    let mut copied = 0;
+    let mut search_from = 0;
+    while let Some(found) = lower[search_from..].find("cid:") {
+        let start = search_from + found;
+        search_from = start + 4;
+        let before = lower[..start].trim_end_matches(['"', '\'']).trim_end();
+        if !before.ends_with('=') && !before.ends_with("url(") {
+            continue;
+        }
+        let value_end = html[start + 4..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '>' | ')'))
+            .map_or(html.len(), |e| start + 4 + e);
+        let cid = &html[start + 4..value_end];
+        if let Some((_, part_id)) = cids.iter().find(|(known, _)| known.eq_ignore_ascii_case(cid)) {
+            out.push_str(&html[copied..start]);
+            out.push_str(&format!("/api/v1/message/{id}/part/{part_id}"));
+            copied = value_end;
         }
     }
+    out.push_str(&html[copied..]);
     out
+}
+
+/// Links in mail open outside the frame that shows it.
+fn with_base_target(html: &str) -> String {
+    const BASE: &str = "<base target=\"_blank\">";
+    let lower = html.to_ascii_lowercase();
+    match lower.find("<head").and_then(|h| lower[h..].find('>').map(|e| h + e + 1)) {
+        Some(at) => format!("{}{BASE}{}", &html[..at], &html[at..]),
+        None => format!("{BASE}{html}"),
+    }
 }
 
 /// `GET /api/v1/message/{ID}/links`: every URL in the text and HTML bodies.
@@ -314,4 +345,27 @@ pub async fn codes(
         .map(|c| json!({ "Code": c.code, "Context": c.context }))
         .collect();
     Ok(Json(json!({ "ID": message.id.to_string(), "Codes": codes })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cid_references_are_rewritten_in_any_form() {
+        let cids = vec![("logo@x".to_string(), "2".to_string())];
+        let html = r#"<img src="cid:logo@x"><img src='CID:logo@x'><img src=cid:logo@x><div style="background:url(cid:logo@x)"><img src="cid:other"> text cid:logo@x"#;
+        let out = rewrite_cids(html, "ID", &cids);
+        assert_eq!(out.matches("/api/v1/message/ID/part/2").count(), 4, "{out}");
+        assert!(out.contains("cid:other") && out.ends_with("text cid:logo@x"), "{out}");
+    }
+
+    #[test]
+    fn links_open_outside_the_frame() {
+        assert_eq!(with_base_target("<p>x</p>"), "<base target=\"_blank\"><p>x</p>");
+        assert_eq!(
+            with_base_target("<html><HEAD lang=en><title>t</title>"),
+            "<html><HEAD lang=en><base target=\"_blank\"><title>t</title>"
+        );
+    }
 }

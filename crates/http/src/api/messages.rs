@@ -51,23 +51,22 @@ async fn page(
     Ok(Json(MessagesSummary::new(&page, start)))
 }
 
-/// Body of `PUT /api/v1/messages`.
+/// Body of `PUT /api/v1/messages`. Like Mailpit's Go decoder, unknown fields are ignored and
+/// the usual spellings of each key are accepted.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ReadBody {
-    #[serde(rename = "IDs", default)]
+    #[serde(rename = "IDs", alias = "ids", alias = "Ids", default)]
     ids: Vec<String>,
-    #[serde(rename = "Read", default)]
+    #[serde(rename = "Read", alias = "read", default)]
     read: bool,
-    #[serde(rename = "Search", default)]
+    #[serde(rename = "Search", alias = "search", default)]
     search: Option<String>,
 }
 
 /// Body of `DELETE /api/v1/messages`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeleteBody {
-    #[serde(rename = "IDs", default)]
+    #[serde(rename = "IDs", alias = "ids", alias = "Ids", default)]
     ids: Vec<String>,
 }
 
@@ -93,6 +92,12 @@ pub async fn set_read(
     AxumState(state): AxumState<State>,
     body: Bytes,
 ) -> Result<&'static str, ApiError> {
+    // An empty body is refused: it would otherwise mean "mark everything unread".
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "a JSON body is required, e.g. {\"IDs\": [...], \"Read\": true}".into(),
+        ));
+    }
     let body: ReadBody = json_body(&body)?;
     let selection = match (body.ids.is_empty(), body.search) {
         (false, Some(_)) => {
@@ -100,7 +105,9 @@ pub async fn set_read(
         }
         (false, None) => Selection::Ids(parse_ids(&body.ids)),
         (true, Some(search)) => {
-            SearchQuery::parse(&search)?;
+            if SearchQuery::parse(&search)?.is_empty() {
+                return Err(ApiError::BadRequest(format!("the search {search:?} has no terms")));
+            }
             Selection::Search(search)
         }
         (true, None) => Selection::All,
@@ -130,7 +137,10 @@ pub async fn delete_search(
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest("query is required".into()));
     }
-    SearchQuery::parse(text)?;
+    if SearchQuery::parse(text)?.is_empty() {
+        // `to:` alone parses to no condition; deleting everything for it would be a trap.
+        return Err(ApiError::BadRequest(format!("the query {text:?} has no search terms")));
+    }
     state.spool.apply(Mutation::Delete(Selection::Search(text.to_string()))).await?;
     Ok("ok")
 }

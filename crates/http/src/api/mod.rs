@@ -73,6 +73,7 @@ pub fn router(state: State) -> Router {
         .route("/", get(ui::index))
         .route("/ui/{*file}", get(ui::asset))
         .fallback(app::not_found)
+        .method_not_allowed_fallback(app::method_not_allowed)
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

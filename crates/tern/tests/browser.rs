@@ -1,0 +1,233 @@
+//! The web UI in a real browser: starts the `tern` binary with SMTP and HTTP on free loopback
+//! ports and runs `tests/browser/e2e.mjs` (Playwright driving Debian's headless Chromium)
+//! against it: a mail sent over SMTP appears in the open list without a reload, its HTML renders
+//! with the remote image blocked, the attachment downloads, a search narrows the list and
+//! delete removes the message. Screenshots of each step land in
+//! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
+//!
+//! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
+//! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The whole browser run: Chromium start-up and a dozen steps.
+const E2E_TIMEOUT: Duration = Duration::from_secs(240);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn web_ui_end_to_end_in_headless_chromium() {
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| CHROMIUM.to_string());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium is not installed at {chromium}: run `apt-get install -y chromium` \
+         (scripts/test installs it); this test does not skip without a browser"
+    );
+    require_tool("node");
+    require_tool("npm");
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    install_npm_packages(&browser_dir);
+
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let _ = std::fs::remove_dir_all(&screenshots);
+    std::fs::create_dir_all(&screenshots).expect("create screenshot dir");
+
+    let server = Server::start();
+    let started = Instant::now();
+    let output = run_with_timeout(
+        Command::new("node")
+            .arg("e2e.mjs")
+            .arg("--http")
+            .arg(format!("http://{}", server.http))
+            .arg("--smtp")
+            .arg(server.smtp.to_string())
+            .arg("--out")
+            .arg(&screenshots)
+            .env("CHROMIUM_PATH", &chromium)
+            .current_dir(&browser_dir),
+        E2E_TIMEOUT,
+    );
+    let log = combined(&output);
+    println!("{log}");
+    println!(
+        "browser test took {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        screenshots.display()
+    );
+    assert!(
+        output.status.success(),
+        "the browser test failed ({}):\n{log}\n--- tern stderr ---\n{}",
+        output.status,
+        server.stderr()
+    );
+}
+
+/// Panics with a clear message when `program` cannot run.
+fn require_tool(program: &str) {
+    let ok = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        ok,
+        "`{program}` is not installed or does not run; the browser test needs Node.js and npm"
+    );
+}
+
+/// `npm ci` from the committed lock file, once (when `node_modules` lacks playwright-core).
+fn install_npm_packages(dir: &Path) {
+    if dir.join("node_modules/playwright-core/package.json").exists() {
+        return;
+    }
+    let output = run_with_timeout(
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir),
+        Duration::from_secs(300),
+    );
+    assert!(output.status.success(), "npm ci in {} failed:\n{}", dir.display(), combined(&output));
+}
+
+/// Runs a command with piped output, killing it after `timeout`.
+fn run_with_timeout(command: &mut Command, timeout: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let stdout = drain(child.stdout.take().expect("stdout"));
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {timeout:?}:\n{}{}",
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+fn combined(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `tern serve` on two free loopback ports with its own data directory; killed on drop.
+struct Server {
+    smtp: SocketAddr,
+    http: SocketAddr,
+    data: PathBuf,
+    child: Child,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data = std::env::temp_dir().join(format!(
+            "tern-browser-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&data).expect("create data dir");
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let stderr = std::fs::File::create(data.join("stderr.log")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("serve")
+            .arg("--smtp")
+            .arg(smtp.to_string())
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--data")
+            .arg(data.join("store"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tern");
+        let mut server = Server { smtp, http, data, child };
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until SMTP greets and `/readyz` answers 200 from our own child.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tern exited ({status}) before listening; stderr:\n{}", self.stderr());
+            }
+            if smtp_greets(self.smtp) && http_ready(self.http) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tern did not start within {START_TIMEOUT:?}; stderr:\n{}", self.stderr());
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    /// Stops the server; the data directory is kept when the test failed, for inspection.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+}
+
+fn smtp_greets(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut banner = [0u8; 4];
+    stream.read_exact(&mut banner).is_ok() && &banner == b"220 "
+}
+
+fn http_ready(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut status = [0u8; 12];
+    stream.read_exact(&mut status).is_ok() && status.ends_with(b"200")
+}

@@ -1,0 +1,458 @@
+/**
+ * End-to-end test of Tern's web UI in headless Chromium (Debian's /usr/bin/chromium driven by
+ * playwright-core). It speaks SMTP itself (node's `net`) to a running `tern serve` and checks
+ * what a person would see:
+ *
+ *   open the UI → send a mail over SMTP → it appears in the open list without a reload → open it
+ *   → the HTML renders in the sandboxed iframe and its remote image is blocked by the CSP (and
+ *   loads once "Load remote content" is ticked) → the attachment downloads with the right bytes
+ *   → the other tabs show text, headers, raw source and envelope → a second mail, a search that
+ *   matches only it narrows the list → delete removes it (from the list and the server) →
+ *   keyboard navigation → phone-sized layout.
+ *
+ * Usage: node e2e.mjs --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 --out DIR
+ * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
+ * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
+ * failure, after a screenshot of the page as it was.
+ */
+
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const STEP_TIMEOUT_MS = 15_000;
+/** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
+const REMOTE_IMAGE = 'http://127.0.0.1:9/remote.png';
+/** A 2×2 red PNG, sent as an attachment and compared byte for byte after the download. */
+const PIXEL_PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
+  'base64',
+);
+const CSV = 'id,item\r\n1,anvil\r\n2,rocket skates\r\n';
+
+/** A failed check of this test, as opposed to an error of Playwright or node. */
+class CheckFailed extends Error {}
+
+const config = readConfig();
+const run = Math.random().toString(36).slice(2, 8);
+/** Search tokens: one word that only the first mail holds, one that only the second holds. */
+const first = { token: `quokka${run}`, subject: `Your invoice quokka${run} is ready` };
+const second = { token: `wombat${run}`, subject: `Shipping notice wombat${run}` };
+
+const pageErrors = [];
+const remoteRequests = [];
+let shot = 0;
+
+main().catch((error) => {
+  // Our own checks say what went wrong; anything else (a Playwright error) needs its stack.
+  console.error(`e2e: FAILED: ${error instanceof CheckFailed ? error.message : error.stack || error}`);
+  process.exit(1);
+});
+
+async function main() {
+  mkdirSync(config.out, { recursive: true });
+  if (!existsSync(config.chromium)) {
+    fail(`Chromium is not installed at ${config.chromium} (apt-get install -y chromium; scripts/test installs it)`);
+  }
+  const profile = mkdtempSync(path.join(os.tmpdir(), 'tern-e2e-chromium-'));
+  const context = await launch(profile);
+  const page = context.pages()[0] ?? (await context.newPage());
+  watch(page);
+  const started = Date.now();
+  try {
+    await scenario(page);
+  } catch (error) {
+    await page.screenshot({ path: path.join(config.out, 'failure.png'), fullPage: true }).catch(() => {});
+    console.error(`e2e: screenshot of the failure: ${path.join(config.out, 'failure.png')}`);
+    throw error;
+  } finally {
+    await context.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+  console.log(`e2e: all steps passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${config.out}`);
+}
+
+async function scenario(page) {
+  await step('open the UI', () => openUi(page));
+  await step('a mail sent over SMTP appears without a reload', () => arrives(page, first, mailWithAttachments(first)));
+  await step('opening it shows the HTML and marks it read', () => opensHtml(page));
+  await step('the remote image is blocked', () => remoteBlocked(page));
+  await step('"Load remote content" lets it load', () => remoteAllowed(page));
+  await step('the attachment previews and downloads', () => downloads(page));
+  await step('text, headers, raw and envelope tabs', () => otherTabs(page));
+  await step('a second mail arrives', () => arrives(page, second, plainMail(second)));
+  await step('a search narrows the list to one message', () => searchNarrows(page));
+  await step('delete removes it', () => deletes(page));
+  await step('keyboard: / j Enter Esc', () => keyboard(page));
+  await step('phone-sized screen', () => phone(page));
+  if (pageErrors.length) fail(`the page threw: ${pageErrors.join('; ')}`);
+}
+
+// ---- steps ----------------------------------------------------------------------------------
+
+async function openUi(page) {
+  await page.goto(`${config.http}/`);
+  await page.locator('#live.connected').waitFor({ timeout: STEP_TIMEOUT_MS });
+  await expectText(page.locator('#list-summary'), /message/);
+  // Set on this document only: if the page reloads, the marker is gone.
+  await page.evaluate(() => {
+    window.ternE2eNoReload = true;
+  });
+  await screenshot(page, 'empty');
+}
+
+async function arrives(page, mail, data) {
+  const id = await sendMail(data);
+  const row = rowOf(page, mail);
+  await row.waitFor({ timeout: STEP_TIMEOUT_MS });
+  if (!(await page.evaluate(() => window.ternE2eNoReload === true))) fail('the page reloaded');
+  await expectClass(row, 'unread', true);
+  console.log(`e2e:   queued as ${id}`);
+  await screenshot(page, `arrived-${mail.token}`);
+}
+
+async function opensHtml(page) {
+  await rowOf(page, first).locator('a').click();
+  await expectText(page.locator('.message-subject'), first.subject);
+  const frame = page.locator('iframe.html-frame');
+  await frame.waitFor();
+  if ((await frame.getAttribute('sandbox')) !== 'allow-popups') fail('the HTML iframe is not sandboxed');
+  await expectText(page.frameLocator('iframe.html-frame').locator('h1'), `Hello ${first.token}`);
+  await expectClass(rowOf(page, first), 'unread', false);
+  await screenshot(page, 'html');
+}
+
+async function remoteBlocked(page) {
+  // Give the blocked load a moment to be reported either way.
+  await page.waitForTimeout(500);
+  const loaded = remoteRequests.filter((request) => request.failure !== 'csp');
+  if (loaded.length) {
+    const outcomes = loaded.map((request) => request.failure ?? 'pending').join(', ');
+    fail(`the CSP did not block the remote image: it was requested (${outcomes})`);
+  }
+  const evidence = remoteRequests.length ? 'request failed with "csp"' : 'no request made';
+  console.log(`e2e:   remote image blocked (${evidence})`);
+}
+
+async function remoteAllowed(page) {
+  remoteRequests.length = 0;
+  await page.locator('#remote-toggle').check();
+  await expectText(page.frameLocator('iframe.html-frame').locator('h1'), `Hello ${first.token}`);
+  await waitFor(() => remoteRequests.some((request) => request.failure !== 'csp'), 'a request for the remote image once allowed');
+  await screenshot(page, 'remote-allowed');
+}
+
+async function downloads(page) {
+  await page.locator('#tab-attachments').click();
+  const card = page.locator('.attachment', { hasText: 'pixel.png' });
+  await card.waitFor();
+  await waitFor(() => card.locator('img').evaluate((img) => img.complete && img.naturalWidth === 2), 'the image preview');
+  await page.locator('.attachment', { hasText: 'items.csv' }).waitFor();
+  await screenshot(page, 'attachments');
+  const [download] = await Promise.all([page.waitForEvent('download'), card.locator('a.attachment-download').click()]);
+  const file = await download.path();
+  const bytes = readFileSync(file);
+  if (!bytes.equals(PIXEL_PNG)) fail(`downloaded ${bytes.length} bytes that differ from the ${PIXEL_PNG.length} sent`);
+  if (download.suggestedFilename() !== 'pixel.png') fail(`download named ${download.suggestedFilename()}`);
+}
+
+async function otherTabs(page) {
+  await page.locator('#tab-text').click();
+  await expectText(page.locator('.text-body'), `plain text ${first.token}`);
+  await page.locator('#tab-headers').click();
+  await expectText(page.locator('.headers-table'), first.subject);
+  await page.locator('#tab-raw').click();
+  await expectText(page.locator('.raw-source'), 'Content-Type: multipart/mixed');
+  await page.locator('#tab-envelope').click();
+  await expectText(page.locator('.envelope'), 'sender@e2e.test');
+  await expectText(page.locator('.envelope'), 'inbox@e2e.test');
+  await screenshot(page, 'envelope');
+}
+
+async function searchNarrows(page) {
+  if ((await page.locator('.row').count()) < 2) fail('expected both messages in the list before searching');
+  await page.locator('#search').fill(second.token);
+  await page.locator('#search').press('Enter');
+  await waitFor(async () => (await page.locator('.row').count()) === 1, 'the list to narrow to one row');
+  await rowOf(page, second).waitFor();
+  await screenshot(page, 'search');
+}
+
+async function deletes(page) {
+  await rowOf(page, second).locator('a').click();
+  await expectText(page.locator('.message-subject'), second.subject);
+  await page.locator('button[aria-label="Delete message"]').click();
+  await rowOf(page, second).waitFor({ state: 'detached', timeout: STEP_TIMEOUT_MS });
+  await expectText(page.locator('#list-empty'), 'No messages match');
+  await screenshot(page, 'deleted');
+  // The row goes at once; the server's answer follows (the UI says so with a toast).
+  await expectText(page.locator('#toasts'), 'Message deleted');
+  const left = await fetchJson(`/api/v1/search?query=${encodeURIComponent(second.token)}`);
+  if (left.messages_count !== 0) fail(`the server still finds the deleted message: ${JSON.stringify(left)}`);
+  await page.locator('#search').fill('');
+  await page.locator('#search').press('Enter');
+  await rowOf(page, first).waitFor();
+  if ((await page.locator('.row').count()) !== 1) fail('clearing the search should show the one message left');
+}
+
+async function keyboard(page) {
+  await page.keyboard.press('Escape'); // leave the search box
+  await page.keyboard.press('/');
+  if (!(await page.locator('#search').evaluate((input) => input === document.activeElement))) fail('/ did not focus the search');
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('j');
+  await expectClass(rowOf(page, first), 'selected', true);
+  await page.keyboard.press('Enter');
+  await expectText(page.locator('.message-subject'), first.subject);
+  await page.keyboard.press('Escape');
+  await page.locator('#placeholder').waitFor();
+}
+
+async function phone(page) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await screenshot(page, 'phone-list');
+  if (await page.locator('#message-pane').isVisible()) fail('on a phone the message pane should hide behind the list');
+  await rowOf(page, first).locator('a').click();
+  await expectText(page.locator('.message-subject'), first.subject);
+  if (await page.locator('#list-pane').isVisible()) fail('on a phone the open message should replace the list');
+  await screenshot(page, 'phone-message');
+  await page.locator('button[aria-label="Back to the list"]').click();
+  await rowOf(page, first).waitFor();
+}
+
+// ---- mail -----------------------------------------------------------------------------------
+
+function mailWithAttachments(mail) {
+  const html = [
+    '<!doctype html><html><body style="font-family: sans-serif">',
+    `<h1>Hello ${mail.token}</h1>`,
+    '<p>This HTML part carries a remote image that must stay blocked.</p>',
+    `<img src="${REMOTE_IMAGE}" alt="remote" width="40" height="40">`,
+    '</body></html>',
+  ].join('\r\n');
+  return [
+    ...headers(mail, 'multipart/mixed; boundary="mixed-b"'),
+    '',
+    '--mixed-b',
+    'Content-Type: multipart/alternative; boundary="alt-b"',
+    '',
+    '--alt-b',
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    `The plain text ${mail.token} part.`,
+    '--alt-b',
+    'Content-Type: text/html; charset=utf-8',
+    '',
+    html,
+    '--alt-b--',
+    '--mixed-b',
+    'Content-Type: image/png; name="pixel.png"',
+    'Content-Disposition: attachment; filename="pixel.png"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    PIXEL_PNG.toString('base64'),
+    '--mixed-b',
+    'Content-Type: text/csv; name="items.csv"',
+    'Content-Disposition: attachment; filename="items.csv"',
+    '',
+    CSV.trimEnd(),
+    '--mixed-b--',
+    '',
+  ].join('\r\n');
+}
+
+function plainMail(mail) {
+  return [...headers(mail, 'text/plain; charset=utf-8'), '', `A second message, ${mail.token}.`, ''].join('\r\n');
+}
+
+function headers(mail, contentType) {
+  return [
+    'From: "E2E Sender" <sender@e2e.test>',
+    'To: Inbox <inbox@e2e.test>',
+    `Subject: ${mail.subject}`,
+    `Message-ID: <${mail.token}@e2e.test>`,
+    `Date: ${new Date().toUTCString().replace('GMT', '+0000')}`,
+    'MIME-Version: 1.0',
+    `Content-Type: ${contentType}`,
+  ];
+}
+
+/** EHLO, MAIL, RCPT, DATA, QUIT over a plain socket; returns the queue id from the 250 reply. */
+async function sendMail(data) {
+  const [host, port] = splitHostPort(config.smtp);
+  const socket = net.connect({ host, port });
+  socket.setTimeout(STEP_TIMEOUT_MS, () => socket.destroy(new Error('SMTP timeout')));
+  const replies = replyReader(socket);
+  const command = async (line, code) => {
+    if (line !== null) socket.write(`${line}\r\n`);
+    const reply = await replies.next();
+    if (!reply.startsWith(String(code))) fail(`SMTP ${line ?? 'banner'} → ${reply.trim()} (wanted ${code})`);
+    return reply;
+  };
+  try {
+    await command(null, 220);
+    await command('EHLO e2e.test', 250);
+    await command('MAIL FROM:<sender@e2e.test>', 250);
+    await command('RCPT TO:<inbox@e2e.test>', 250);
+    await command('DATA', 354);
+    const stuffed = data.replace(/^\./gm, '..');
+    const queued = await command(`${stuffed}${stuffed.endsWith('\r\n') ? '' : '\r\n'}.`, 250);
+    await command('QUIT', 221);
+    return queued.trim().split(' ').pop();
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** Complete SMTP replies (multi-line ones joined), one per `next()`. */
+function replyReader(socket) {
+  let buffer = '';
+  let lines = [];
+  const ready = [];
+  const waiting = [];
+  let failure = null;
+  const settle = () => {
+    while (ready.length && waiting.length) waiting.shift().resolve(ready.shift());
+    while (failure && waiting.length) waiting.shift().reject(failure);
+  };
+  socket.on('data', (chunk) => {
+    buffer += chunk.toString('utf8');
+    let end;
+    while ((end = buffer.indexOf('\r\n')) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      lines.push(line);
+      if (line.length < 4 || line[3] !== '-') {
+        ready.push(lines.join('\n'));
+        lines = [];
+      }
+    }
+    settle();
+  });
+  const stop = (error) => {
+    failure = failure ?? error ?? new Error('SMTP connection closed');
+    settle();
+  };
+  socket.on('error', stop);
+  socket.on('close', () => stop());
+  return { next: () => new Promise((resolve, reject) => { waiting.push({ resolve, reject }); settle(); }) };
+}
+
+function splitHostPort(address) {
+  const index = address.lastIndexOf(':');
+  return [address.slice(0, index).replace(/^\[|\]$/g, ''), Number(address.slice(index + 1))];
+}
+
+// ---- browser and helpers --------------------------------------------------------------------
+
+async function launch(profile) {
+  // Playwright refuses --user-data-dir in args: a persistent context takes the directory.
+  return chromium.launchPersistentContext(profile, {
+    executablePath: config.chromium,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    viewport: { width: 1360, height: 860 },
+    acceptDownloads: true,
+    timeout: 30_000,
+  });
+}
+
+/** Records page errors and every request for the remote image, with how it failed. */
+function watch(page) {
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  page.on('request', (request) => {
+    if (request.url() === REMOTE_IMAGE) remoteRequests.push({ url: request.url(), failure: null, request });
+  });
+  page.on('requestfailed', (request) => {
+    const entry = remoteRequests.find((item) => item.request === request);
+    if (entry) entry.failure = request.failure()?.errorText ?? 'failed';
+  });
+  page.on('requestfinished', (request) => {
+    const entry = remoteRequests.find((item) => item.request === request);
+    if (entry) entry.failure = 'loaded';
+  });
+}
+
+async function step(name, fn) {
+  const started = Date.now();
+  await fn();
+  console.log(`e2e: ok  ${name} (${Date.now() - started} ms)`);
+}
+
+async function screenshot(page, name) {
+  shot += 1;
+  const file = path.join(config.out, `${String(shot).padStart(2, '0')}-${name.replace(/[^a-z0-9-]+/gi, '-')}.png`);
+  await page.screenshot({ path: file });
+}
+
+function rowOf(page, mail) {
+  return page.locator('#message-list .row', { hasText: mail.subject });
+}
+
+async function expectText(locator, expected) {
+  await waitFor(async () => {
+    const text = await locator.first().textContent({ timeout: 1000 }).catch(() => null);
+    if (text === null) return false;
+    return expected instanceof RegExp ? expected.test(text) : text.includes(expected);
+  }, `${locator} to contain ${expected}`);
+}
+
+async function expectClass(locator, name, present) {
+  await waitFor(
+    () => locator.evaluate((element, name) => element.classList.contains(name), name).then((has) => has === present),
+    `${locator} ${present ? 'to have' : 'not to have'} class ${name}`,
+  );
+}
+
+/** Polls `condition` until it is true, failing with `what` after the step timeout. */
+async function waitFor(condition, what) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let lastError = null;
+  while (Date.now() < deadline) {
+    try {
+      if (await condition()) return;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  fail(`timed out waiting for ${what}${lastError ? ` (last error: ${lastError.message})` : ''}`);
+}
+
+async function fetchJson(pathAndQuery) {
+  const response = await fetch(`${config.http}${pathAndQuery}`);
+  if (!response.ok) fail(`GET ${pathAndQuery} → ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function fail(message) {
+  throw new CheckFailed(message);
+}
+
+function readConfig() {
+  const { values } = parseArgs({
+    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' } },
+  });
+  const http = values.http ?? process.env.TERN_HTTP;
+  const smtp = values.smtp ?? process.env.TERN_SMTP;
+  const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
+  if (!http || !smtp) {
+    console.error('usage: node e2e.mjs --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--out DIR]');
+    process.exit(2);
+  }
+  return { http: http.replace(/\/$/, ''), smtp, out, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+}
