@@ -7,6 +7,7 @@
 //!   detection (the SMTP smuggling defence) and the size limit.
 //! - [`reply`] is the server's reply type with RFC 3463 enhanced status codes.
 //! - [`received`] renders the `Received:` trace header.
+//! - [`sasl`] decodes SMTP AUTH responses and checks CRAM-MD5 digests.
 //!
 //! The session layer (`tern-smtp`) owns I/O and calls into these pieces; everything here is
 //! deterministic and covered by table tests.
@@ -18,6 +19,7 @@ pub mod data;
 pub mod line;
 pub mod received;
 pub mod reply;
+pub mod sasl;
 
 pub use command::{Command, CommandError, parse_command};
 pub use data::{DataDecoder, DataError, DataProgress};
