@@ -119,6 +119,7 @@ pub async fn send(
         peer,
         hostname: &state.hostname,
         protocol: "HTTP",
+        tls: None,
         id,
         single_recipient: match envelope_rcpts.as_slice() {
             [only] => Some(only.as_str()),

@@ -4,7 +4,7 @@
 //! committed between the query and the wait cannot be missed; it re-queries only when a
 //! commit arrives. No polling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::Json;
@@ -58,38 +58,57 @@ pub async fn wait(
         return Err(ApiError::BadRequest(format!("count must be between 1 and {MAX_COUNT}")));
     }
     let deadline = Instant::now() + timeout;
+    // Subscribe first: a commit after this point is announced; one before it is in the query.
     let mut events = state.spool.subscribe();
-    loop {
-        let q = query.clone();
-        let found =
-            state.readers.run(move |store| store.matching_after(q.as_ref(), after, count)).await?;
-        if found.len() as u64 >= count {
-            let messages: Vec<MessageSummary> = found.iter().map(MessageSummary::from).collect();
-            return Ok(Json(json!({ "count": messages.len(), "messages": messages })));
-        }
-        // Sleep until something is committed (or the deadline), then look again.
-        loop {
-            let next = tokio::select! {
-                _ = state.shutdown.cancelled() => {
-                    return Err(ApiError::Unavailable("the server is shutting down".into()));
-                }
-                next = tokio::time::timeout_at(deadline, events.recv()) => next,
-            };
-            match next {
-                Err(_) => {
-                    return Err(ApiError::Timeout(format!(
-                        "timed out after {timeout:?} with {} of {count} matching messages",
-                        found.len()
-                    )));
-                }
-                Ok(Ok(Event::Committed(_))) | Ok(Err(RecvError::Lagged(_))) => break,
-                Ok(Ok(_)) => continue,
-                Ok(Err(RecvError::Closed)) => {
-                    return Err(ApiError::Internal("the writer stopped".into()));
-                }
+    let q = query.clone();
+    let mut found =
+        state.readers.run(move |store| store.matching_after(q.as_ref(), after, count)).await?;
+    let mut seen: HashSet<MessageId> = found.iter().map(|row| row.id).collect();
+    while (found.len() as u64) < count {
+        let next = tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                return Err(ApiError::Unavailable("the server is shutting down".into()));
             }
+            next = tokio::time::timeout_at(deadline, events.recv()) => next,
+        };
+        let new_ids: Vec<MessageId> = match next {
+            Err(_) => {
+                return Err(ApiError::Timeout(format!(
+                    "timed out after {timeout:?} with {} of {count} matching messages",
+                    found.len()
+                )));
+            }
+            // Only the new messages are checked, so a wake-up costs one small query.
+            Ok(Ok(Event::Committed(rows))) => {
+                rows.iter().map(|row| row.id).filter(|id| after.is_none_or(|a| *id > a)).collect()
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(RecvError::Lagged(_))) => {
+                // Missed announcements: look at everything again.
+                let q = query.clone();
+                found = state
+                    .readers
+                    .run(move |store| store.matching_after(q.as_ref(), after, count))
+                    .await?;
+                seen = found.iter().map(|row| row.id).collect();
+                continue;
+            }
+            Ok(Err(RecvError::Closed)) => {
+                return Err(ApiError::Internal("the writer stopped".into()));
+            }
+        };
+        if new_ids.is_empty() {
+            continue;
         }
+        let q = query.clone();
+        let matched =
+            state.readers.run(move |store| store.matching_among(q.as_ref(), &new_ids)).await?;
+        found.extend(matched.into_iter().filter(|row| seen.insert(row.id)));
     }
+    found.sort_by_key(|row| row.id);
+    found.truncate(count as usize);
+    let messages: Vec<MessageSummary> = found.iter().map(MessageSummary::from).collect();
+    Ok(Json(json!({ "count": messages.len(), "messages": messages })))
 }
 
 /// `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.

@@ -12,6 +12,8 @@ pub struct Trace<'a, Id> {
     pub hostname: &'a str,
     /// The `with` protocol: SMTP, ESMTP, ESMTPS, ESMTPA, UTF8SMTP … (RFC 3848, RFC 6531).
     pub protocol: &'a str,
+    /// TLS protocol and cipher when the session was encrypted.
+    pub tls: Option<(&'a str, &'a str)>,
     /// The queue id.
     pub id: Id,
     /// The recipient, named only when there is exactly one (privacy of the others).
@@ -28,10 +30,14 @@ impl<Id: std::fmt::Display> Trace<'_, Id> {
             IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
         };
         let date = mail_parser::DateTime::from_timestamp(self.unix_time).to_rfc822();
-        let mut out = format!(
-            "Received: from {} ({ip})\r\n\tby {} (Tern) with {} id {}",
-            self.helo, self.hostname, self.protocol, self.id
-        );
+        let mut out = format!("Received: from {} ({ip})\r\n", self.helo);
+        if let Some((protocol, cipher)) = self.tls {
+            out.push_str(&format!("\t(using {protocol} with cipher {cipher})\r\n"));
+        }
+        out.push_str(&format!(
+            "\tby {} (Tern) with {} id {}",
+            self.hostname, self.protocol, self.id
+        ));
         if let Some(rcpt) = self.single_recipient {
             out.push_str(&format!("\r\n\tfor <{rcpt}>"));
         }
@@ -52,6 +58,7 @@ mod tests {
             peer: "[::1]:2500".parse().expect("literal"),
             hostname: "mx.tern.test",
             protocol: "ESMTP",
+            tls: None,
             id,
             single_recipient: Some("b@tern.test"),
             unix_time: 0,

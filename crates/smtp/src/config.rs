@@ -21,6 +21,45 @@ pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 3600;
 /// Default most concurrent sessions across all listeners.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// What a listener is for (RFC 6409 / RFC 8314 roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The catcher: accepts every message for capture.
+    Capture,
+    /// Port 25: mail for our domains from anyone; no AUTH.
+    Mx,
+    /// Port 587: STARTTLS before AUTH, AUTH before MAIL.
+    Submission,
+    /// Port 465: implicit TLS, AUTH before MAIL.
+    Submissions,
+}
+
+impl Role {
+    /// TLS starts before the greeting.
+    pub fn implicit_tls(self) -> bool {
+        self == Role::Submissions
+    }
+
+    /// Clients must authenticate before MAIL.
+    pub fn requires_auth(self) -> bool {
+        matches!(self, Role::Submission | Role::Submissions)
+    }
+}
+
+/// One `[[listener]]`: an address and its role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to accept SMTP on.
+    pub address: SocketAddr,
+    /// What the listener is for.
+    pub role: Role,
+    /// Offer AUTH without TLS; only for loopback test listeners.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+}
+
 /// The `[smtp]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -10,6 +10,9 @@ use std::io;
 use bytes::{Buf, BytesMut};
 use tern_protocol::{LineScan, Reply, scan_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::MaybeTls;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -27,7 +30,7 @@ pub enum Input {
 
 /// One client stream with its buffers.
 pub struct Connection<S> {
-    stream: S,
+    stream: MaybeTls<S>,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
 }
@@ -36,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream.
     pub fn new(stream: S) -> Self {
         Connection {
-            stream,
+            stream: MaybeTls::Plain(stream),
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: Vec::with_capacity(1024),
         }
@@ -122,7 +125,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The stream, e.g. to read TLS facts.
-    pub fn stream(&self) -> &S {
+    pub fn stream(&self) -> &MaybeTls<S> {
         &self.stream
+    }
+
+    /// Switches to TLS (RFC 3207): queued replies are sent first, and any input the client
+    /// pipelined after the command that started TLS is discarded, never executed.
+    pub async fn start_tls(&mut self, acceptor: TlsAcceptor) -> io::Result<()> {
+        self.flush().await?;
+        self.read_buf.clear();
+        self.stream.upgrade(acceptor).await
     }
 }

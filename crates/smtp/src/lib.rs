@@ -12,9 +12,15 @@
 
 pub mod config;
 pub mod connection;
+pub mod directory;
+pub mod mta;
 pub mod server;
 pub mod session;
+pub mod tls;
 
-pub use config::SmtpConfig;
+pub use config::{ListenerConfig, Role, SmtpConfig};
+pub use directory::{AuthUser, Directory, DirectoryError, LocalTarget};
+pub use mta::Mta;
 pub use server::{Context, SmtpError, bind, serve};
 pub use session::Session;
+pub use tls::TlsProvider;

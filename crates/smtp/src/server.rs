@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span};
 
-use crate::config::SmtpConfig;
+use crate::config::{ListenerConfig, SmtpConfig};
+use crate::directory::Directory;
 use crate::session::Session;
+use crate::tls::TlsProvider;
 
 /// What every session shares.
 pub struct Context {
@@ -29,6 +31,12 @@ pub struct Context {
     pub spool: Spool,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// TLS for STARTTLS and implicit-TLS listeners; without it STARTTLS is not offered.
+    pub tls: Option<Arc<dyn TlsProvider>>,
+    /// Accounts for AUTH and local recipients; without it AUTH is not offered.
+    pub directory: Option<Arc<dyn Directory>>,
+    /// The mail server's rules; without them (the catcher) everything is captured.
+    pub mta: Option<Arc<crate::Mta>>,
 }
 
 /// Failures of the inbound server that stop it from starting.
@@ -57,15 +65,20 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, SmtpError> {
 
 /// Accepts on every listener until `ctx.shutdown` is cancelled; sessions are spawned on
 /// `tracker` so the caller can wait for them to finish.
-pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<Context>, tracker: TaskTracker) {
+pub async fn serve(
+    listeners: Vec<(TcpListener, ListenerConfig)>,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+) {
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let sessions = Arc::new(AtomicU64::new(0));
     let mut accepting = Vec::new();
-    for listener in listeners {
+    for (listener, settings) in listeners {
         let local = listener.local_addr().ok();
-        info!(addr = ?local, "SMTP listening");
+        info!(addr = ?local, role = ?settings.role, "SMTP listening");
         accepting.push(tokio::spawn(accept_loop(
             listener,
+            Arc::new(settings),
             ctx.clone(),
             tracker.clone(),
             permits.clone(),
@@ -79,6 +92,7 @@ pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<Context>, tracker: Task
 
 async fn accept_loop(
     listener: TcpListener,
+    settings: Arc<ListenerConfig>,
     ctx: Arc<Context>,
     tracker: TaskTracker,
     permits: Arc<Semaphore>,
@@ -99,31 +113,52 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let guard = match ctx.mta.as_ref().map(|mta| mta.admit(peer.ip())) {
+            Some(Err(denial)) => {
+                info!(peer = %peer, reason = %denial, "connection refused by policy");
+                tracker.spawn(refuse(
+                    stream,
+                    Reply::new(
+                        denial.code,
+                        Status(denial.status.0, denial.status.1, denial.status.2),
+                        denial.text.to_string(),
+                    ),
+                ));
+                continue;
+            }
+            Some(Ok(guard)) => Some(guard),
+            None => None,
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics::counter!("tern_smtp_connections_refused_total").increment(1);
-            tracker.spawn(refuse(stream));
+            tracker.spawn(refuse(
+                stream,
+                Reply::new(421, Status(4, 3, 2), "Too many connections, try again later"),
+            ));
             continue;
         };
         metrics::counter!("tern_smtp_sessions_total").increment(1);
         let n = sessions.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("session", n, peer = %peer);
         let ctx = ctx.clone();
+        let settings = settings.clone();
         tracker.spawn(
             async move {
                 debug!("connected");
                 let active = metrics::gauge!("tern_smtp_sessions_active");
                 active.increment(1.0);
-                Session::new(stream, peer, ctx).run().await;
+                Session::new(stream, peer, ctx, settings).run().await;
                 active.decrement(1.0);
                 drop(permit);
+                drop(guard);
             }
             .instrument(span),
         );
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let reply = Reply::new(421, Status(4, 3, 2), "Too many connections, try again later");
+/// Answers a connection that will not get a session, then closes it.
+async fn refuse(mut stream: TcpStream, reply: Reply) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(reply.to_wire().as_bytes()).await;
         let _ = stream.shutdown().await;

@@ -73,10 +73,18 @@ fn start(store: TestStore) -> (Script, Arc<Context>, SpoolWriter, tokio::task::J
         hostname: "tern.test".into(),
         spool,
         shutdown: CancellationToken::new(),
+        tls: None,
+        directory: None,
+        mta: None,
     });
     let (client, server) = tokio::io::duplex(64 * 1024);
     let peer = "127.0.0.1:40000".parse().expect("literal");
-    let session = tokio::spawn(Session::new(server, peer, ctx.clone()).run());
+    let listener = Arc::new(tern_smtp::ListenerConfig {
+        address: peer,
+        role: tern_smtp::Role::Capture,
+        allow_plaintext_auth: false,
+    });
+    let session = tokio::spawn(Session::new(server, peer, ctx.clone(), listener).run());
     let (read, write) = tokio::io::split(client);
     (Script { reader: BufReader::new(read), writer: write }, ctx, writer, session)
 }

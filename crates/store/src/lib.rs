@@ -7,12 +7,15 @@
 //! the outbound queue) sit behind the same trait.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod id;
 pub mod model;
+pub mod pool;
 pub mod search;
 pub mod sqlite;
 pub mod summary;
 
+pub use accounts::{AccountError, AccountInfo, AccountStore, Alias, Resolution};
 pub use id::MessageId;
 pub use model::{
     Envelope, Inbox, InboxCount, MessagePage, MessageRow, Mutation, NewMessage, Recipient, Route,
@@ -47,6 +50,9 @@ pub enum StoreError {
     /// A search query could not be parsed.
     #[error(transparent)]
     Search(#[from] SearchError),
+    /// An account or alias operation was refused (unknown login, taken address, bad input).
+    #[error(transparent)]
+    Account(#[from] AccountError),
     /// The store was written by a newer Tern.
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew {
@@ -94,6 +100,13 @@ pub trait StoreRead: Send + 'static {
         query: Option<&SearchQuery>,
         after: Option<MessageId>,
         limit: u64,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// Those of `ids` that match `query`, oldest first (a waiter checking new commits).
+    fn matching_among(
+        &self,
+        query: Option<&SearchQuery>,
+        ids: &[MessageId],
     ) -> Result<Vec<MessageRow>, StoreError>;
 
     /// Inboxes with their counts, busiest first.

@@ -8,11 +8,18 @@ use crate::id::MessageId;
 use crate::summary::{Mailbox, SearchText, Summary};
 
 /// Where a recipient's copy goes. Capture is the catcher; later issues add mailboxes and relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
 pub enum Route {
     /// Kept for inspection (the mail catcher); never delivered anywhere.
     Capture,
+    /// Delivered into a local account's mailbox, in the same commit as the message.
+    Local {
+        /// The account's login.
+        account: String,
+    },
+    /// For another domain: queued for delivery to its MX.
+    Remote,
 }
 
 impl Route {
@@ -20,6 +27,16 @@ impl Route {
     pub fn as_str(&self) -> &'static str {
         match self {
             Route::Capture => "capture",
+            Route::Local { .. } => "local",
+            Route::Remote => "remote",
+        }
+    }
+
+    /// The mailbox's account for local delivery.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Route::Local { account } => Some(account),
+            _ => None,
         }
     }
 }

@@ -81,6 +81,28 @@ const MIGRATIONS: &[&str] = &[
     "INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0);
     -- Lets flag, size and date filters, counts and negations run on the index alone.
     CREATE INDEX messages_list ON messages(id, read, size, attachments, received_at);",
+    // 3: accounts, the addresses they own, and aliases (see `accounts.rs`).
+    "CREATE TABLE accounts (
+        login TEXT NOT NULL PRIMARY KEY,
+        password_hash TEXT NOT NULL, -- argon2id PHC string
+        cram_secret TEXT,            -- NULL unless CRAM-MD5 is enabled: password-equivalent
+        maildir TEXT,
+        created_at INTEGER NOT NULL  -- ms since the Unix epoch
+    );
+    CREATE TABLE addresses (
+        address TEXT NOT NULL PRIMARY KEY, -- lowercased
+        login TEXT NOT NULL REFERENCES accounts(login) ON DELETE CASCADE
+    );
+    CREATE INDEX addresses_login ON addresses(login);
+    -- An alias may have many targets (local or remote); `@domain` is the domain's catch-all.
+    CREATE TABLE aliases (
+        address TEXT NOT NULL,
+        target TEXT NOT NULL,
+        PRIMARY KEY (address, target)
+    );",
+    // 4: the mailbox (account) a local recipient's copy belongs to.
+    "ALTER TABLE recipients ADD COLUMN account TEXT;
+    CREATE INDEX recipients_account ON recipients(account, message_id) WHERE account IS NOT NULL;",
 ];
 
 /// Most ids bound in one statement (SQLite's limit is 32,766 variables).
@@ -95,7 +117,7 @@ const ROW_COLUMNS: &str = "m.id, m.received_at, m.read, m.from_name, m.from_addr
 /// The SQLite store. One writer (the spool's commit thread) and any number of readers, each
 /// with its own `SqliteStore`.
 pub struct SqliteStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -197,8 +219,8 @@ impl SqliteStore {
         )?
         .execute(params![id, msg.received_header, msg.raw])?;
         let mut insert_recipient = tx.prepare_cached(
-            "INSERT INTO recipients (message_id, position, address, route, inbox, plus_tag)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO recipients (message_id, position, address, route, inbox, plus_tag, account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for (position, rcpt) in msg.envelope.recipients.iter().enumerate() {
             let inbox = Inbox::of(&rcpt.address);
@@ -208,7 +230,8 @@ impl SqliteStore {
                 rcpt.address,
                 rcpt.route.as_str(),
                 inbox.address,
-                inbox.tag
+                inbox.tag,
+                rcpt.route.account()
             ])?;
         }
         let mut insert_tag =
@@ -513,6 +536,27 @@ impl StoreRead for SqliteStore {
             "SELECT {ROW_COLUMNS} FROM messages m WHERE ({condition}) AND m.id > ? ORDER BY m.id LIMIT ?"
         );
         self.rows(&sql, values)
+    }
+
+    fn matching_among(
+        &self,
+        query: Option<&SearchQuery>,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let (condition, values) =
+            query.map(SearchQuery::sql).unwrap_or_else(|| ("1".into(), vec![]));
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut chunk_values = values.clone();
+            chunk_values.extend(chunk.iter().map(|id| Value::Text(id.to_string())));
+            let sql = format!(
+                "SELECT {ROW_COLUMNS} FROM messages m WHERE ({condition}) AND m.id IN ({marks}) ORDER BY m.id"
+            );
+            rows.extend(self.rows(&sql, chunk_values)?);
+        }
+        rows.sort_by_key(|row| row.id);
+        Ok(rows)
     }
 
     fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError> {

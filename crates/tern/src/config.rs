@@ -36,6 +36,35 @@ pub struct Config {
     /// How long captured mail is kept.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// `catcher` (capture everything; the default) or `mta` (serve domains, accounts, relay).
+    #[serde(default)]
+    pub mode: Mode,
+    /// MTA listeners with roles (`[[listener]]`); the catcher uses `smtp.listen`.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<tern_smtp::ListenerConfig>,
+    /// Certificate and key for STARTTLS and implicit TLS.
+    #[serde(default)]
+    pub tls: tern_tls::TlsConfig,
+    /// Local domains, trusted networks, sender ownership (MTA mode).
+    #[serde(default)]
+    pub relay: tern_policy::RelayConfig,
+    /// Per-client limits (MTA mode).
+    #[serde(default)]
+    pub limits: tern_policy::LimitsConfig,
+    /// Allow and block lists (MTA mode).
+    #[serde(default)]
+    pub lists: tern_policy::ListsConfig,
+}
+
+/// What Tern is running as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A mail catcher: every message is captured, nothing is delivered.
+    #[default]
+    Catcher,
+    /// A mail server for its domains and users.
+    Mta,
 }
 
 /// Default HTTP listen address of the catcher.
@@ -83,6 +112,12 @@ impl Default for Config {
             spool: SpoolSection::default(),
             http: HttpSection::default(),
             retention: RetentionSection::default(),
+            mode: Mode::default(),
+            listeners: Vec::new(),
+            tls: tern_tls::TlsConfig::default(),
+            relay: tern_policy::RelayConfig::default(),
+            limits: tern_policy::LimitsConfig::default(),
+            lists: tern_policy::ListsConfig::default(),
         }
     }
 }
@@ -211,6 +246,24 @@ impl Config {
         config
             .validate()
             .map_err(|(key, message)| invalid(line_of_key(text, key), key.into(), message))?;
+        if let Err(e) = config.mta() {
+            // The policy's messages name the key (`relay.trusted_networks[1]`); find its line.
+            let message = e.to_string();
+            let key = message.split(':').next().unwrap_or_default().to_string();
+            let bare = key.split('[').next().unwrap_or_default();
+            return Err(invalid(
+                line_of_key(text, bare),
+                key.clone(),
+                message[key.len()..].trim_start_matches([':', ' ']).to_string(),
+            ));
+        }
+        if config.mode == Mode::Mta && config.listeners.is_empty() {
+            return Err(invalid(
+                line_of_key(text, "mode"),
+                "listener".into(),
+                "mode = \"mta\" needs at least one [[listener]]".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -243,6 +296,33 @@ impl Config {
             return Err(("hostname", "must be a non-empty name without spaces".into()));
         }
         Ok(())
+    }
+
+    /// The mail server's policy from `[relay]`, `[limits]` and `[lists]`.
+    pub fn mta(&self) -> Result<tern_smtp::Mta, tern_policy::ConfigError> {
+        Ok(tern_smtp::Mta::new(
+            self.relay.clone().try_into()?,
+            self.limits.clone().try_into()?,
+            self.lists.clone().try_into()?,
+        ))
+    }
+
+    /// The SMTP listeners: `[[listener]]` entries in MTA mode, `smtp.listen` as capture
+    /// listeners in catcher mode.
+    pub fn listeners(&self) -> Vec<tern_smtp::ListenerConfig> {
+        match self.mode {
+            Mode::Mta => self.listeners.clone(),
+            Mode::Catcher => self
+                .smtp
+                .listen
+                .iter()
+                .map(|&address| tern_smtp::ListenerConfig {
+                    address,
+                    role: tern_smtp::Role::Capture,
+                    allow_plaintext_auth: false,
+                })
+                .collect(),
+        }
     }
 
     /// The hostname to announce: configured, else the system's, else `localhost`.

@@ -2,8 +2,10 @@
 //! pipeline's crates together and handles signals; the behaviour lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod account;
 mod bench;
 mod config;
+mod directory;
 mod maintenance;
 mod messages;
 mod metrics;
@@ -33,6 +35,10 @@ enum Command {
     Messages(messages::MessagesArgs),
     /// Load any SMTP server and report messages/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Manage accounts: logins, passwords and the addresses they own.
+    Account(account::AccountArgs),
+    /// Manage aliases: addresses that forward to others, and per-domain catch-alls.
+    Alias(account::AliasArgs),
 }
 
 /// Flags of `tern serve`; each overrides the matching configuration key.
@@ -77,6 +83,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::main(args),
         Command::Messages(args) => messages::main(args),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
+        Command::Account(args) => account::account_main(args),
+        Command::Alias(args) => account::alias_main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, Mode};
 use crate::{ServeArgs, maintenance};
 
 /// How long sessions get to finish after shutdown is signalled.
@@ -89,7 +89,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(path = %store.path().display(), "store open");
     let (spool, writer) = Spool::start(store, (&config.spool).into());
 
-    let listeners = tern_smtp::bind(&config.smtp.listen).await?;
+    let settings = config.listeners();
+    let addresses: Vec<_> = settings.iter().map(|l| l.address).collect();
+    let listeners = tern_smtp::bind(&addresses).await?.into_iter().zip(settings).collect();
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -98,7 +100,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = http_state(&config, &hostname, &spool, shutdown.clone());
     let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
+    let tls = tls_provider(&config, &hostname, &shutdown)?;
+    let (directory, mta) = match config.mode {
+        Mode::Catcher => (None, None),
+        Mode::Mta => {
+            let directory: Arc<dyn tern_smtp::Directory> =
+                Arc::new(crate::directory::StoreDirectory::new(&config.data_dir));
+            (Some(directory), Some(Arc::new(config.mta()?)))
+        }
+    };
     let ctx = Arc::new(Context {
+        tls,
+        directory,
+        mta,
         config: config.smtp.clone(),
         hostname,
         spool,
@@ -129,6 +143,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "spool closed"
     );
     Ok(())
+}
+
+/// TLS for STARTTLS and port 465: in MTA mode always (a self-signed certificate when none is
+/// configured), in catcher mode only when a certificate is configured.
+fn tls_provider(
+    config: &Config,
+    hostname: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<dyn tern_smtp::TlsProvider>>> {
+    let configured = config.tls.cert_path.is_some() || config.tls.key_path.is_some();
+    if config.mode == Mode::Catcher && !configured {
+        return Ok(None);
+    }
+    let acceptor = Arc::new(tern_tls::ReloadingAcceptor::new(&config.tls, hostname)?);
+    tokio::spawn(acceptor.clone().watch(shutdown.clone()));
+    Ok(Some(Arc::new(Tls(acceptor))))
+}
+
+/// The reloading acceptor as the SMTP sessions see it.
+struct Tls(Arc<tern_tls::ReloadingAcceptor>);
+
+impl tern_smtp::TlsProvider for Tls {
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.0.acceptor()
+    }
 }
 
 fn http_state(

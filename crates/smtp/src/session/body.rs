@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tern_protocol::command::{Body, Ret};
 use tern_protocol::reply::{Status, canned};
 use tern_protocol::{DataDecoder, DataError, DataProgress, Reply};
-use tern_store::{Envelope, MessageId, NewMessage, Recipient, Route, Summary};
+use tern_store::{Envelope, MessageId, NewMessage, Recipient, Summary};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
@@ -129,20 +129,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let id = MessageId::generate();
+        // RFC 3848 / RFC 6531 names: S for TLS, A for authenticated.
         let protocol = match (hello.extended, tx.from.smtputf8) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "UTF8SMTP",
+            (false, _) => "SMTP".to_string(),
+            (true, utf8) => format!(
+                "{}{}{}",
+                if utf8 { "UTF8SMTP" } else { "ESMTP" },
+                if self.tls.is_some() { "S" } else { "" },
+                if self.auth.is_some() { "A" } else { "" }
+            ),
         };
         let single = match tx.rcpts.as_slice() {
-            [only] => Some(only.address.as_str()),
+            [(only, _)] => Some(only.address.as_str()),
             _ => None,
         };
         let received_header = Trace {
             helo: &hello.name,
             peer: self.peer,
             hostname: &self.ctx.hostname,
-            protocol,
+            protocol: &protocol,
+            tls: self.tls.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
             id,
             single_recipient: single,
             unix_time: now.as_secs() as i64,
@@ -151,11 +157,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let (summary, search_text) = Summary::extract_with_text(&raw);
         let size = raw.len();
         let rcpt_count = tx.rcpts.len();
-        let envelope = envelope(tx, hello.name, self.peer, now.as_millis() as i64);
+        let mut envelope = envelope(tx, hello.name, self.peer, now.as_millis() as i64);
+        envelope.tls = self.tls.as_ref().map(|(protocol, cipher)| tern_store::TlsInfo {
+            protocol: protocol.clone(),
+            cipher: cipher.clone(),
+        });
+        envelope.auth = self.auth.as_ref().map(|user| user.login.clone());
         let from = envelope.mail_from.clone();
         let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
         match self.ctx.spool.submit(message).await {
             Ok(id) => {
+                self.messages += 1;
                 info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
@@ -177,7 +189,7 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
     let recipients = tx
         .rcpts
         .into_iter()
-        .map(|r| {
+        .map(|(r, route)| {
             let n = r.notify;
             let notify = [
                 (n.never, "NEVER"),
@@ -191,7 +203,7 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
             .collect();
             // The parser accepts only the `rfc822` address type; keep it with the address.
             let orcpt = r.orcpt.map(|address| format!("rfc822;{address}"));
-            Recipient { address: r.address, notify, orcpt, route: Route::Capture }
+            Recipient { address: r.address, notify, orcpt, route }
         })
         .collect();
     Envelope {

@@ -9,7 +9,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn ehlo(&mut self, name: String) -> Reply {
         self.hello = Some(Hello { name, extended: true });
         self.phase = Phase::Idle;
-        let lines = vec![
+        let mut lines = vec![
             self.ctx.hostname.clone().into(),
             "PIPELINING".into(),
             format!("SIZE {}", self.ctx.config.max_message_bytes).into(),
@@ -19,6 +19,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "CHUNKING".into(),
             "DSN".into(),
         ];
+        // RFC 3207: STARTTLS is not offered again once TLS is up.
+        if self.ctx.tls.is_some() && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.auth.is_none() {
+            lines.push(format!("AUTH {}", super::auth::MECHANISMS).into());
+        }
         Reply::plain(250, lines)
     }
 

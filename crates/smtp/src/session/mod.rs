@@ -7,6 +7,7 @@
 //! Every wait on the client is bounded by the idle timeout, the session deadline and shutdown;
 //! every error the client causes is answered with a code and an enhanced status.
 
+mod auth;
 mod body;
 mod envelope;
 mod hello;
@@ -23,7 +24,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::config::ListenerConfig;
 use crate::connection::{Connection, Input};
+use crate::directory::AuthUser;
 use crate::server::Context;
 
 /// Where the session is in the SMTP dialogue.
@@ -42,7 +45,7 @@ enum Phase {
 #[derive(Debug)]
 struct Transaction {
     from: MailFrom,
-    rcpts: Vec<RcptTo>,
+    rcpts: Vec<(RcptTo, tern_store::Route)>,
 }
 
 /// Body collected from BDAT chunks so far.
@@ -81,27 +84,49 @@ enum Flow {
     Close,
 }
 
-/// One SMTP session over any byte stream (TCP now, TLS later, in-memory in tests).
+/// One SMTP session over any byte stream (TCP, TLS over TCP, in-memory in tests).
 pub struct Session<S> {
     conn: Connection<S>,
     ctx: Arc<Context>,
+    listener: Arc<ListenerConfig>,
     peer: SocketAddr,
     hello: Option<Hello>,
     phase: Phase,
+    /// Protocol and cipher once TLS is up.
+    tls: Option<(String, String)>,
+    /// The authenticated user.
+    auth: Option<AuthUser>,
+    /// Messages accepted on this connection.
+    messages: u32,
+    /// Delay before reading the next command (the error tarpit).
+    tarpit: Duration,
     bad_commands: u32,
     deadline: Instant,
 }
 
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A session for a client at `peer`.
-    pub fn new(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> Self {
+    pub fn new(
+        stream: S,
+        peer: SocketAddr,
+        ctx: Arc<Context>,
+        listener: Arc<ListenerConfig>,
+    ) -> Self {
         let deadline = Instant::now() + Duration::from_secs(ctx.config.session_timeout_secs);
         Session {
             conn: Connection::new(stream),
             ctx,
+            listener,
             peer,
             hello: None,
             phase: Phase::Idle,
+            tls: None,
+            auth: None,
+            messages: 0,
+            tarpit: Duration::ZERO,
             bad_commands: 0,
             deadline,
         }
@@ -109,6 +134,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Greets the client and serves commands until the session ends.
     pub async fn run(mut self) {
+        if self.listener.role.implicit_tls() && !self.handshake().await {
+            return;
+        }
+        self.serve().await;
+    }
+
+    /// Runs the TLS handshake; false when it failed (the connection is then useless).
+    async fn handshake(&mut self) -> bool {
+        let Some(provider) = self.ctx.tls.clone() else {
+            tracing::error!("implicit-TLS listener without a TLS configuration");
+            return false;
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.conn.start_tls(provider.acceptor()))
+            .await
+        {
+            Ok(Ok(())) => {
+                self.tls = self.conn.stream().tls_facts();
+                debug!(tls = ?self.tls, "TLS established");
+                true
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                false
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                false
+            }
+        }
+    }
+
+    /// `STARTTLS` (RFC 3207): everything learned before TLS is forgotten.
+    async fn starttls(&mut self) -> Result<Flow, Stop> {
+        if self.ctx.tls.is_none() {
+            return Ok(self.answer(Reply::new(
+                502,
+                Status(5, 5, 1),
+                "Error: STARTTLS is not offered here",
+            )));
+        }
+        if self.tls.is_some() {
+            return Ok(self.answer(canned::bad_sequence("Error: TLS is already active")));
+        }
+        self.conn.queue(&Reply::new(220, Status(2, 0, 0), "Ready to start TLS"));
+        if !self.handshake().await {
+            return Ok(Flow::Close);
+        }
+        self.hello = None;
+        self.phase = Phase::Idle;
+        self.auth = None;
+        Ok(Flow::Continue)
+    }
+
+    /// The greeting and the command loop.
+    async fn serve(mut self) {
         let greeting = Reply::plain(220, vec![format!("{} ESMTP Tern", self.ctx.hostname).into()]);
         self.conn.queue(&greeting);
         let stop = loop {
@@ -144,6 +224,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.conn.pending_write() > crate::connection::MAX_PENDING_WRITE {
             self.flush().await?;
         }
+        if !self.tarpit.is_zero() {
+            let delay = std::mem::take(&mut self.tarpit);
+            self.flush().await?;
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
         let input = self.read_line().await?;
         let reply = match input {
             Input::TooLong => Some(canned::line_too_long()),
@@ -166,7 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
             Command::Mail(from) => self.mail(from),
-            Command::Rcpt(to) => self.rcpt(to),
+            Command::Rcpt(to) => self.rcpt(to).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
@@ -189,11 +277,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Status(2, 0, 0),
                 "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
             ),
-            Command::StartTls => {
-                Reply::new(502, Status(5, 5, 1), "Error: STARTTLS is not offered here")
-            }
-            Command::Auth { .. } => {
-                Reply::new(503, Status(5, 5, 1), "Error: authentication not enabled")
+            Command::StartTls => return self.starttls().await,
+            Command::Auth { mechanism, initial_response } => {
+                return self.authenticate(mechanism, initial_response).await;
             }
             Command::NotImplemented(verb) => {
                 Reply::new(502, Status(5, 5, 1), format!("Error: {verb} not implemented"))
@@ -202,12 +288,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(self.answer(reply))
     }
 
-    /// Queues a reply to a command, counting errors; too many close the session.
+    /// Queues a reply to a command, counting errors; too many close the session, and in MTA
+    /// mode each error past a few slows the client down (the tarpit).
     fn answer(&mut self, reply: Reply) -> Flow {
         let is_error = reply.is_error();
+        let closing = reply.code == 421;
         self.conn.queue(&reply);
+        if closing {
+            return Flow::Close;
+        }
         if is_error {
             self.bad_commands += 1;
+            if let Some(mta) = &self.ctx.mta {
+                self.tarpit = mta.limits.tarpit.delay(self.bad_commands);
+            }
             if self.bad_commands >= self.ctx.config.max_bad_commands {
                 self.conn.queue(&Reply::new(421, Status(4, 7, 0), "Error: too many errors"));
                 return Flow::Close;

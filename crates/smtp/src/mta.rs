@@ -1,0 +1,47 @@
+//! The mail server's rules, shared by all sessions: which recipients are ours or may be
+//! relayed to, per-client limits, and access lists. Without it (the catcher) every recipient
+//! is captured and no client is limited beyond the session limits.
+
+use std::net::IpAddr;
+
+use tern_policy::{
+    AccessLists, AuthThrottle, ConnectionCounter, ConnectionGuard, ConnectionRate, Denial, Limits,
+    RelayPolicy,
+};
+use tokio::time::Instant;
+
+/// Policy and the per-client state that enforces it.
+pub struct Mta {
+    /// Local domains, trusted networks, sender ownership.
+    pub relay: RelayPolicy,
+    /// Per-client limits.
+    pub limits: Limits,
+    /// Allow/block lists.
+    pub lists: AccessLists,
+    connections: ConnectionCounter,
+    rate: ConnectionRate,
+    /// AUTH failures per client.
+    pub auth_throttle: AuthThrottle,
+}
+
+impl Mta {
+    /// Builds the shared state from the policy.
+    pub fn new(relay: RelayPolicy, limits: Limits, lists: AccessLists) -> Self {
+        Mta {
+            connections: limits.connection_counter(),
+            rate: limits.connection_rate(),
+            auth_throttle: limits.auth_throttle(),
+            relay,
+            limits,
+            lists,
+        }
+    }
+
+    /// Admits a new connection: access lists, connection rate, concurrent connections. The
+    /// guard holds the client's connection slot until it is dropped.
+    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionGuard, Denial> {
+        self.lists.check_connect(ip)?;
+        self.rate.check(ip, Instant::now().into_std())?;
+        self.connections.acquire(ip)
+    }
+}
