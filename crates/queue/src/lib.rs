@@ -297,16 +297,17 @@ impl<S: Store> Writer<S> {
         if !ids.is_empty() {
             let touched = Arc::new(ids.clone());
             let event = match mutation {
-                Mutation::Delete(Selection::All) => Event::Truncated,
-                Mutation::Delete(_) | Mutation::Prune { .. } | Mutation::MergeIndex { .. } => {
-                    Event::Deleted(touched)
-                }
-                Mutation::SetRead(_, read) => Event::ReadChanged(touched, *read),
+                Mutation::Delete(Selection::All) => Some(Event::Truncated),
+                Mutation::Delete(_) | Mutation::Prune { .. } => Some(Event::Deleted(touched)),
+                Mutation::SetRead(_, read) => Some(Event::ReadChanged(touched, *read)),
+                Mutation::MergeIndex { .. } | Mutation::MaildirDelivered(_) => None,
             };
-            if matches!(event, Event::Deleted(_) | Event::Truncated) {
+            if matches!(event, Some(Event::Deleted(_) | Event::Truncated)) {
                 self.stats.deleted.fetch_add(ids.len() as u64, Ordering::Relaxed);
             }
-            let _ = self.events.send(event);
+            if let Some(event) = event {
+                let _ = self.events.send(event);
+            }
         }
         Ok(ids)
     }

@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 4096;
 /// Default error replies after which the session is closed with 421.
 pub const DEFAULT_MAX_BAD_COMMANDS: u32 = 20;
+/// Default NOOP/RSET/VRFY/HELP commands before each further one counts as an error (as
+/// Postfix's `smtpd_junk_command_limit`).
+pub const DEFAULT_MAX_JUNK_COMMANDS: u32 = 100;
 /// Default time a client may stay silent, in seconds (RFC 5321 section 4.5.3.2.7: 5 minutes).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 /// Default longest session, in seconds.
@@ -74,6 +77,9 @@ pub struct SmtpConfig {
     pub max_line_bytes: usize,
     /// Error replies a session may earn before it is closed with `421`.
     pub max_bad_commands: u32,
+    /// NOOP, RSET, VRFY and HELP commands a session may send before each further one counts
+    /// as an error (so a client cannot idle forever on junk).
+    pub max_junk_commands: u32,
     /// Seconds a client may stay silent before `421 4.4.2`.
     pub idle_timeout_secs: u64,
     /// Seconds a whole session may last before `421 4.4.2`.
@@ -90,6 +96,7 @@ impl Default for SmtpConfig {
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_bad_commands: DEFAULT_MAX_BAD_COMMANDS,
+            max_junk_commands: DEFAULT_MAX_JUNK_COMMANDS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             session_timeout_secs: DEFAULT_SESSION_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,

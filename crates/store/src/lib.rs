@@ -18,8 +18,8 @@ pub mod summary;
 pub use accounts::{AccountError, AccountInfo, AccountStore, Alias, Resolution};
 pub use id::MessageId;
 pub use model::{
-    Envelope, Inbox, InboxCount, MessagePage, MessageRow, Mutation, NewMessage, Recipient, Route,
-    Selection, StoredMessage, TlsInfo,
+    Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
+    Recipient, Route, Selection, StoredMessage, TlsInfo,
 };
 pub use search::{SearchError, SearchQuery};
 pub use sqlite::SqliteStore;
@@ -108,6 +108,9 @@ pub trait StoreRead: Send + 'static {
         query: Option<&SearchQuery>,
         ids: &[MessageId],
     ) -> Result<Vec<MessageRow>, StoreError>;
+
+    /// Local copies whose Maildir file is not written yet, oldest first.
+    fn pending_maildir(&self, limit: u64) -> Result<Vec<model::MaildirCopy>, StoreError>;
 
     /// Inboxes with their counts, busiest first.
     fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError>;

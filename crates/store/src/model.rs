@@ -235,6 +235,17 @@ pub struct InboxCount {
     pub unread: u64,
 }
 
+/// A local copy still to be written to its account's Maildir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaildirCopy {
+    /// The message.
+    pub id: MessageId,
+    /// The account it is for.
+    pub account: String,
+    /// The account's Maildir (holding `tmp`, `new`, `cur`).
+    pub maildir: std::path::PathBuf,
+}
+
 /// Which messages a change applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -255,6 +266,8 @@ pub enum Mutation {
     Delete(Selection),
     /// Mark the selected messages read or unread.
     SetRead(Selection, bool),
+    /// These (message, account) Maildir copies are written.
+    MaildirDelivered(Vec<(MessageId, String)>),
     /// Merge full-text index segments, doing at most about `pages` pages of work: ingest
     /// leaves merging to this background step so commits stay cheap.
     MergeIndex {

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
 use crate::id::MessageId;
 use crate::model::{
-    Envelope, Inbox, InboxCount, MessagePage, MessageRow, Mutation, NewMessage, Selection,
-    StoredMessage,
+    Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
+    Selection, StoredMessage,
 };
 use crate::search::SearchQuery;
 use crate::summary::{Mailbox, Summary};
@@ -103,6 +103,9 @@ const MIGRATIONS: &[&str] = &[
     // 4: the mailbox (account) a local recipient's copy belongs to.
     "ALTER TABLE recipients ADD COLUMN account TEXT;
     CREATE INDEX recipients_account ON recipients(account, message_id) WHERE account IS NOT NULL;",
+    // 5: Maildir copies written (local copies whose account has a Maildir start at 0).
+    "ALTER TABLE recipients ADD COLUMN maildir_done INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX recipients_maildir_pending ON recipients(message_id) WHERE maildir_done = 0 AND account IS NOT NULL;",
 ];
 
 /// Most ids bound in one statement (SQLite's limit is 32,766 variables).
@@ -442,6 +445,19 @@ impl Store for SqliteStore {
                 self.set_read(&ids, *read)?;
                 Ok(ids)
             }
+            Mutation::MaildirDelivered(copies) => {
+                let tx = self.conn.transaction()?;
+                {
+                    let mut mark = tx.prepare_cached(
+                        "UPDATE recipients SET maildir_done = 1 WHERE message_id = ?1 AND account = ?2",
+                    )?;
+                    for (id, account) in copies {
+                        mark.execute(params![id.to_string(), account])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(vec![])
+            }
             Mutation::MergeIndex { pages } => {
                 self.conn.execute(
                     "INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', ?1)",
@@ -557,6 +573,31 @@ impl StoreRead for SqliteStore {
         }
         rows.sort_by_key(|row| row.id);
         Ok(rows)
+    }
+
+    fn pending_maildir(&self, limit: u64) -> Result<Vec<MaildirCopy>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT r.message_id, r.account, a.maildir
+             FROM recipients r JOIN accounts a ON a.login = r.account
+             WHERE r.maildir_done = 0 AND r.account IS NOT NULL AND a.maildir IS NOT NULL
+             ORDER BY r.message_id LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, account, maildir)| {
+                Ok(MaildirCopy {
+                    id: id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() })?,
+                    account,
+                    maildir: maildir.into(),
+                })
+            })
+            .collect()
     }
 
     fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError> {

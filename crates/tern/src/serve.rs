@@ -106,6 +106,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Mode::Mta => {
             let directory: Arc<dyn tern_smtp::Directory> =
                 Arc::new(crate::directory::StoreDirectory::new(&config.data_dir));
+            let dir = config.data_dir.clone();
+            let readers = tern_store::pool::Pool::new(Arc::new(move || {
+                SqliteStore::open_read_only(&dir)
+                    .map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
+            }));
+            tracker.spawn(tern_delivery::run_local(
+                readers,
+                spool.clone(),
+                hostname.clone(),
+                shutdown.clone(),
+            ));
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };

@@ -374,3 +374,17 @@ fn a_client_that_speaks_before_the_banner_is_still_answered_in_order() {
     assert!(c.reply().starts_with("250-tern.test"));
     assert!(c.reply().starts_with("250 2.0.0"));
 }
+
+#[test]
+fn junk_commands_beyond_the_limit_count_as_errors() {
+    let server = TernServer::start("[smtp]\nmax_junk_commands = 3\nmax_bad_commands = 5");
+    let mut c = Client::greeted(server.addr);
+    ehlo(&mut c);
+    // Three free NOOPs, then each NOOP counts: the fifth error closes the session.
+    for _ in 0..7 {
+        c.cmd("NOOP", "250 2.0.0");
+    }
+    c.cmd("NOOP", "250 2.0.0");
+    assert!(c.reply().starts_with("421 4.7.0"));
+    assert!(c.is_closed());
+}

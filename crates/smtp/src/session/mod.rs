@@ -98,6 +98,8 @@ pub struct Session<S> {
     auth: Option<AuthUser>,
     /// Messages accepted on this connection.
     messages: u32,
+    /// NOOP/RSET/VRFY/HELP commands so far.
+    junk_commands: u32,
     /// Delay before reading the next command (the error tarpit).
     tarpit: Duration,
     bad_commands: u32,
@@ -126,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tls: None,
             auth: None,
             messages: 0,
+            junk_commands: 0,
             tarpit: Duration::ZERO,
             bad_commands: 0,
             deadline,
@@ -250,6 +253,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn dispatch(&mut self, command: Command) -> Result<Flow, Stop> {
+        if matches!(command, Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Help) {
+            self.junk_commands += 1;
+            if self.junk_commands > self.ctx.config.max_junk_commands {
+                self.bad_commands += 1;
+            }
+        }
         let reply = match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
@@ -299,13 +308,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if is_error {
             self.bad_commands += 1;
-            if let Some(mta) = &self.ctx.mta {
-                self.tarpit = mta.limits.tarpit.delay(self.bad_commands);
-            }
-            if self.bad_commands >= self.ctx.config.max_bad_commands {
-                self.conn.queue(&Reply::new(421, Status(4, 7, 0), "Error: too many errors"));
-                return Flow::Close;
-            }
+        }
+        let over_junk = self.junk_commands > self.ctx.config.max_junk_commands;
+        if (is_error || over_junk)
+            && let Some(mta) = &self.ctx.mta
+        {
+            self.tarpit = mta.limits.tarpit.delay(self.bad_commands);
+        }
+        if self.bad_commands >= self.ctx.config.max_bad_commands {
+            self.conn.queue(&Reply::new(421, Status(4, 7, 0), "Error: too many errors"));
+            return Flow::Close;
         }
         Flow::Continue
     }
