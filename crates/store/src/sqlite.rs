@@ -108,6 +108,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX recipients_maildir_pending ON recipients(message_id) WHERE maildir_done = 0 AND account IS NOT NULL;",
 ];
 
+/// Matching and unread-matching message counts.
+type Counts = (u64, u64);
+
 /// Most ids bound in one statement (SQLite's limit is 32,766 variables).
 const IDS_PER_STATEMENT: usize = 10_000;
 
@@ -371,6 +374,52 @@ impl SqliteStore {
         rows.into_iter().collect()
     }
 
+    /// Totals from indexes: COUNT(*) on the narrowest index, unread on its partial index.
+    fn totals(&self) -> Result<(u64, u64), StoreError> {
+        let total: i64 = self.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
+        let unread: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM messages WHERE read = 0", [], |r| r.get(0))?;
+        Ok((total as u64, unread as u64))
+    }
+
+    fn tags(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT DISTINCT tag FROM tags ORDER BY tag")?;
+        let tags = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(tags)
+    }
+
+    /// The page and the match counts from one pass over the rows; the counts are `None` when
+    /// the page is empty (they then need their own query).
+    fn page_in_one_scan(
+        &self,
+        condition: &str,
+        values: Vec<Value>,
+    ) -> Result<(Vec<MessageRow>, Option<Counts>), StoreError> {
+        let sql = format!(
+            "WITH matched AS MATERIALIZED (SELECT m.id, m.read FROM messages m WHERE {condition}),
+                  counts AS (SELECT COUNT(*) AS n, COALESCE(SUM(read = 0), 0) AS u FROM matched),
+                  page AS (SELECT id FROM matched ORDER BY id DESC LIMIT ? OFFSET ?)
+             SELECT {ROW_COLUMNS}, (SELECT n FROM counts), (SELECT u FROM counts)
+             FROM page p JOIN messages m ON m.id = p.id ORDER BY m.id DESC"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut counts = None;
+        let rows = stmt
+            .query_map(params_from_iter(values), |row| {
+                let n: i64 = row.get(17)?;
+                let u: i64 = row.get(18)?;
+                Ok((read_row(row)?, n as u64, u as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, n, u) in rows {
+            counts = Some((n, u));
+            out.push(row?);
+        }
+        Ok((out, counts))
+    }
+
     fn counts(&self, condition: &str, values: Vec<Value>) -> Result<(u64, u64), StoreError> {
         let sql = format!(
             "SELECT COUNT(*), COALESCE(SUM(m.read = 0), 0) FROM messages m WHERE {condition}"
@@ -521,21 +570,32 @@ impl StoreRead for SqliteStore {
         let mut page_values = values.clone();
         page_values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         page_values.push(Value::Integer(i64::try_from(start).unwrap_or(i64::MAX)));
+        // Substring filters scan every row; then one scan yields both the page and the counts.
+        let scanning = ["LIKE", "GLOB", "json_each"].iter().any(|op| condition.contains(op));
+        if scanning {
+            let (rows, counts) = self.page_in_one_scan(&condition, page_values)?;
+            let (matching, matching_unread) = match counts {
+                Some(counts) => counts,
+                None => self.counts(&condition, values)?,
+            };
+            let (total, unread) = self.totals()?;
+            return Ok(MessagePage {
+                rows,
+                matching,
+                matching_unread,
+                total,
+                unread,
+                tags: self.tags()?,
+            });
+        }
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM messages m WHERE {condition} ORDER BY m.id DESC LIMIT ? OFFSET ?"
         );
         let rows = self.rows(&sql, page_values)?;
-        // Totals from indexes: COUNT(*) on the narrowest index, unread on its partial index.
-        let total: i64 = self.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
-        let unread: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM messages WHERE read = 0", [], |r| r.get(0))?;
-        let (total, unread) = (total as u64, unread as u64);
+        let (total, unread) = self.totals()?;
         let (matching, matching_unread) =
             if condition == "1" { (total, unread) } else { self.counts(&condition, values)? };
-        let mut stmt = self.conn.prepare_cached("SELECT DISTINCT tag FROM tags ORDER BY tag")?;
-        let tags = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-        Ok(MessagePage { rows, matching, matching_unread, total, unread, tags })
+        Ok(MessagePage { rows, matching, matching_unread, total, unread, tags: self.tags()? })
     }
 
     fn matching_after(
