@@ -36,6 +36,9 @@ pub trait Directory: Send + Sync + 'static {
     fn verify(&self, login: &str, password: &str) -> Result<Option<AuthUser>, DirectoryError>;
     /// The CRAM-MD5 shared secret of an account that enabled it, with the account.
     fn cram_secret(&self, login: &str) -> Result<Option<(String, AuthUser)>, DirectoryError>;
+    /// Whether any account can use CRAM-MD5 (the mechanism is offered only then: clients such
+    /// as curl pick it when offered and do not fall back).
+    fn cram_md5_enabled(&self) -> bool;
     /// Resolves an address of one of our domains.
     fn resolve(&self, address: &str) -> Result<LocalTarget, DirectoryError>;
 }

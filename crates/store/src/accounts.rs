@@ -195,6 +195,9 @@ pub trait AccountStore: Send + 'static {
     /// unknown login or an account without it.
     fn cram_md5_secret(&self, login: &str) -> Result<Option<String>, StoreError>;
 
+    /// Whether any account enabled CRAM-MD5 (otherwise the mechanism is not offered).
+    fn any_cram_md5(&self) -> Result<bool, StoreError>;
+
     /// Adds targets to the alias `address` (created if new; `@domain` is a catch-all) and
     /// returns the alias with all its targets.
     fn add_alias(&mut self, address: &str, targets: &[String]) -> Result<Alias, StoreError>;
@@ -345,6 +348,14 @@ impl AccountStore for SqliteStore {
             .query_row("SELECT cram_secret FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
             .optional()?;
         Ok(secret.flatten())
+    }
+
+    fn any_cram_md5(&self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE cram_secret IS NOT NULL)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     fn add_alias(&mut self, address: &str, targets: &[String]) -> Result<Alias, StoreError> {

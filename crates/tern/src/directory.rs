@@ -47,6 +47,10 @@ impl Directory for StoreDirectory {
             .map_err(failed)
     }
 
+    fn cram_md5_enabled(&self) -> bool {
+        self.pool.with(|store| store.any_cram_md5()).unwrap_or(false)
+    }
+
     fn resolve(&self, address: &str) -> Result<LocalTarget, DirectoryError> {
         let resolution = self.pool.with(|store| store.resolve_local(address)).map_err(failed)?;
         Ok(match resolution {

@@ -14,10 +14,17 @@ use super::{Flow, Phase, Session, Stop};
 use crate::connection::Input;
 use crate::directory::AuthUser;
 
-/// The mechanisms Tern offers, in EHLO order.
-pub(super) const MECHANISMS: &str = "PLAIN LOGIN CRAM-MD5";
+/// The mechanisms Tern always offers, in EHLO order; CRAM-MD5 follows when an account has it.
+const MECHANISMS: &str = "PLAIN LOGIN";
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The EHLO `AUTH` line's mechanisms. The CRAM-MD5 check is one indexed lookup, made
+    /// only on submission listeners.
+    pub(super) fn mechanisms(&self) -> String {
+        let cram = self.ctx.directory.as_ref().is_some_and(|d| d.cram_md5_enabled());
+        if cram { format!("{MECHANISMS} CRAM-MD5") } else { MECHANISMS.to_string() }
+    }
+
     /// AUTH may be used on this connection now.
     pub(super) fn auth_offered(&self) -> bool {
         self.ctx.directory.is_some()
@@ -134,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(creds) => creds,
             Err(e) => return Ok(Err(e)),
         };
-        if !creds.authzid.is_empty() && creds.authzid != creds.login {
+        if !creds.authzid.is_empty() && !creds.authzid.eq_ignore_ascii_case(&creds.login) {
             // Acting as someone else is not supported; treat as a failed login.
             return Ok(Ok(None));
         }

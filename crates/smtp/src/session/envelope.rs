@@ -71,69 +71,102 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Error: SMTPUTF8 is required for this address",
             );
         }
-        let route = match self.route(&to.address).await {
-            Ok(route) => route,
+        let deliveries = match self.route(&to.address).await {
+            Ok(deliveries) => deliveries,
             Err(reply) => {
                 info!(rcpt = %to.address, reply = %reply.to_wire().trim_end(), "recipient refused");
                 return reply;
             }
         };
         if let Phase::Mail(tx) = &mut self.phase {
-            tx.rcpts.push((to, route));
+            for (address, route) in deliveries {
+                let rcpt = match address {
+                    // An alias target: delivered as the target, the alias kept as ORCPT
+                    // (RFC 3461) unless the client gave one.
+                    Some(target) => RcptTo {
+                        orcpt: to.orcpt.clone().or_else(|| Some(to.address.clone())),
+                        address: target,
+                        notify: to.notify,
+                    },
+                    None => to.clone(),
+                };
+                tx.rcpts.push((rcpt, route));
+            }
         }
         Reply::new(250, Status(2, 1, 5), "Ok")
     }
 
-    /// Where a recipient's copy goes, or the reply that refuses it.
-    async fn route(&self, address: &str) -> Result<Route, Reply> {
-        let Some(mta) = &self.ctx.mta else { return Ok(Route::Capture) };
+    /// Where a recipient's copies go — one, or one per alias target (with the target's
+    /// address) — or the reply that refuses it.
+    async fn route(&self, address: &str) -> Result<Vec<(Option<String>, Route)>, Reply> {
+        let Some(mta) = &self.ctx.mta else { return Ok(vec![(None, Route::Capture)]) };
         let client =
             Client { ip: self.peer.ip(), login: self.auth.as_ref().map(|u| u.login.as_str()) };
         match mta.relay.check_rcpt(address, &client) {
             RcptVerdict::Deny(denial) => Err(denial_reply(&denial)),
-            RcptVerdict::Relay { .. } => Ok(Route::Remote),
+            RcptVerdict::Relay { .. } => Ok(vec![(None, Route::Remote)]),
             RcptVerdict::Local { local_part, domain } => {
-                self.local_route(lookup_key(&local_part, &domain)).await
+                self.expand(lookup_key(&local_part, &domain), 0, true).await
             }
             RcptVerdict::Postmaster => {
-                let domain = self.ctx.hostname.clone();
-                self.local_route(format!("postmaster@{domain}")).await
+                // RFC 5321 section 4.5.1: postmaster is always accepted; without a postmaster
+                // account or alias the message is kept in the store for the administrator.
+                let key = format!("postmaster@{}", self.ctx.hostname);
+                Ok(self.expand(key, 0, true).await.unwrap_or_else(|_| vec![(None, Route::Capture)]))
             }
         }
     }
 
-    /// Resolves a local address to an account, following aliases to the first mailbox.
-    async fn local_route(&self, mut address: String) -> Result<Route, Reply> {
+    /// Resolves a local address to mailboxes, following aliases (local targets recursively,
+    /// remote targets relayed). `top` marks the address the client gave.
+    async fn expand(
+        &self,
+        address: String,
+        depth: usize,
+        top: bool,
+    ) -> Result<Vec<(Option<String>, Route)>, Reply> {
         let unknown =
             || Reply::new(550, Status(5, 1, 1), "Recipient address rejected: User unknown");
+        if depth >= MAX_ALIAS_DEPTH {
+            return Err(Reply::new(550, Status(5, 4, 6), "Alias loop detected"));
+        }
         let Some(directory) = self.ctx.directory.clone() else { return Err(unknown()) };
-        for _ in 0..MAX_ALIAS_DEPTH {
-            let dir = directory.clone();
-            let lookup = address.clone();
-            let target = match tokio::task::spawn_blocking(move || dir.resolve(&lookup)).await {
-                Ok(Ok(target)) => target,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "recipient lookup failed");
-                    return Err(Reply::new(451, Status(4, 3, 0), "Temporary lookup failure"));
-                }
-                Err(_) => return Err(Reply::new(451, Status(4, 3, 0), "Temporary lookup failure")),
-            };
-            match target {
-                LocalTarget::Account { login } => return Ok(Route::Local { account: login }),
-                LocalTarget::Unknown => return Err(unknown()),
-                LocalTarget::Alias(targets) => {
-                    // One envelope recipient keeps one route: an alias is delivered to its
-                    // first local target, or relayed when its target is remote.
-                    let Some(first) = targets.into_iter().next() else { return Err(unknown()) };
-                    let Some(mta) = &self.ctx.mta else { return Err(unknown()) };
-                    let domain = first.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-                    if !mta.relay.is_local_domain(domain) {
-                        return Ok(Route::Remote);
+        let Some(mta) = &self.ctx.mta else { return Err(unknown()) };
+        let lookup = address.clone();
+        let target = match tokio::task::spawn_blocking(move || directory.resolve(&lookup)).await {
+            Ok(Ok(target)) => target,
+            Ok(Err(e)) => {
+                warn!(error = %e, "recipient lookup failed");
+                return Err(Reply::new(451, Status(4, 3, 0), "Temporary lookup failure"));
+            }
+            Err(_) => return Err(Reply::new(451, Status(4, 3, 0), "Temporary lookup failure")),
+        };
+        match target {
+            LocalTarget::Account { login } => {
+                let address = if top { None } else { Some(address) };
+                Ok(vec![(address, Route::Local { account: login })])
+            }
+            LocalTarget::Unknown => Err(unknown()),
+            LocalTarget::Alias(targets) => {
+                let mut deliveries = Vec::new();
+                for target in targets {
+                    let domain = target.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+                    if mta.relay.is_local_domain(domain) {
+                        let expanded =
+                            Box::pin(self.expand(target.to_lowercase(), depth + 1, false)).await?;
+                        deliveries.extend(expanded);
+                    } else {
+                        deliveries.push((Some(target), Route::Remote));
                     }
-                    address = first.to_lowercase();
                 }
+                // The same mailbox reached twice gets one copy.
+                let mut seen = std::collections::HashSet::new();
+                deliveries.retain(|(_, route)| match route.account() {
+                    Some(account) => seen.insert(account.to_string()),
+                    None => true,
+                });
+                if deliveries.is_empty() { Err(unknown()) } else { Ok(deliveries) }
             }
         }
-        Err(Reply::new(550, Status(5, 4, 6), "Alias loop detected"))
     }
 }

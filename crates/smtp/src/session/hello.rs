@@ -24,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() && self.auth.is_none() {
-            lines.push(format!("AUTH {}", super::auth::MECHANISMS).into());
+            lines.push(format!("AUTH {}", self.mechanisms()).into());
         }
         Reply::plain(250, lines)
     }

@@ -158,6 +158,90 @@ impl TernServer {
     }
 }
 
+/// A `[[listener]]` of a server started by [`TernServer::start_mta`].
+#[derive(Debug, Clone, Copy)]
+pub struct MtaListener {
+    /// `mx`, `submission` or `submissions`.
+    pub role: &'static str,
+    /// The listener's `allow_plaintext_auth`.
+    pub allow_plaintext_auth: bool,
+}
+
+/// The normal readiness banner of a server with hostname `tern.test`.
+pub fn is_tern_banner(banner: &str) -> bool {
+    banner.starts_with("220 tern.test ESMTP Tern")
+}
+
+impl TernServer {
+    /// Starts `tern serve` with `mode = "mta"`, one `[[listener]]` per entry of `listeners`
+    /// (each on a free loopback port) and `extra_toml` appended: tables such as `[relay]`,
+    /// `[limits]`, `[lists]` or `[smtp]`, but not `[http]`, which is written here. The first
+    /// listener must greet in plaintext (`mx` or `submission`): it becomes `.addr`, and the
+    /// server counts as ready once a banner read there satisfies `ready` (usually
+    /// [`is_tern_banner`]; a test that blocks loopback waits for its `554` instead). That
+    /// readiness check is one connection from 127.0.0.1. Returns the server and the address
+    /// of each listener, in the order given.
+    pub fn start_mta(
+        listeners: &[MtaListener],
+        extra_toml: &str,
+        ready: fn(&str) -> bool,
+    ) -> (TernServer, Vec<SocketAddr>) {
+        assert!(!listeners.is_empty(), "mode = \"mta\" needs a listener");
+        let data = temp_dir("mta");
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
+            .collect();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut toml = format!(
+            "hostname = \"tern.test\"\ndata_dir = {:?}\nmode = \"mta\"\n\n[http]\nlisten = \"{http}\"\n",
+            data.join("store").display().to_string()
+        );
+        for (listener, addr) in listeners.iter().zip(&addrs) {
+            toml += &format!(
+                "\n[[listener]]\naddress = \"{addr}\"\nrole = \"{}\"\nallow_plaintext_auth = {}\n",
+                listener.role, listener.allow_plaintext_auth
+            );
+        }
+        toml += &format!("\n{extra_toml}\n");
+        let config = data.join("tern.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let stderr_path = data.join(format!("stderr-{}.log", addrs[0].port()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tern");
+        let mut server =
+            TernServer { addr: addrs[0], http, data, child, stderr_path, keep_data: false };
+        server.wait_ready_for(ready);
+        (server, addrs)
+    }
+
+    /// Waits until our own child answers on `.addr` with a banner that satisfies `ready`.
+    fn wait_ready_for(&mut self, ready: fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tern exited ({status}) before listening; stderr:\n{}", self.stderr());
+            }
+            if let Ok(stream) = TcpStream::connect(self.addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut banner = String::new();
+                let _ = BufReader::new(stream).read_line(&mut banner);
+                if ready(&banner) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tern did not start; stderr:\n{}", self.stderr());
+    }
+}
+
 impl Drop for TernServer {
     /// Stops the server; its data directory is kept only when a test failed, for inspection.
     fn drop(&mut self) {
