@@ -14,6 +14,9 @@ pub enum ApiError {
     /// The request is malformed (bad JSON, bad parameter, bad search).
     #[error("{0}")]
     BadRequest(String),
+    /// The credentials do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such message, part or inbox.
     #[error("{0}")]
     NotFound(String),
@@ -59,6 +62,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,9 +4,9 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State as AxumState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State as AxumState};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -16,8 +16,8 @@ use tern_queue::Event;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::State;
 use crate::json::MessageSummary;
+use crate::{Access, State};
 
 /// How often an idle connection gets a keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -68,15 +68,23 @@ fn translate_sse(event: &Event) -> Vec<SseEvent> {
 /// that falls too far behind gets a `resync` event and should reload its list.
 pub async fn sse(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let filter_state = state.clone();
     let stream = BroadcastStream::new(state.spool.subscribe())
-        .flat_map(|item| {
-            let events = match item {
-                Ok(event) => translate_sse(&event),
-                Err(_lagged) => vec![SseEvent::default().event("resync").data("{}")],
-            };
-            futures_util::stream::iter(events.into_iter().map(Ok))
+        .then(move |item| {
+            let (state, access) = (filter_state.clone(), access.clone());
+            async move {
+                match item {
+                    Ok(event) => visible(&state, &access, event)
+                        .await
+                        .map(|e| translate_sse(&e))
+                        .unwrap_or_default(),
+                    Err(_lagged) => vec![SseEvent::default().event("resync").data("{}")],
+                }
+            }
         })
+        .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
         .take_until(state.shutdown.clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
@@ -84,11 +92,12 @@ pub async fn sse(
 /// `GET /api/events`: Mailpit's websocket.
 pub async fn websocket(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
         Ok(upgrade) => {
-            upgrade.on_upgrade(move |socket| serve_socket(state, socket)).into_response()
+            upgrade.on_upgrade(move |socket| serve_socket(state, access, socket)).into_response()
         }
         Err(rejection) => crate::ApiError::BadRequest(format!(
             "this endpoint is a websocket; connect with an Upgrade request ({rejection})"
@@ -97,9 +106,9 @@ pub async fn websocket(
     }
 }
 
-async fn serve_socket(state: State, mut socket: WebSocket) {
+async fn serve_socket(state: State, access: Access, mut socket: WebSocket) {
     let mut events = state.spool.subscribe();
-    if let Ok(stats) = stats_event(&state).await
+    if let Ok(stats) = stats_event(&state, &access).await
         && socket.send(Message::Text(stats.to_string().into())).await.is_err()
     {
         return;
@@ -123,10 +132,13 @@ async fn serve_socket(state: State, mut socket: WebSocket) {
             }
             event = events.recv() => {
                 let frames = match event {
-                    Ok(event) => translate(&event)
-                        .into_iter()
-                        .map(|(kind, data)| json!({ "Type": kind, "Data": data }))
-                        .collect(),
+                    Ok(event) => match visible(&state, &access, event).await {
+                        Some(event) => translate(&event)
+                            .into_iter()
+                            .map(|(kind, data)| json!({ "Type": kind, "Data": data }))
+                            .collect(),
+                        None => continue,
+                    },
                     Err(RecvError::Lagged(_)) => vec![json!({ "Type": "prune", "Data": null })],
                     Err(RecvError::Closed) => return,
                 };
@@ -135,7 +147,7 @@ async fn serve_socket(state: State, mut socket: WebSocket) {
                         return;
                     }
                 }
-                if let Ok(stats) = stats_event(&state).await
+                if let Ok(stats) = stats_event(&state, &access).await
                     && socket.send(Message::Text(stats.to_string().into())).await.is_err()
                 {
                     return;
@@ -145,10 +157,30 @@ async fn serve_socket(state: State, mut socket: WebSocket) {
     }
 }
 
-async fn stats_event(state: &State) -> Result<Value, crate::ApiError> {
-    let page = state.readers.run(|store| store.page(None, 0, 0)).await?;
+async fn stats_event(state: &State, access: &Access) -> Result<Value, crate::ApiError> {
+    let scope = access.scope(None);
+    let page = state.readers.run(move |store| store.page(scope.as_ref(), 0, 0)).await?;
+    let (total, unread) = match access {
+        Access::Everything => (page.total, page.unread),
+        Access::Account(_) => (page.matching, page.matching_unread),
+    };
     Ok(json!({
         "Type": "stats",
-        "Data": { "Total": page.total, "Unread": page.unread, "Version": env!("CARGO_PKG_VERSION") }
+        "Data": { "Total": total, "Unread": unread, "Version": env!("CARGO_PKG_VERSION") }
     }))
+}
+
+/// The part of `event` this request may see: an account hears of new messages in its own
+/// mailbox only (ids of changed or deleted messages reveal nothing and pass through).
+async fn visible(state: &State, access: &Access, event: Event) -> Option<Event> {
+    let (Some(login), Event::Committed(rows)) = (access.account(), &event) else {
+        return Some(event);
+    };
+    let mine = tern_store::SearchQuery::default().for_account(login);
+    let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
+    let visible =
+        state.readers.run(move |store| store.matching_among(Some(&mine), &ids)).await.ok()?;
+    let keep: std::collections::HashSet<_> = visible.iter().map(|row| row.id).collect();
+    let rows: Vec<_> = rows.iter().filter(|row| keep.contains(&row.id)).cloned().collect();
+    (!rows.is_empty()).then(|| Event::Committed(std::sync::Arc::new(rows)))
 }

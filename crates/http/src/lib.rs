@@ -7,6 +7,7 @@
 //! a message to list it; a message is parsed only when one is opened.
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod api;
 mod error;
 mod events;
@@ -21,6 +22,7 @@ mod wait;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use access::{Access, HttpAuth, PasswordCheck};
 pub use api::{ROUTES, router};
 pub use error::ApiError;
 pub use readers::{OpenReader, Readers};
@@ -42,6 +44,8 @@ pub struct AppState {
     pub started: Instant,
     /// Cancelled at shutdown: event streams and waits end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Required credentials; `None` lets every request see everything.
+    pub auth: Option<Arc<HttpAuth>>,
 }
 
 /// Shared state handle.

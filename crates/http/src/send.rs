@@ -100,6 +100,11 @@ pub async fn send(
     AxumState(state): AxumState<State>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
+    // Injecting mail is for the administrator (or an unauthenticated catcher), not an account.
+    if request.extensions().get::<crate::Access>().is_some_and(|a| *a != crate::Access::Everything)
+    {
+        return Err(ApiError::Forbidden("sending through the API needs the admin API key".into()));
+    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -8,17 +8,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State as AxumState};
+use axum::extract::{Extension, Query, State as AxumState};
 use serde_json::{Value, json};
 use tern_queue::Event;
 use tern_store::{MessageId, SearchQuery};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use crate::State;
 use crate::api::Params;
 use crate::error::ApiError;
 use crate::json::MessageSummary;
+use crate::{Access, State};
 
 /// Wait when `timeout` is not given.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
@@ -31,6 +31,7 @@ pub const MAX_COUNT: u64 = 1000;
 /// with the first `count` matches newer than `after` (oldest first); 408 on timeout.
 pub async fn wait(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params(params);
@@ -38,6 +39,7 @@ pub async fn wait(
         Some(q) => Some(SearchQuery::parse(q)?),
         None => None,
     };
+    let query = access.scope(query);
     let timeout = match params.text("timeout") {
         Some(text) => parse_duration(text).filter(|d| *d <= MAX_WAIT).ok_or_else(|| {
             ApiError::BadRequest(format!(

@@ -133,6 +133,7 @@ impl Harness {
             metrics: None,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            auth: None,
         });
         Harness { dir, state }
     }

@@ -112,8 +112,9 @@ pub trait StoreRead: Send + 'static {
     /// Local copies whose Maildir file is not written yet, oldest first.
     fn pending_maildir(&self, limit: u64) -> Result<Vec<model::MaildirCopy>, StoreError>;
 
-    /// Inboxes with their counts, busiest first.
-    fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError>;
+    /// Inboxes with their counts, busiest first; with `account`, only over that account's
+    /// mailbox.
+    fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError>;
 
     /// The newest message's id.
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError>;

@@ -257,6 +257,8 @@ pub enum Selection {
     Search(String),
     /// Messages filed under this inbox (a folded address).
     Inbox(String),
+    /// Messages matching a parsed query (used to scope changes to one account's mailbox).
+    Matching(crate::search::SearchQuery),
 }
 
 /// A change to stored messages, applied by the single writer.

@@ -170,6 +170,9 @@ enum Term {
     After(i64),
     /// Filed under this folded inbox address.
     Inbox(String),
+    /// Messages with a copy in this account's mailbox; never parsed from user input, only
+    /// added by [`SearchQuery::for_account`].
+    Account(String),
     /// A header with this name whose value starts with these words (empty: any value).
     Header { name: String, value: String },
 }
@@ -276,6 +279,12 @@ impl SearchQuery {
     /// only quotes, or only filters with empty values such as `to:`.
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
+    }
+
+    /// This query restricted to the mailbox of `login` (what an account sees through the API).
+    pub fn for_account(mut self, login: &str) -> SearchQuery {
+        self.terms.push((false, Term::Account(login.to_string())));
+        self
     }
 
     /// An SQL boolean expression over `messages m`, with its parameters in order.
@@ -792,7 +801,7 @@ fn cost(term: &Term) -> u8 {
         | Term::Smaller(_)
         | Term::Before(_)
         | Term::After(_) => 0,
-        Term::Tag(_) | Term::Tagged | Term::Inbox(_) => 1,
+        Term::Tag(_) | Term::Tagged | Term::Inbox(_) | Term::Account(_) => 1,
         Term::Symbols(_) | Term::Subject(_) | Term::MessageId(_) => 2,
         Term::Address { .. } => 3,
         Term::Text { .. } | Term::Header { .. } => 4,
@@ -837,6 +846,10 @@ fn term_sql(term: &Term, params: &mut Vec<Value>) -> String {
         Term::Inbox(address) => {
             params.push(Value::Text(address.clone()));
             "m.id IN (SELECT message_id FROM recipients WHERE inbox = ?)".into()
+        }
+        Term::Account(login) => {
+            params.push(Value::Text(login.clone()));
+            "m.id IN (SELECT message_id FROM recipients WHERE account = ?)".to_string()
         }
     }
 }

@@ -290,6 +290,7 @@ impl SqliteStore {
                 return Ok(found);
             }
             Selection::Search(query) => SearchQuery::parse(query)?.sql(),
+            Selection::Matching(query) => query.sql(),
             Selection::Inbox(inbox) => (
                 "m.id IN (SELECT message_id FROM recipients WHERE inbox = ?)".to_string(),
                 vec![Value::Text(Inbox::of(inbox).address)],
@@ -660,13 +661,14 @@ impl StoreRead for SqliteStore {
             .collect()
     }
 
-    fn inboxes(&self) -> Result<Vec<InboxCount>, StoreError> {
+    fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.inbox, COUNT(DISTINCT m.id), COUNT(DISTINCT CASE WHEN m.read = 0 THEN m.id END)
              FROM recipients r JOIN messages m ON m.id = r.message_id
+             WHERE ?1 IS NULL OR m.id IN (SELECT message_id FROM recipients WHERE account = ?1)
              GROUP BY r.inbox ORDER BY COUNT(DISTINCT m.id) DESC, r.inbox",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([account], |r| {
             Ok(InboxCount {
                 address: r.get(0)?,
                 total: r.get::<_, i64>(1)? as u64,

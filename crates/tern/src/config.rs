@@ -78,11 +78,20 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 50_000;
 pub struct HttpSection {
     /// Address of the REST API, web UI and /metrics.
     pub listen: std::net::SocketAddr,
+    /// Require credentials: an account's login (HTTP Basic; sees its own mailbox) or
+    /// `api_key`. Always on in MTA mode when `listen` is not a loopback address.
+    pub require_auth: bool,
+    /// The admin API key (`Authorization: Bearer KEY`: sees and manages everything).
+    pub api_key: Option<String>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address") }
+        HttpSection {
+            listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address"),
+            require_auth: false,
+            api_key: None,
+        }
     }
 }
 

@@ -30,6 +30,16 @@ fn failed(e: tern_store::StoreError) -> DirectoryError {
     DirectoryError(e.to_string())
 }
 
+impl tern_http::PasswordCheck for StoreDirectory {
+    fn verify(&self, login: &str, password: &str) -> Option<String> {
+        self.pool
+            .with(|store| store.verify_password(login, password))
+            .ok()
+            .flatten()
+            .map(|a| a.login)
+    }
+}
+
 impl Directory for StoreDirectory {
     fn verify(&self, login: &str, password: &str) -> Result<Option<AuthUser>, DirectoryError> {
         self.pool

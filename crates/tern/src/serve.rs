@@ -198,8 +198,27 @@ fn http_state(
         hostname: hostname.to_string(),
         metrics: crate::metrics::install(),
         started: std::time::Instant::now(),
+        auth: http_auth(config),
         shutdown,
     })
+}
+
+/// HTTP credentials: required when configured, and always in MTA mode off loopback (the API
+/// then shows each account its own mailbox, everything only to the API key).
+fn http_auth(config: &Config) -> Option<Arc<tern_http::HttpAuth>> {
+    let exposed = config.mode == Mode::Mta && !config.http.listen.ip().is_loopback();
+    if !(config.http.require_auth || exposed) {
+        return None;
+    }
+    let accounts: Option<Arc<dyn tern_http::PasswordCheck>> = match config.mode {
+        Mode::Mta => Some(Arc::new(crate::directory::StoreDirectory::new(&config.data_dir))),
+        Mode::Catcher => None,
+    };
+    let api_key = config.http.api_key.clone().filter(|key| !key.is_empty());
+    if api_key.is_none() && accounts.is_none() {
+        warn!("http.require_auth is set but there is no api_key and no account can log in");
+    }
+    Some(Arc::new(tern_http::HttpAuth::new(api_key, accounts)))
 }
 
 /// Serves the API and UI until shutdown; open event streams are closed then too.

@@ -1356,3 +1356,61 @@ fn local_mail_is_written_to_the_accounts_maildir() {
     assert_eq!(std::fs::read_dir(&new).expect("new").count(), 2);
     let _ = std::fs::remove_dir_all(&maildir);
 }
+
+/// `curl` against the HTTP API: (status, body). `auth` is curl's `-u` or a header.
+fn http(server: &TernServer, method: &str, path: &str, auth: &[&str]) -> (u16, String) {
+    let url = format!("http://{}{path}", server.http);
+    let mut args = vec!["-sS", "-X", method, "-w", "\n%{http_code}", url.as_str()];
+    args.extend_from_slice(auth);
+    let out = support::run("curl", &args, None);
+    let (body, status) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (status.trim().parse().expect("status code"), body.to_string())
+}
+
+/// With HTTP authentication (always on in MTA mode off loopback; forced here on loopback),
+/// an account sees and changes only its own mailbox, and the API key sees everything.
+#[test]
+fn http_api_requires_credentials_and_shows_each_account_its_own_mailbox() {
+    let mta = Mta::start(&config("", NO_TARPIT, "[http]\nrequire_auth = true\napi_key = \"k3y\""));
+    mta.account("alice@tern.test", "alice-pw", &[]);
+    mta.account("bob@tern.test", "bob-pw", &[]);
+    let mut client = greeted(mta.mx);
+    client.cmd("EHLO client.example", "250");
+    let for_alice = client.send_message(
+        "x@ext.example",
+        &["alice@tern.test"],
+        b"Subject: for alice\r\n\r\na\r\n",
+    );
+    let for_bob =
+        client.send_message("x@ext.example", &["bob@tern.test"], b"Subject: for bob\r\n\r\nb\r\n");
+    let server = &mta.server;
+    let alice: &[&str] = &["-u", "alice@tern.test:alice-pw"];
+    let key: &[&str] = &["-H", "Authorization: Bearer k3y"];
+
+    let (status, body) = http(server, "GET", "/api/v1/messages", &[]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"Error\""), "{body}");
+    assert_eq!(http(server, "GET", "/api/v1/messages", &["-u", "alice@tern.test:wrong"]).0, 401);
+    assert_eq!(
+        http(server, "GET", "/api/v1/messages", &["-H", "Authorization: Bearer nope"]).0,
+        401
+    );
+    assert_eq!(http(server, "GET", "/livez", &[]).0, 200, "health checks stay open");
+
+    let (status, body) = http(server, "GET", "/api/v1/messages", alice);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&for_alice) && !body.contains(&for_bob), "{body}");
+    assert_eq!(http(server, "GET", &format!("/api/v1/message/{for_bob}"), alice).0, 404);
+    assert_eq!(http(server, "GET", &format!("/api/v1/message/{for_alice}"), alice).0, 200);
+    let (_, body) = http(server, "GET", "/api/v1/search?query=subject:for", alice);
+    assert!(body.contains("\"messages_count\":1"), "{body}");
+    assert_eq!(http(server, "GET", "/metrics", alice).0, 403);
+    assert_eq!(http(server, "POST", "/api/v1/send", &[alice, &["-d", "{}"]].concat()).0, 403);
+
+    // "Delete everything" from an account deletes its own mailbox only.
+    assert_eq!(http(server, "DELETE", "/api/v1/messages", alice).0, 200);
+    let (status, body) = http(server, "GET", "/api/v1/messages", key);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&for_bob) && !body.contains(&for_alice), "{body}");
+    assert_eq!(http(server, "GET", "/metrics", key).0, 200);
+}

@@ -4,41 +4,59 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::{Extension, Path, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tern_store::{Inbox, Mutation, Selection};
 
-use crate::State;
 use crate::error::ApiError;
+use crate::{Access, State};
 
 /// Tern's OpenAPI description: Mailpit's API v1 as Tern serves it, plus Tern's extensions.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// `GET /api/v1/info`
-pub async fn info(AxumState(state): AxumState<State>) -> Result<Json<Value>, ApiError> {
-    let (page, size) =
-        state.readers.run(|store| Ok((store.page(None, 0, 0)?, store.size_bytes()?))).await?;
+pub async fn info(
+    AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
+) -> Result<Json<Value>, ApiError> {
+    // An account sees the counts of its own mailbox.
+    let scope = access.scope(None);
+    let (page, size) = state
+        .readers
+        .run(move |store| Ok((store.page(scope.as_ref(), 0, 0)?, store.size_bytes()?)))
+        .await?;
+    let login = access.account().map(str::to_string);
     let tag_counts = state
         .readers
-        .run(|store| {
+        .run(move |store| {
             let mut counts = BTreeMap::new();
             for tag in store.page(None, 0, 0)?.tags {
-                let query = tern_store::SearchQuery::parse(&format!("tag:\"{tag}\""))?;
-                counts.insert(tag, store.page(Some(&query), 0, 0)?.matching);
+                let mut query = tern_store::SearchQuery::parse(&format!("tag:\"{tag}\""))?;
+                if let Some(login) = &login {
+                    query = query.for_account(login);
+                }
+                let matching = store.page(Some(&query), 0, 0)?.matching;
+                if matching > 0 {
+                    counts.insert(tag, matching);
+                }
             }
             Ok(counts)
         })
         .await?;
+    let (messages, unread) = match access {
+        Access::Everything => (page.total, page.unread),
+        Access::Account(_) => (page.matching, page.matching_unread),
+    };
     let spool = state.spool.stats();
     Ok(Json(json!({
         "Version": env!("CARGO_PKG_VERSION"),
         "LatestVersion": "disabled",
         "Database": state.database,
         "DatabaseSize": size,
-        "Messages": page.total,
-        "Unread": page.unread,
+        "Messages": messages,
+        "Unread": unread,
         "Tags": tag_counts,
         "RuntimeStats": {
             "Uptime": state.started.elapsed().as_secs(),
@@ -76,8 +94,12 @@ pub async fn webui() -> Json<Value> {
 }
 
 /// `GET /api/v1/inboxes` → `{"Inboxes": [{"Address", "Total", "Unread"}]}`
-pub async fn inboxes(AxumState(state): AxumState<State>) -> Result<Json<Value>, ApiError> {
-    let inboxes = state.readers.run(|store| store.inboxes()).await?;
+pub async fn inboxes(
+    AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
+) -> Result<Json<Value>, ApiError> {
+    let login = access.account().map(str::to_string);
+    let inboxes = state.readers.run(move |store| store.inboxes(login.as_deref())).await?;
     let list: Vec<Value> = inboxes
         .iter()
         .map(|i| json!({ "Address": i.address, "Total": i.total, "Unread": i.unread }))
@@ -88,10 +110,13 @@ pub async fn inboxes(AxumState(state): AxumState<State>) -> Result<Json<Value>, 
 /// `DELETE /api/v1/inboxes/{Address}`: deletes every message filed under the inbox.
 pub async fn delete_inbox(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(address): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let inbox = Inbox::of(&address).address;
-    let deleted = state.spool.apply(Mutation::Delete(Selection::Inbox(inbox.clone()))).await?;
+    let selection =
+        super::messages::scoped(&state, &access, Selection::Inbox(inbox.clone())).await?;
+    let deleted = state.spool.apply(Mutation::Delete(selection)).await?;
     Ok(Json(json!({ "Inbox": inbox, "Deleted": deleted.len() })))
 }
 
@@ -118,7 +143,13 @@ pub async fn readyz(AxumState(state): AxumState<State>) -> StatusCode {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(AxumState(state): AxumState<State>) -> Response {
+pub async fn metrics(
+    AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
+) -> Response {
+    if access != Access::Everything {
+        return ApiError::Forbidden("metrics need the admin API key".into()).into_response();
+    }
     let Some(handle) = &state.metrics else {
         return ApiError::NotFound("metrics are not enabled".into()).into_response();
     };

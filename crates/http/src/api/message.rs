@@ -4,18 +4,18 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::{Extension, Path, Query, State as AxumState};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tern_store::{MessageId, Mutation, SearchQuery, Selection, StoredMessage};
 
-use crate::State;
 use crate::error::ApiError;
 use crate::extract;
 use crate::json::{Address, addresses, rfc3339_ms};
 use crate::mime::{Parsed, PartInfo};
+use crate::{Access, State};
 
 /// Content types a browser would execute; served as downloads, never rendered (XSS guard).
 const ACTIVE_TYPES: &[&str] = &[
@@ -30,6 +30,7 @@ const ACTIVE_TYPES: &[&str] = &[
 /// Resolves `{ID}` (an id or `latest`) and loads the message.
 async fn load(
     state: &State,
+    access: &Access,
     id: &str,
     params: &HashMap<String, String>,
 ) -> Result<StoredMessage, ApiError> {
@@ -38,6 +39,7 @@ async fn load(
             Some(q) => Some(SearchQuery::parse(q)?),
             None => None,
         };
+        let query = access.scope(query);
         let page = state.readers.run(move |store| store.page(query.as_ref(), 0, 1)).await?;
         page.rows
             .first()
@@ -50,6 +52,8 @@ async fn load(
         .readers
         .run(move |store| store.message(&wanted))
         .await?
+        // Another account's message does not exist as far as this request can tell.
+        .filter(|message| access.may_see(message))
         .ok_or_else(|| ApiError::NotFound("Message not found".into()))
 }
 
@@ -96,10 +100,11 @@ struct MessageJson {
 /// `GET /api/v1/message/{ID}`
 pub async fn detail(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     mark_read(&state, &message).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
@@ -165,10 +170,11 @@ fn list_unsubscribe(parsed: &Parsed<'_>) -> Value {
 /// `GET /api/v1/message/{ID}/headers`
 pub async fn headers(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     let full = message.full_message();
     let headers = parse(&full)?.headers();
     Ok(Json(json!(headers)))
@@ -177,10 +183,11 @@ pub async fn headers(
 /// `GET /api/v1/message/{ID}/raw` (`?dl=1` to download as `ID.eml`)
 pub async fn raw(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     let mut response = message.full_message().into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -196,10 +203,11 @@ pub async fn raw(
 /// `GET /api/v1/message/{ID}/part/{PartID}`: the decoded part.
 pub async fn part(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path((id, part_id)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
     let (info, part) =
@@ -234,6 +242,7 @@ pub async fn part(
 /// `?remote=1`; `cid:` references point at the message's parts.
 pub async fn view(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(file): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -244,7 +253,7 @@ pub async fn view(
     } else {
         return Err(ApiError::NotFound("no such view; use {ID}.html or {ID}.txt".into()));
     };
-    let message = load(&state, id, &params).await?;
+    let message = load(&state, &access, id, &params).await?;
     mark_read(&state, &message).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
@@ -320,10 +329,11 @@ fn with_base_target(html: &str) -> String {
 /// `GET /api/v1/message/{ID}/links`: every URL in the text and HTML bodies.
 pub async fn links(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
     let links = extract::links(&parsed.text(), parsed.html().as_deref().unwrap_or_default());
@@ -333,10 +343,11 @@ pub async fn links(
 /// `GET /api/v1/message/{ID}/codes`: likely one-time codes.
 pub async fn codes(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let message = load(&state, &id, &params).await?;
+    let message = load(&state, &access, &id, &params).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
     let text = format!("{}\n{}", message.summary.subject, parsed.text());

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State as AxumState};
+use axum::extract::{Extension, Query, State as AxumState};
 use serde::Deserialize;
 use tern_store::{MessageId, Mutation, SearchQuery, Selection};
 
 use super::Params;
-use crate::State;
 use crate::error::ApiError;
 use crate::json::MessagesSummary;
+use crate::{Access, State};
 
 /// Page size when `limit` is not given (Mailpit's default).
 pub const DEFAULT_LIMIT: u64 = 50;
@@ -21,14 +21,16 @@ pub const MAX_LIMIT: u64 = 10_000;
 /// `GET /api/v1/messages?start=&limit=`
 pub async fn list(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<MessagesSummary>, ApiError> {
-    page(&state, None, &Params(params)).await
+    page(&state, access.scope(None), &Params(params)).await
 }
 
 /// `GET /api/v1/search?query=&start=&limit=`
 pub async fn search(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<MessagesSummary>, ApiError> {
     let params = Params(params);
@@ -37,7 +39,7 @@ pub async fn search(
         return Err(ApiError::BadRequest("query is required".into()));
     }
     let query = SearchQuery::parse(text)?;
-    page(&state, Some(query), &params).await
+    page(&state, access.scope(Some(query)), &params).await
 }
 
 async fn page(
@@ -90,6 +92,7 @@ fn parse_ids(ids: &[String]) -> Vec<MessageId> {
 /// `PUT /api/v1/messages` `{"IDs": [...], "Read": true}`; no IDs and no Search means all.
 pub async fn set_read(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<&'static str, ApiError> {
     // An empty body is refused: it would otherwise mean "mark everything unread".
@@ -112,6 +115,7 @@ pub async fn set_read(
         }
         (true, None) => Selection::All,
     };
+    let selection = scoped(&state, &access, selection).await?;
     state.spool.apply(Mutation::SetRead(selection, body.read)).await?;
     Ok("ok")
 }
@@ -119,18 +123,46 @@ pub async fn set_read(
 /// `DELETE /api/v1/messages` `{"IDs": [...]}`; no body or no IDs deletes everything.
 pub async fn delete(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<&'static str, ApiError> {
     let body: DeleteBody = json_body(&body)?;
     let selection =
         if body.ids.is_empty() { Selection::All } else { Selection::Ids(parse_ids(&body.ids)) };
+    let selection = scoped(&state, &access, selection).await?;
     state.spool.apply(Mutation::Delete(selection)).await?;
     Ok("ok")
+}
+
+/// `selection` limited to what `access` may change: an account changes only its mailbox.
+pub(crate) async fn scoped(
+    state: &State,
+    access: &Access,
+    selection: Selection,
+) -> Result<Selection, ApiError> {
+    let Some(login) = access.account() else { return Ok(selection) };
+    let mine = SearchQuery::default().for_account(login);
+    Ok(match selection {
+        Selection::All => Selection::Matching(mine),
+        Selection::Search(text) => {
+            Selection::Matching(SearchQuery::parse(&text)?.for_account(login))
+        }
+        Selection::Matching(query) => Selection::Matching(query.for_account(login)),
+        Selection::Inbox(inbox) => {
+            Selection::Matching(SearchQuery::parse(&format!("inbox:{inbox}"))?.for_account(login))
+        }
+        Selection::Ids(ids) => {
+            let rows =
+                state.readers.run(move |store| store.matching_among(Some(&mine), &ids)).await?;
+            Selection::Ids(rows.into_iter().map(|row| row.id).collect())
+        }
+    })
 }
 
 /// `DELETE /api/v1/search?query=` deletes every match.
 pub async fn delete_search(
     AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<&'static str, ApiError> {
     let text = params.get("query").map(String::as_str).unwrap_or_default();
@@ -141,6 +173,7 @@ pub async fn delete_search(
         // `to:` alone parses to no condition; deleting everything for it would be a trap.
         return Err(ApiError::BadRequest(format!("the query {text:?} has no search terms")));
     }
-    state.spool.apply(Mutation::Delete(Selection::Search(text.to_string()))).await?;
+    let selection = scoped(&state, &access, Selection::Search(text.to_string())).await?;
+    state.spool.apply(Mutation::Delete(selection)).await?;
     Ok("ok")
 }

@@ -74,6 +74,7 @@ pub fn router(state: State) -> Router {
         .route("/ui/{*file}", get(ui::asset))
         .fallback(app::not_found)
         .method_not_allowed_fallback(app::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::authenticate))
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

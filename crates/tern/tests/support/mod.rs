@@ -193,8 +193,17 @@ impl TernServer {
             .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
             .collect();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        // An `[http]` table in `extra_toml` gets the listen address; otherwise one is added.
+        let (extra_toml, http_table) = if extra_toml.contains("[http]") {
+            (
+                extra_toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1),
+                String::new(),
+            )
+        } else {
+            (extra_toml.to_string(), format!("\n[http]\nlisten = \"{http}\"\n"))
+        };
         let mut toml = format!(
-            "hostname = \"tern.test\"\ndata_dir = {:?}\nmode = \"mta\"\n\n[http]\nlisten = \"{http}\"\n",
+            "hostname = \"tern.test\"\ndata_dir = {:?}\nmode = \"mta\"\n{http_table}",
             data.join("store").display().to_string()
         );
         for (listener, addr) in listeners.iter().zip(&addrs) {
