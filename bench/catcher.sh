@@ -76,14 +76,18 @@ ingest() {
   stop
 }
 
+# Runs alternate between the two builds (this machine's speed drifts between runs).
 if [ "$SKIP_BASE" != 1 ]; then
   log "building the baseline $BASE_REV (release, own target dir)"
   git -C "$REPO" worktree add --detach "$WORK/base" "$BASE_REV" >&2
   (cd "$WORK/base" && CARGO_TARGET_DIR="$TARGET/catcher-bench-base" cargo build --release -p tern >&2)
-  ingest "without-index@$BASE_REV" "$TARGET/catcher-bench-base/release/tern"
 fi
-ingest "with-index" "$TERN"
-ingest "with-index-again" "$TERN"
+for round in 1 2 3; do
+  if [ "$SKIP_BASE" != 1 ]; then
+    ingest "without-index@$BASE_REV#$round" "$TARGET/catcher-bench-base/release/tern"
+  fi
+  ingest "with-index#$round" "$TERN"
+done
 
 start "$TERN" "$WORK/data-corpus"
 log "loading $CORPUS varied messages and timing the API"
