@@ -21,6 +21,15 @@ impl From<&Mailbox> for Address {
     }
 }
 
+impl Address {
+    /// The mailbox, or an empty address when there is none (Mailpit never sends null).
+    pub fn or_empty(mailbox: Option<&Mailbox>) -> Address {
+        mailbox
+            .map(Address::from)
+            .unwrap_or(Address { name: String::new(), address: String::new() })
+    }
+}
+
 /// Converts mailboxes; always a list, never null.
 pub fn addresses(list: &[Mailbox]) -> Vec<Address> {
     list.iter().map(Address::from).collect()
@@ -56,11 +65,7 @@ impl From<&MessageRow> for MessageSummary {
             id: row.id.to_string(),
             message_id: s.message_id.clone().unwrap_or_default(),
             read: row.read,
-            from: s
-                .from
-                .as_ref()
-                .map(Address::from)
-                .unwrap_or(Address { name: String::new(), address: String::new() }),
+            from: Address::or_empty(s.from.as_ref()),
             to: addresses(&s.to),
             cc: addresses(&s.cc),
             bcc: addresses(&s.bcc),

@@ -113,11 +113,7 @@ pub async fn detail(
     let body = MessageJson {
         id: message.id.to_string(),
         message_id: s.message_id.clone().unwrap_or_default(),
-        from: s
-            .from
-            .as_ref()
-            .map(Address::from)
-            .unwrap_or(Address { name: String::new(), address: String::new() }),
+        from: Address::or_empty(s.from.as_ref()),
         to: addresses(&s.to),
         cc: addresses(&s.cc),
         bcc: addresses(&s.bcc),
