@@ -25,77 +25,36 @@ use std::ffi::OsStr;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use support::{TernServer, queue_id};
+use support::{TernServer, queue_id, text};
 use tern_store::StoredMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Python shared by every script: the port is `sys.argv[1]`, results go out as one JSON line
-/// prefixed with `RESULT `, `Recorder` is smtplib.SMTP remembering each reply (sendmail() hides
-/// the DATA reply, which carries the queue id) and `Raw` is a bare socket reading whole replies.
-const PY_PRELUDE: &str = r#"
-import json, smtplib, socket, sys, time
+/// Every interop script talks to one server: its port comes first in `ARGS`, and `Raw()` and
+/// `Recorder()` connect to it (on top of [`support::PY_PRELUDE`]).
+const PY_SERVER: &str = r#"
+PORT = int(ARGS[0])
+ARGS = ARGS[1:]
+_RawTo, _RecorderTo = Raw, Recorder
 
-PORT = int(sys.argv[1])
-ARGS = sys.argv[2:]
+def Raw():
+    return _RawTo(PORT)
 
-def emit(**fields):
-    print("RESULT " + json.dumps(fields), flush=True)
-
-class Recorder(smtplib.SMTP):
+class Recorder(_RecorderTo):
     def __init__(self):
-        self.replies = []
-        super().__init__("127.0.0.1", PORT, local_hostname="client.example", timeout=30)
-
-    def getreply(self):
-        code, text = super().getreply()
-        self.replies.append("%d %s" % (code, text.decode("utf-8", "replace")))
-        return code, text
-
-class Raw:
-    def __init__(self):
-        self.sock = socket.create_connection(("127.0.0.1", PORT), timeout=30)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("server closed the connection; unread: %r" % self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode("utf-8")
-
-    def reply(self):
-        lines = [self.line()]
-        while lines[-1][3:4] == "-":
-            lines.append(self.line())
-        return "\n".join(lines)
+        super().__init__(PORT)
 "#;
 
-/// Runs `script` (after [`PY_PRELUDE`]) with the server's port and `args`, feeding `stdin`,
-/// and returns the JSON object it emitted.
+/// Runs `script` against `server` with `args`, feeding `stdin`, and returns the JSON object it
+/// emitted.
 fn python(server: &TernServer, script: &str, args: &[&str], stdin: Option<&[u8]>) -> Value {
-    let program = format!("{PY_PRELUDE}\n{script}");
+    let program = format!("{PY_SERVER}\n{script}");
     let port = server.addr.port().to_string();
-    let mut argv = vec!["-c", program.as_str(), port.as_str()];
+    let mut argv = vec![port.as_str()];
     argv.extend_from_slice(args);
-    let output = support::run("python3", &argv, stdin);
-    let line = output
-        .lines()
-        .find_map(|line| line.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("python printed no RESULT line:\n{output}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
-}
-
-/// A string field of a JSON result.
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or_else(|| panic!("result has no string {key:?}: {value}"))
+    support::python_input(&program, &argv, stdin)
 }
 
 /// A list-of-strings field of a JSON result.

@@ -25,7 +25,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Client, MtaListener, TernServer, is_tern_banner, queue_id};
+use support::{Client, MtaListener, TernServer, is_tern_banner, queue_id, text};
 use tern_store::{Route, StoredMessage};
 
 // ---------------------------------------------------------------------------------------------
@@ -280,105 +280,6 @@ fn local(account: &str) -> Route {
     Route::Local { account: account.into() }
 }
 
-/// Python shared by every script: results go out as one JSON line prefixed with `RESULT `;
-/// `Raw` is a bare socket that reads whole replies and can switch to TLS in place;
-/// `Recorder` is smtplib.SMTP remembering every reply.
-const PY_PRELUDE: &str = r#"
-import base64, json, smtplib, socket, ssl, sys, time
-
-ARGS = sys.argv[1:]
-
-def emit(**fields):
-    print("RESULT " + json.dumps(fields), flush=True)
-
-def tls_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-def b64(text):
-    return base64.b64encode(text.encode()).decode()
-
-class Raw:
-    def __init__(self, port, tls=False, source=None):
-        src = (source, 0) if source else None
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=src)
-        if tls:
-            self.sock = tls_context().wrap_socket(self.sock)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("server closed the connection; unread: %r" % self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode("utf-8")
-
-    def reply(self):
-        lines = [self.line()]
-        while lines[-1][3:4] == "-":
-            lines.append(self.line())
-        return "\n".join(lines)
-
-    def cmd(self, line):
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
-    def starttls(self):
-        # Whatever followed the 220 in plaintext would be an answer to an injected command.
-        if self.buf:
-            raise AssertionError("plaintext bytes after the 220: %r" % self.buf)
-        self.sock = tls_context().wrap_socket(self.sock)
-        return self.sock.version()
-
-    def rest(self):
-        data, self.buf = self.buf, b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except (ssl.SSLError, OSError):
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data.decode("utf-8", "replace")
-
-class Recorder(smtplib.SMTP):
-    def __init__(self, port):
-        self.replies = []
-        super().__init__("127.0.0.1", port, local_hostname="client.example", timeout=30)
-
-    def getreply(self):
-        code, text = super().getreply()
-        self.replies.append("%d %s" % (code, text.decode("utf-8", "replace")))
-        return code, text
-"#;
-
-/// Runs `script` (after [`PY_PRELUDE`]) with `args` and returns the JSON object it emitted.
-fn python(script: &str, args: &[&str]) -> Value {
-    let program = format!("{PY_PRELUDE}\n{script}");
-    let mut argv = vec!["-c", program.as_str()];
-    argv.extend_from_slice(args);
-    let output = support::run("python3", &argv, None);
-    let line = output
-        .lines()
-        .find_map(|line| line.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("python printed no RESULT line:\n{output}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
-}
-
-/// A string field of a JSON result.
-#[track_caller]
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or_else(|| panic!("result has no string {key:?}: {value}"))
-}
-
 /// Asserts that the reply `key` of a JSON result starts with `expect`.
 #[track_caller]
 fn expect_reply(value: &Value, key: &str, expect: &str) {
@@ -536,8 +437,10 @@ s.quit()
 emit(replies=s.replies, auth_before_tls=before, starttls_after=after_starttls, version=version)
 "#;
     let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
-    let result =
-        python(script, &[&Mta::port(mta.submission), "alice@tern.test", "py-Secret", &hex]);
+    let result = support::python(
+        script,
+        &[&Mta::port(mta.submission), "alice@tern.test", "py-Secret", &hex],
+    );
     assert_eq!(result["auth_before_tls"], false, "AUTH offered before STARTTLS: {result}");
     assert_eq!(result["starttls_after"], false, "STARTTLS offered again inside TLS: {result}");
     let replies: Vec<&str> =
@@ -620,7 +523,7 @@ for port in ports:
 emit(results=results)
 "#;
     let ports = format!("{},{}", mta.mx.port(), mta.submission.port());
-    let result = python(script, &[&ports]);
+    let result = support::python(script, &[&ports]);
     let results = result["results"].as_array().expect("results");
     assert_eq!(results.len(), 14);
     for case in results {
@@ -676,7 +579,7 @@ out["ehlo_after_auth_tls"] = r.cmd("EHLO after.example")
 out["mail_after_auth_tls"] = r.cmd("MAIL FROM:<%s>" % login)
 emit(**out)
 "#;
-    let out = python(
+    let out = support::python(
         script,
         &[&Mta::port(mta.mx), &Mta::port(mta.plain_auth), "alice@tern.test", "pw-alice"],
     );
@@ -810,7 +713,7 @@ emit(**out)
     let ports = [mta.mx, mta.submission, mta.submissions, mta.plain_auth].map(Mta::port);
     let mut args: Vec<&str> = ports.iter().map(String::as_str).collect();
     args.extend_from_slice(&["alice@tern.test", "pw-alice"]);
-    let out = python(script, &args);
+    let out = support::python(script, &args);
     let ehlo = |key: &str| text(&out, key).to_string();
 
     // Submission before TLS: STARTTLS offered, AUTH neither offered nor accepted, MAIL refused.
@@ -1187,7 +1090,7 @@ for key, sender in [("spam", "a@spam.example"), ("sub_spam", "a@sub.spam.example
 r.cmd("QUIT")
 emit(**out)
 "#;
-    let out = python(script, &[&Mta::port(mta.mx)]);
+    let out = support::python(script, &[&Mta::port(mta.mx)]);
     expect_reply(&out, "banner", "220 tern.test ESMTP Tern");
     expect_reply(&out, "spam", "554 5.7.1");
     expect_reply(&out, "upper", "554 5.7.1");

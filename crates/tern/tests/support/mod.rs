@@ -359,3 +359,30 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
     text
 }
+
+/// Python shared by the scripts the end-to-end tests run (`Raw`, `Recorder`, `emit`, …).
+pub const PY_PRELUDE: &str = include_str!("prelude.py");
+
+/// Runs `script` (after [`PY_PRELUDE`]) with `args` and returns the JSON object it emitted.
+pub fn python(script: &str, args: &[&str]) -> serde_json::Value {
+    python_input(script, args, None)
+}
+
+/// [`python`], feeding `stdin` to the script.
+pub fn python_input(script: &str, args: &[&str], stdin: Option<&[u8]>) -> serde_json::Value {
+    let program = format!("{PY_PRELUDE}\n{script}");
+    let mut argv = vec!["-c", program.as_str()];
+    argv.extend_from_slice(args);
+    let output = run("python3", &argv, stdin);
+    let line = output
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("python printed no RESULT line:\n{output}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
+}
+
+/// A string field of a script's JSON result.
+#[track_caller]
+pub fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_else(|| panic!("result has no string {key:?}: {value}"))
+}
