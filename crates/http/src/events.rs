@@ -38,6 +38,8 @@ fn translate(event: &Event) -> Vec<(&'static str, Value)> {
             ids.iter().map(|id| ("update", json!({ "ID": id.to_string(), "Read": read }))).collect()
         }
         Event::Truncated => vec![("truncate", Value::Null)],
+        // Not part of Mailpit's vocabulary; the queue page listens to the SSE form.
+        Event::QueueChanged => vec![],
     }
 }
 
@@ -60,6 +62,7 @@ fn translate_sse(event: &Event) -> Vec<SseEvent> {
             json!({ "IDs": ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "Read": read }),
         ),
         Event::Truncated => Ok(SseEvent::default().event("truncate").data("{}")),
+        Event::QueueChanged => Ok(SseEvent::default().event("queue").data("{}")),
     };
     event.into_iter().collect()
 }

@@ -11,6 +11,11 @@
 //! and waiters.
 #![forbid(unsafe_code)]
 
+pub mod dsn;
+pub mod retry;
+pub mod scheduler;
+pub mod transport;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -33,6 +38,9 @@ pub enum Event {
     ReadChanged(Arc<Vec<MessageId>>, bool),
     /// Every message was deleted.
     Truncated,
+    /// The outbound queue changed (an attempt was recorded, an operator command, a release):
+    /// the scheduler looks for due work, queue views refresh.
+    QueueChanged,
 }
 
 /// Default bound on messages waiting for the writer; senders wait when it is full.
@@ -294,13 +302,36 @@ impl<S: Store> Writer<S> {
 
     fn mutate(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, SpoolError> {
         let ids = self.store.apply(mutation).map_err(|e| SpoolError::Store(Arc::new(e)))?;
+        // Notices (bounces) a queue attempt stored are new mail like any other.
+        if let Mutation::QueueAttempted { notices, .. } = mutation
+            && !notices.is_empty()
+        {
+            metrics::counter!("tern_notices_generated_total").increment(notices.len() as u64);
+            if self.events.receiver_count() > 0 {
+                let rows = notices.iter().map(NewMessage::row).collect();
+                let _ = self.events.send(Event::Committed(Arc::new(rows)));
+            }
+        }
+        if matches!(
+            mutation,
+            Mutation::QueueAttempted { .. }
+                | Mutation::QueueCommand { .. }
+                | Mutation::Enqueue { .. }
+        ) {
+            let _ = self.events.send(Event::QueueChanged);
+        }
         if !ids.is_empty() {
             let touched = Arc::new(ids.clone());
             let event = match mutation {
                 Mutation::Delete(Selection::All) => Some(Event::Truncated),
-                Mutation::Delete(_) | Mutation::Prune { .. } => Some(Event::Deleted(touched)),
+                Mutation::Delete(_)
+                | Mutation::Prune { .. }
+                | Mutation::QueueAttempted { .. }
+                | Mutation::QueueCommand { .. } => Some(Event::Deleted(touched)),
                 Mutation::SetRead(_, read) => Some(Event::ReadChanged(touched, *read)),
-                Mutation::MergeIndex { .. } | Mutation::MaildirDelivered(_) => None,
+                Mutation::MergeIndex { .. }
+                | Mutation::MaildirDelivered(_)
+                | Mutation::Enqueue { .. } => None,
             };
             if matches!(event, Some(Event::Deleted(_) | Event::Truncated)) {
                 self.stats.deleted.fetch_add(ids.len() as u64, Ordering::Relaxed);

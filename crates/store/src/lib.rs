@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod id;
 pub mod model;
 pub mod pool;
+pub mod queue;
 pub mod search;
 pub mod sqlite;
 pub mod summary;
@@ -20,6 +21,10 @@ pub use id::MessageId;
 pub use model::{
     Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
     Recipient, Route, Selection, StoredMessage, TlsInfo,
+};
+pub use queue::{
+    EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
+    QueueTarget,
 };
 pub use search::{SearchError, SearchQuery};
 pub use sqlite::SqliteStore;
@@ -53,6 +58,9 @@ pub enum StoreError {
     /// An account or alias operation was refused (unknown login, taken address, bad input).
     #[error(transparent)]
     Account(#[from] AccountError),
+    /// The message a change refers to is not stored (any more).
+    #[error("no message {0}")]
+    NoSuchMessage(MessageId),
     /// The store was written by a newer Tern.
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew {
@@ -115,6 +123,19 @@ pub trait StoreRead: Send + 'static {
     /// Inboxes with their counts, busiest first; with `account`, only over that account's
     /// mailbox.
     fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError>;
+
+    /// Queued outbound entries due at `now_ms` (ms since the epoch), oldest due first.
+    fn due_entries(&self, now_ms: i64, limit: u64) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// When the earliest queued outbound entry due after `after_ms` is due (entries due
+    /// earlier are being worked on, or wait for capacity).
+    fn next_due_ms(&self, after_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Outbound entries matching `filter`, and how many match in all.
+    fn queue_entries(&self, filter: &QueueFilter) -> Result<(Vec<QueueEntry>, u64), StoreError>;
+
+    /// Counts over the whole outbound queue.
+    fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
 
     /// The newest message's id.
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError>;

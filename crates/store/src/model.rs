@@ -262,7 +262,7 @@ pub enum Selection {
 }
 
 /// A change to stored messages, applied by the single writer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mutation {
     /// Delete the selected messages.
     Delete(Selection),
@@ -285,6 +285,35 @@ pub enum Mutation {
         older_than_ms: Option<i64>,
         /// Most messages deleted by one prune step.
         batch: u64,
+    },
+    /// Record a delivery attempt's results and store the notices (bounces, delay warnings)
+    /// it produced, atomically: a crash leaves either both or neither. Messages with nothing
+    /// left to deliver or keep are removed.
+    QueueAttempted {
+        /// What happened to each entry attempted.
+        updates: Vec<(i64, crate::queue::EntryUpdate)>,
+        /// When the attempt ran (ms since the epoch).
+        attempted_at_ms: i64,
+        /// New messages for the senders (DSNs), routed like any other message.
+        notices: Vec<NewMessage>,
+    },
+    /// An operator's queue command (retry, hold, release, delete).
+    QueueCommand {
+        /// The entries it applies to.
+        target: crate::queue::QueueTarget,
+        /// What to do.
+        command: crate::queue::QueueCommand,
+        /// Now (ms since the epoch): "due now" for retry and release.
+        now_ms: i64,
+    },
+    /// Queue a stored message for more recipients (the catcher's release).
+    Enqueue {
+        /// The stored message.
+        message: MessageId,
+        /// The recipients to send it to.
+        entries: Vec<crate::queue::NewEntry>,
+        /// Now (ms since the epoch): the entries are due at once.
+        now_ms: i64,
     },
 }
 

@@ -13,6 +13,7 @@ use crate::model::{
     Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
     Selection, StoredMessage,
 };
+use crate::queue::{QueueCounts, QueueEntry, QueueFilter};
 use crate::search::SearchQuery;
 use crate::summary::{Mailbox, Summary};
 use crate::{Store, StoreError, StoreRead};
@@ -106,6 +107,26 @@ const MIGRATIONS: &[&str] = &[
     // 5: Maildir copies written (local copies whose account has a Maildir start at 0).
     "ALTER TABLE recipients ADD COLUMN maildir_done INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX recipients_maildir_pending ON recipients(message_id) WHERE maildir_done = 0 AND account IS NOT NULL;",
+    // 6: the outbound queue: one entry per remote recipient (see `queue.rs`).
+    "CREATE TABLE queue (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        domain TEXT NOT NULL,          -- lowercased
+        notify TEXT NOT NULL,          -- DSN NOTIFY values, comma-separated
+        orcpt TEXT,
+        state TEXT NOT NULL,           -- queued | held
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,   -- ms since the Unix epoch
+        next_attempt INTEGER NOT NULL, -- ms since the Unix epoch
+        last_attempt INTEGER,
+        last_error TEXT,
+        delay_warned INTEGER NOT NULL DEFAULT 0
+    );
+    -- The scheduler's only scan: due entries in due order, without touching held ones.
+    CREATE INDEX queue_due ON queue(next_attempt, id) WHERE state = 'queued';
+    CREATE INDEX queue_message ON queue(message_id);",
 ];
 
 /// Matching and unread-matching message counts.
@@ -190,7 +211,10 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl SqliteStore {
-    fn insert(tx: &rusqlite::Transaction<'_>, msg: &NewMessage) -> Result<(), StoreError> {
+    pub(crate) fn insert(
+        tx: &rusqlite::Transaction<'_>,
+        msg: &NewMessage,
+    ) -> Result<(), StoreError> {
         let id = msg.id.to_string();
         let row = msg.row();
         let s = &row.summary;
@@ -240,6 +264,7 @@ impl SqliteStore {
                 rcpt.route.account()
             ])?;
         }
+        crate::queue::insert_entries(tx, msg)?;
         let mut insert_tag =
             tx.prepare_cached("INSERT OR IGNORE INTO tags (message_id, tag) VALUES (?1, ?2)")?;
         for tag in &s.tags {
@@ -339,6 +364,7 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Messages to prune, oldest first; mail still waiting in the outbound queue is kept.
     fn prune_ids(
         &self,
         max_messages: Option<u64>,
@@ -348,7 +374,8 @@ impl SqliteStore {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         if let Some(cutoff) = older_than_ms {
             let ids = self.ids_for(
-                "SELECT id FROM messages WHERE received_at < ?1 ORDER BY id LIMIT ?2",
+                "SELECT id FROM messages WHERE received_at < ?1 AND id NOT IN (SELECT message_id FROM queue)
+                 ORDER BY id LIMIT ?2",
                 vec![Value::Integer(cutoff), Value::Integer(batch)],
             )?;
             if !ids.is_empty() {
@@ -360,7 +387,8 @@ impl SqliteStore {
             let take = i64::try_from(excess).unwrap_or(i64::MAX).min(batch);
             if take > 0 {
                 return self.ids_for(
-                    "SELECT id FROM messages ORDER BY id LIMIT ?1",
+                    "SELECT id FROM messages WHERE id NOT IN (SELECT message_id FROM queue)
+                     ORDER BY id LIMIT ?1",
                     vec![Value::Integer(take)],
                 );
             }
@@ -520,6 +548,16 @@ impl Store for SqliteStore {
                 self.delete(&ids)?;
                 Ok(ids)
             }
+            Mutation::QueueAttempted { updates, attempted_at_ms, notices } => {
+                self.record_attempt(updates, *attempted_at_ms, notices)
+            }
+            Mutation::QueueCommand { target, command, now_ms } => {
+                self.queue_command(target, *command, *now_ms)
+            }
+            Mutation::Enqueue { message, entries, now_ms } => {
+                self.enqueue(message, entries, *now_ms)?;
+                Ok(vec![])
+            }
         }
     }
 }
@@ -676,6 +714,22 @@ impl StoreRead for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn due_entries(&self, now_ms: i64, limit: u64) -> Result<Vec<QueueEntry>, StoreError> {
+        crate::queue::due_entries(&self.conn, now_ms, limit)
+    }
+
+    fn next_due_ms(&self, after_ms: i64) -> Result<Option<i64>, StoreError> {
+        crate::queue::next_due_ms(&self.conn, after_ms)
+    }
+
+    fn queue_entries(&self, filter: &QueueFilter) -> Result<(Vec<QueueEntry>, u64), StoreError> {
+        crate::queue::queue_entries(&self.conn, filter)
+    }
+
+    fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        crate::queue::queue_counts(&self.conn)
     }
 
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError> {

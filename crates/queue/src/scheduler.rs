@@ -1,0 +1,400 @@
+//! The outbound scheduler: finds due queue entries, groups them by destination so messages
+//! share connections, runs them through a [`Transport`] within the connection limits, and
+//! records each attempt's results together with the notices (bounces, delay warnings) they
+//! produce, in one durable change.
+//!
+//! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
+//! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
+//! is attempted again after restart: an entry is never lost, and its result is recorded once.
+//! The scheduler idles on a timer set to the next due entry, so a large deferred queue costs
+//! nothing between attempts.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tern_store::pool::Pool;
+use tern_store::{
+    Envelope, MessageId, Mutation, NewMessage, QueueEntry, Recipient, Route, StoreError, StoreRead,
+    StoredMessage, Summary,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::dsn::{self, Report, ReportKind, ReportRecipient};
+use crate::retry::{Decision, RetryPolicy, Verdict, decide};
+use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
+use crate::{Event, Spool};
+
+/// Default most outbound connections at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default most connections to one destination at once.
+pub const DEFAULT_MAX_PER_DESTINATION: usize = 20;
+/// Default most messages sent over one connection before it is closed.
+pub const DEFAULT_MESSAGES_PER_CONNECTION: usize = 100;
+/// Due entries read per scheduling round (beyond those already in flight).
+const FETCH: u64 = 2_000;
+/// Longest sleep between two looks at the queue, as a safety net.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Pause before retrying when the store cannot be read or written.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// How long shutdown waits for attempts in progress before abandoning them (they are then
+/// attempted again after restart).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Decides where a notice for `address` goes: a local mailbox or remote delivery.
+pub trait Router: Send + Sync + 'static {
+    /// The route for a notice addressed to `address`.
+    fn route(&self, address: &str) -> Route;
+}
+
+/// Everything the scheduler needs to know.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This server's name: the `Reporting-MTA` of notices and their `From:` domain.
+    pub hostname: String,
+    /// Retry schedule, lifetime and delay warnings.
+    pub retry: RetryPolicy,
+    /// Most outbound connections at once.
+    pub max_connections: usize,
+    /// Most connections to one destination at once.
+    pub max_per_destination: usize,
+    /// Most messages sent over one connection.
+    pub messages_per_connection: usize,
+}
+
+impl SchedulerConfig {
+    /// Defaults for `hostname`.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        SchedulerConfig {
+            hostname: hostname.into(),
+            retry: RetryPolicy::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_destination: DEFAULT_MAX_PER_DESTINATION,
+            messages_per_connection: DEFAULT_MESSAGES_PER_CONNECTION,
+        }
+    }
+}
+
+/// The running scheduler's shared parts.
+struct Shared<T> {
+    readers: Pool<Box<dyn StoreRead>>,
+    spool: Spool,
+    transport: Arc<T>,
+    router: Arc<dyn Router>,
+    config: SchedulerConfig,
+}
+
+/// A message with its due entries at one destination.
+type MessageEntries = (MessageId, Vec<QueueEntry>);
+
+/// A finished job: its destination and the entries it held.
+struct Finished {
+    destination: String,
+    entries: Vec<i64>,
+}
+
+/// Runs until `shutdown`.
+pub async fn run<T: Transport>(
+    readers: Pool<Box<dyn StoreRead>>,
+    spool: Spool,
+    transport: Arc<T>,
+    router: Arc<dyn Router>,
+    config: SchedulerConfig,
+    shutdown: CancellationToken,
+) {
+    let mut events = spool.subscribe();
+    let shared = Arc::new(Shared { readers, spool, transport, router, config });
+    let mut in_flight: HashSet<i64> = HashSet::new();
+    let mut active: HashMap<String, usize> = HashMap::new();
+    let mut jobs = JoinSet::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    loop {
+        let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs, &done_tx).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                warn!(error = %e, "queue: cannot read due entries");
+                STORE_RETRY
+            }
+        };
+        metrics::gauge!("tern_queue_in_flight").set(in_flight.len() as f64);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            Some(finished) = done_rx.recv() => finish(finished, &mut in_flight, &mut active),
+            event = events.recv() => match event {
+                Ok(Event::Committed(_) | Event::QueueChanged) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(RecvError::Closed) => break,
+            },
+        }
+        while let Ok(finished) = done_rx.try_recv() {
+            finish(finished, &mut in_flight, &mut active);
+        }
+        while jobs.try_join_next().is_some() {}
+    }
+    // Let attempts in progress record their results; whatever is cut off is retried later.
+    let _ =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while jobs.join_next().await.is_some() {} })
+            .await;
+    jobs.abort_all();
+}
+
+fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut HashMap<String, usize>) {
+    for entry in &finished.entries {
+        in_flight.remove(entry);
+    }
+    if let Some(n) = active.get_mut(&finished.destination) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            active.remove(&finished.destination);
+        }
+    }
+}
+
+/// Starts jobs for due entries within the limits; returns how long to sleep at most.
+async fn dispatch<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    in_flight: &mut HashSet<i64>,
+    active: &mut HashMap<String, usize>,
+    jobs: &mut JoinSet<()>,
+    done: &mpsc::UnboundedSender<Finished>,
+) -> Result<Duration, StoreError> {
+    let config = &shared.config;
+    let now = now_ms();
+    let mut running: usize = active.values().sum();
+    if running < config.max_connections {
+        let limit = FETCH + in_flight.len() as u64;
+        let pool = shared.readers.clone();
+        let due = blocking(move || pool.with(|r| r.due_entries(now, limit))).await?;
+        for (destination, messages) in group(shared.transport.as_ref(), due, in_flight) {
+            let mut messages = messages.into_iter().peekable();
+            while messages.peek().is_some()
+                && running < config.max_connections
+                && active.get(&destination).copied().unwrap_or(0) < config.max_per_destination
+            {
+                let batch: Vec<_> =
+                    messages.by_ref().take(config.messages_per_connection).collect();
+                let entries: Vec<i64> =
+                    batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
+                in_flight.extend(&entries);
+                *active.entry(destination.clone()).or_default() += 1;
+                running += 1;
+                let (shared, done, destination) =
+                    (shared.clone(), done.clone(), destination.clone());
+                jobs.spawn(async move {
+                    attempt(&shared, &destination, batch).await;
+                    let _ = done.send(Finished { destination, entries });
+                });
+            }
+        }
+    }
+    let pool = shared.readers.clone();
+    let next = blocking(move || pool.with(|r| r.next_due_ms(now))).await?;
+    Ok(match next {
+        Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE),
+        None => MAX_IDLE,
+    })
+}
+
+/// Due entries not in flight, by destination, then by message (in due order), so one job
+/// carries whole messages with all their recipients at that destination.
+fn group<T: Transport>(
+    transport: &T,
+    due: Vec<QueueEntry>,
+    in_flight: &HashSet<i64>,
+) -> Vec<(String, Vec<MessageEntries>)> {
+    let mut destinations: Vec<(String, Vec<MessageEntries>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut message_index: HashMap<(usize, MessageId), usize> = HashMap::new();
+    for entry in due.into_iter().filter(|e| !in_flight.contains(&e.id)) {
+        let destination = transport.destination(&entry.domain);
+        let d = *index.entry(destination.clone()).or_insert_with(|| {
+            destinations.push((destination, Vec::new()));
+            destinations.len() - 1
+        });
+        let messages = &mut destinations[d].1;
+        let m = *message_index.entry((d, entry.message_id)).or_insert_with(|| {
+            messages.push((entry.message_id, Vec::new()));
+            messages.len() - 1
+        });
+        messages[m].1.push(entry);
+    }
+    destinations
+}
+
+/// One connection's worth of work: load the messages, send them, record what happened.
+async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
+    let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
+    let pool = shared.readers.clone();
+    let loaded = blocking(move || {
+        pool.with(|r| ids.iter().map(|id| r.message(id)).collect::<Result<Vec<_>, _>>())
+    })
+    .await;
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            warn!(destination, error = %e, "queue: cannot load messages; will retry");
+            tokio::time::sleep(STORE_RETRY).await;
+            return;
+        }
+    };
+    let mut messages = Vec::new();
+    let mut job = Job { domain: destination.to_string(), messages: Vec::new() };
+    // A message deleted meanwhile took its entries with it: nothing to send.
+    for ((_, entries), stored) in batch.into_iter().zip(loaded) {
+        let Some(stored) = stored else { continue };
+        job.messages.push(job_message(&stored, &entries));
+        messages.push((stored, entries));
+    }
+    if messages.is_empty() {
+        return;
+    }
+    let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
+    let now = now_ms();
+    let mut updates = Vec::new();
+    let mut notices = Vec::new();
+    for (stored, entries) in &messages {
+        let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
+        for entry in entries {
+            let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
+                Outcome::Temporary(Failure {
+                    status: "4.0.0".into(),
+                    remote_mta: None,
+                    diagnostic: "no result from the delivery attempt".into(),
+                })
+            });
+            let Decision { update, report, verdict } =
+                decide(&shared.config.retry, entry, &outcome, now);
+            log_attempt(entry, &outcome, verdict);
+            updates.push((entry.id, update));
+            if let Some(report) = report {
+                match reports.iter_mut().find(|(kind, _)| *kind == report.action) {
+                    Some((_, same)) => same.push(report),
+                    None => reports.push((report.action, vec![report])),
+                }
+            }
+        }
+        for (kind, recipients) in reports {
+            notices.push(notice(shared, stored, &entries[0].sender, kind, &recipients, now));
+        }
+    }
+    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, notices };
+    if let Err(e) = shared.spool.apply(mutation).await {
+        // The entries stay due; pause so a failing store is not hammered.
+        warn!(destination, error = %e, "queue: cannot record delivery results; will retry");
+        tokio::time::sleep(STORE_RETRY).await;
+    }
+}
+
+fn job_message(stored: &StoredMessage, entries: &[QueueEntry]) -> JobMessage {
+    let envelope = &stored.envelope;
+    JobMessage {
+        id: stored.id,
+        sender: entries.first().map(|e| e.sender.clone()).unwrap_or_default(),
+        data: Arc::new(stored.full_message()),
+        smtputf8: envelope.smtputf8,
+        eight_bit: envelope.body.as_deref().is_some_and(|b| b.eq_ignore_ascii_case("8BITMIME")),
+        envid: envelope.envid.clone(),
+        ret: envelope.ret.clone(),
+        recipients: entries
+            .iter()
+            .map(|e| JobRecipient {
+                entry: e.id,
+                address: e.recipient.clone(),
+                notify: e.notify.clone(),
+                orcpt: e.orcpt.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn log_attempt(entry: &QueueEntry, outcome: &Outcome, verdict: Verdict) {
+    let queue_id = entry.message_id;
+    let to = &entry.recipient;
+    match (outcome, verdict) {
+        (Outcome::Delivered { remote_mta, reply, .. }, _) => {
+            metrics::counter!("tern_outbound_delivered_total").increment(1);
+            info!(%queue_id, to, relay = remote_mta, reply, "delivered");
+        }
+        (Outcome::Temporary(f) | Outcome::Permanent(f), Verdict::Deferred) => {
+            metrics::counter!("tern_outbound_deferred_total").increment(1);
+            info!(%queue_id, to, status = f.status, error = f.diagnostic, attempts = entry.attempts + 1, "deferred");
+        }
+        (Outcome::Temporary(f) | Outcome::Permanent(f), _) => {
+            metrics::counter!("tern_outbound_bounced_total").increment(1);
+            warn!(%queue_id, to, status = f.status, error = f.diagnostic, "bounced");
+        }
+    }
+}
+
+/// A notice to the sender about `recipients` of `original`, routed like any new message.
+fn notice<T>(
+    shared: &Shared<T>,
+    original: &StoredMessage,
+    sender: &str,
+    kind: ReportKind,
+    recipients: &[ReportRecipient],
+    now: i64,
+) -> NewMessage {
+    let envelope = &original.envelope;
+    let id = original.id.to_string();
+    let full = original.full_message();
+    let raw = dsn::build(&Report {
+        kind,
+        reporting_mta: &shared.config.hostname,
+        sender,
+        original_envid: envelope.envid.as_deref(),
+        ret: envelope.ret.as_deref(),
+        arrival_ms: envelope.received_at_ms,
+        now_ms: now,
+        message_id: &id,
+        recipients,
+        original: &full,
+    });
+    let (summary, search_text) = Summary::extract_with_text(&raw);
+    let eight_bit = raw.iter().any(|b| *b >= 0x80);
+    info!(queue_id = %original.id, to = sender, kind = ?kind, "notice to the sender");
+    NewMessage {
+        id: MessageId::generate(),
+        envelope: Envelope {
+            mail_from: String::new(),
+            recipients: vec![Recipient {
+                address: sender.to_string(),
+                notify: vec![],
+                orcpt: None,
+                route: shared.router.route(sender),
+            }],
+            body: eight_bit.then(|| "8BITMIME".to_string()),
+            smtputf8: !sender.is_ascii(),
+            ret: None,
+            envid: None,
+            client: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            helo: shared.config.hostname.clone(),
+            tls: None,
+            auth: None,
+            received_at_ms: now,
+        },
+        received_header: vec![],
+        raw,
+        summary,
+        search_text,
+    }
+}
+
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Corrupt { id: String::new(), reason: e.to_string() })?
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

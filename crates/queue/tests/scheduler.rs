@@ -1,0 +1,226 @@
+//! The scheduler over a real store and spool, with a scripted transport: grouping by
+//! destination, per-recipient results, retries, bounces committed with the results, and
+//! in-flight leases.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_queue::retry::RetryPolicy;
+use tern_queue::scheduler::{self, Router, SchedulerConfig};
+use tern_queue::transport::{Failure, Job, JobResult, Outcome, Transport};
+use tern_queue::{Spool, SpoolConfig};
+use tern_store::pool::Pool;
+use tern_store::{
+    Envelope, MessageId, NewMessage, QueueFilter, Recipient, Route, SqliteStore, StoreRead, Summary,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Answers by recipient: `temp…` 450, `perm…` 550, anything else 250; records every job.
+#[derive(Default)]
+struct Scripted {
+    jobs: Mutex<Vec<Job>>,
+    delay: Duration,
+}
+
+impl Transport for Scripted {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        tokio::time::sleep(self.delay).await;
+        let mut out = Vec::new();
+        for message in &job.messages {
+            for rcpt in &message.recipients {
+                let failure = |status: &str, code| Failure {
+                    status: status.into(),
+                    remote_mta: Some(format!("mx.{}", job.domain)),
+                    diagnostic: format!("smtp; {code} {status} scripted"),
+                };
+                let outcome = if rcpt.address.starts_with("temp") {
+                    Outcome::Temporary(failure("4.2.0", 450))
+                } else if rcpt.address.starts_with("perm") {
+                    Outcome::Permanent(failure("5.1.1", 550))
+                } else {
+                    Outcome::Delivered {
+                        remote_mta: format!("mx.{}", job.domain),
+                        reply: "250 2.0.0 ok".into(),
+                        peer_dsn: false,
+                    }
+                };
+                out.push((rcpt.entry, outcome));
+            }
+        }
+        self.jobs.lock().expect("lock").push(job);
+        out
+    }
+}
+
+struct ToAlice;
+impl Router for ToAlice {
+    fn route(&self, _: &str) -> Route {
+        Route::Local { account: "alice".into() }
+    }
+}
+
+fn message(to: &[&str]) -> NewMessage {
+    let raw = b"From: alice@tern.test\r\nSubject: hello\r\n\r\nbody\r\n".to_vec();
+    NewMessage {
+        id: MessageId::generate(),
+        envelope: Envelope {
+            mail_from: "alice@tern.test".into(),
+            recipients: to
+                .iter()
+                .map(|a| Recipient {
+                    address: a.to_string(),
+                    notify: vec![],
+                    orcpt: None,
+                    route: Route::Remote,
+                })
+                .collect(),
+            body: None,
+            smtputf8: false,
+            ret: None,
+            envid: Some("ENV-1".into()),
+            client: "127.0.0.1:1".parse().expect("literal"),
+            helo: "client.test".into(),
+            tls: None,
+            auth: Some("alice".into()),
+            received_at_ms: scheduler::now_ms(),
+        },
+        received_header: b"Received: from client.test\r\n".to_vec(),
+        summary: Summary::extract(&raw),
+        raw,
+        search_text: Default::default(),
+    }
+}
+
+struct Setup {
+    spool: Spool,
+    readers: Pool<Box<dyn StoreRead>>,
+    transport: Arc<Scripted>,
+    shutdown: CancellationToken,
+}
+
+fn setup(delay: Duration) -> Setup {
+    let dir = std::env::temp_dir().join(format!("tern-scheduler-{}", MessageId::generate()));
+    let store = SqliteStore::open(&dir).expect("open");
+    let (spool, _writer) = Spool::start(store, SpoolConfig::default());
+    let readers = Pool::new(Arc::new(move || {
+        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
+    }));
+    let transport = Arc::new(Scripted { jobs: Mutex::default(), delay });
+    Setup { spool, readers, transport, shutdown: CancellationToken::new() }
+}
+
+fn start(s: &Setup, retry: RetryPolicy) {
+    let config = SchedulerConfig { retry, ..SchedulerConfig::new("mx.tern.test") };
+    tokio::spawn(scheduler::run(
+        s.readers.clone(),
+        s.spool.clone(),
+        s.transport.clone(),
+        Arc::new(ToAlice),
+        config,
+        s.shutdown.clone(),
+    ));
+}
+
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(found) = check() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_recorded_per_recipient_with_a_bounce_for_the_failure() {
+    let s = setup(Duration::ZERO);
+    let first = message(&["bob@a.test", "temp@a.test", "perm@b.test"]);
+    let second = message(&["carol@a.test"]);
+    s.spool.submit(first.clone()).await.expect("queued");
+    s.spool.submit(second.clone()).await.expect("queued");
+    start(&s, RetryPolicy::default());
+
+    let readers = s.readers.clone();
+    let (entries, bounce) = until("one deferred entry and a bounce", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        let ids = readers.with(|r| r.list_ids(10)).ok()?;
+        let bounce = ids.iter().find_map(|id| {
+            let m = readers.with(|r| r.message(id)).ok()??;
+            m.envelope.mail_from.is_empty().then_some(m)
+        })?;
+        (entries.len() == 1 && entries[0].attempts == 1).then_some((entries, bounce))
+    })
+    .await;
+
+    // Only the 450 recipient waits, five minutes out, with the remote reply kept.
+    let deferred = &entries[0];
+    assert_eq!(deferred.recipient, "temp@a.test");
+    assert_eq!(deferred.last_error.as_deref(), Some("smtp; 450 4.2.0 scripted"));
+    let wait = deferred.next_attempt_ms - deferred.last_attempt_ms.expect("attempted");
+    assert_eq!(wait, 5 * 60 * 1000);
+
+    // The bounce is about the 550 recipient only, addressed to the sender's mailbox.
+    assert_eq!(bounce.envelope.recipients[0].address, "alice@tern.test");
+    assert_eq!(bounce.envelope.recipients[0].route, Route::Local { account: "alice".into() });
+    let text = String::from_utf8_lossy(&bounce.raw);
+    assert!(text.contains("report-type=delivery-status"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; perm@b.test"), "{text}");
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(text.contains("Original-Envelope-Id: ENV-1"), "{text}");
+    assert!(!text.contains("Final-Recipient: rfc822; temp@a.test"), "{text}");
+
+    // The second message, fully delivered and remote-only, is gone; the first waits.
+    let present = |id| s.readers.with(|r| r.message(&id)).expect("read").is_some();
+    assert!(!present(second.id));
+    assert!(present(first.id));
+
+    // Both messages for a.test went over one connection; b.test had its own.
+    let jobs = s.transport.jobs.lock().expect("lock");
+    let a: Vec<_> = jobs.iter().filter(|j| j.domain == "a.test").collect();
+    assert_eq!(
+        a.len(),
+        1,
+        "one job for a.test: {:?}",
+        jobs.iter().map(|j| &j.domain).collect::<Vec<_>>()
+    );
+    assert_eq!(a[0].messages.len(), 2);
+    assert_eq!(a[0].messages[0].recipients.len(), 2, "bob and temp share the message");
+    assert_eq!(
+        a[0].messages[0].data.as_slice(),
+        [first.received_header.as_slice(), &first.raw].concat()
+    );
+    s.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_come_on_schedule_and_an_entry_is_never_attempted_twice_at_once() {
+    // A slow transport and a retry interval shorter than one attempt: the lease must keep
+    // the entry from being handed out again while its attempt runs.
+    let s = setup(Duration::from_millis(600));
+    s.spool.submit(message(&["temp@a.test"])).await.expect("queued");
+    let retry = RetryPolicy {
+        first: Duration::from_millis(100),
+        max: Duration::from_millis(100),
+        ..RetryPolicy::default()
+    };
+    start(&s, retry);
+    let readers = s.readers.clone();
+    until("three attempts", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        (entries.first()?.attempts >= 3).then_some(())
+    })
+    .await;
+    s.shutdown.cancel();
+    let jobs = s.transport.jobs.lock().expect("lock");
+    let (entries, _) = s.readers.with(|r| r.queue_entries(&QueueFilter::default())).expect("list");
+    assert!(
+        jobs.len() as u32 <= entries[0].attempts + 1,
+        "{} jobs for {} recorded attempts: an entry was attempted concurrently",
+        jobs.len(),
+        entries[0].attempts
+    );
+}
