@@ -1,5 +1,5 @@
-//! Delivery: getting committed mail to where it goes. Today that is local Maildir copies;
-//! outbound SMTP to remote MX hosts joins here later.
+//! Delivery: getting committed mail to where it goes: local Maildir copies, and outbound SMTP
+//! to remote MX hosts or a smarthost ([`outbound`]).
 //!
 //! Delivery never decides whether a message is kept: the message is already durable in the
 //! store (and in its account's mailbox) before anything here runs. A Maildir copy is written
@@ -8,6 +8,8 @@
 
 pub mod local;
 pub mod maildir;
+pub mod outbound;
 
 pub use local::run_local;
 pub use maildir::{Maildir, MaildirError};
+pub use outbound::{OutboundConfig, OutboundError, RelayHost, SmtpTransport, TlsPolicy};

@@ -54,6 +54,161 @@ pub struct Config {
     /// Allow and block lists (MTA mode).
     #[serde(default)]
     pub lists: tern_policy::ListsConfig,
+    /// Delivery to other servers: DNS, smarthost, TLS, timeouts, connection limits.
+    #[serde(default)]
+    pub outbound: OutboundSection,
+    /// The outbound queue's retry schedule and notices.
+    #[serde(default)]
+    pub queue: QueueSection,
+}
+
+/// The `[outbound]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSection {
+    /// Send everything through this smarthost (`host:port`) instead of the recipients' MX.
+    pub relay_host: Option<String>,
+    /// Speak TLS from the first byte to the smarthost (port 465) instead of STARTTLS.
+    pub relay_implicit_tls: bool,
+    /// Login for AUTH at the smarthost (sent only over TLS).
+    pub relay_username: Option<String>,
+    /// Password for AUTH at the smarthost.
+    pub relay_password: Option<String>,
+    /// DNS servers (`ip:port`) for MX lookups; empty uses /etc/resolv.conf.
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Seconds a DNS query may take before the attempt is retried later.
+    pub dns_timeout_secs: u64,
+    /// Port MX hosts are contacted on (25; other values are for test setups).
+    pub mx_port: u16,
+    /// STARTTLS policy: `opportunistic`, `require` or `off`.
+    pub tls: String,
+    /// Per-domain STARTTLS policy, e.g. `{ "bank.example" = "require" }`.
+    pub tls_domains: std::collections::BTreeMap<String, String>,
+    /// Extra trusted CA certificates (PEM) for verifying remote servers.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Seconds to connect (and finish the TLS handshake).
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply.
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for the reply after the message data.
+    pub data_timeout_secs: u64,
+    /// Most outbound connections at once.
+    pub max_connections: usize,
+    /// Most connections to one destination (domain, or the smarthost) at once.
+    pub max_per_destination: usize,
+    /// Most messages sent over one connection.
+    pub messages_per_connection: usize,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        OutboundSection {
+            relay_host: None,
+            relay_implicit_tls: false,
+            relay_username: None,
+            relay_password: None,
+            dns_servers: Vec::new(),
+            dns_timeout_secs: 5,
+            mx_port: 25,
+            tls: "opportunistic".into(),
+            tls_domains: Default::default(),
+            tls_ca_file: None,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            max_connections: tern_queue::scheduler::DEFAULT_MAX_CONNECTIONS,
+            max_per_destination: tern_queue::scheduler::DEFAULT_MAX_PER_DESTINATION,
+            messages_per_connection: tern_queue::scheduler::DEFAULT_MESSAGES_PER_CONNECTION,
+        }
+    }
+}
+
+/// The `[queue]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Seconds before the first retry; each later wait doubles.
+    pub retry_first_secs: u64,
+    /// Longest wait between retries, in seconds.
+    pub retry_max_secs: u64,
+    /// Seconds a message is retried before it bounces.
+    pub lifetime_secs: u64,
+    /// Seconds after which the sender is told of the delay; 0 turns warnings off.
+    pub delay_warning_secs: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        let retry = tern_queue::retry::RetryPolicy::default();
+        QueueSection {
+            retry_first_secs: retry.first.as_secs(),
+            retry_max_secs: retry.max.as_secs(),
+            lifetime_secs: retry.lifetime.as_secs(),
+            delay_warning_secs: retry.delay_warning.map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl OutboundSection {
+    /// The SMTP client's settings; `helo_name` is this server's hostname.
+    pub fn client(&self, helo_name: &str) -> tern_delivery::outbound::OutboundConfig {
+        use std::time::Duration;
+        use tern_delivery::outbound::{OutboundConfig, RelayHost};
+        // `validate` has checked the policies and the relay host.
+        let policy = |s: &str| tls_policy(s).unwrap_or_default();
+        OutboundConfig {
+            dns_servers: self.dns_servers.clone(),
+            dns_timeout: Duration::from_secs(self.dns_timeout_secs),
+            mx_port: self.mx_port,
+            relay_host: self.relay_host.as_deref().and_then(host_port).map(|(host, port)| {
+                RelayHost {
+                    host,
+                    port,
+                    implicit_tls: self.relay_implicit_tls,
+                    username: self.relay_username.clone(),
+                    password: self.relay_password.clone(),
+                }
+            }),
+            tls: policy(&self.tls),
+            tls_domains: self
+                .tls_domains
+                .iter()
+                .map(|(domain, p)| (domain.to_ascii_lowercase(), policy(p)))
+                .collect(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            command_timeout: Duration::from_secs(self.command_timeout_secs),
+            data_timeout: Duration::from_secs(self.data_timeout_secs),
+            ..OutboundConfig::new(helo_name)
+        }
+    }
+}
+
+/// Parses a STARTTLS policy name.
+fn tls_policy(text: &str) -> Result<tern_delivery::outbound::TlsPolicy, String> {
+    text.parse().map_err(|e: tern_delivery::outbound::UnknownTlsPolicy| e.to_string())
+}
+
+/// Splits `host:port` (`[v6]:port` too).
+fn host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok().filter(|p| *p > 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+impl QueueSection {
+    /// The scheduler's retry policy.
+    pub fn retry_policy(&self) -> tern_queue::retry::RetryPolicy {
+        use std::time::Duration;
+        tern_queue::retry::RetryPolicy {
+            first: Duration::from_secs(self.retry_first_secs),
+            max: Duration::from_secs(self.retry_max_secs),
+            lifetime: Duration::from_secs(self.lifetime_secs),
+            delay_warning: (self.delay_warning_secs > 0)
+                .then(|| Duration::from_secs(self.delay_warning_secs)),
+        }
+    }
 }
 
 /// What Tern is running as.
@@ -127,6 +282,8 @@ impl Default for Config {
             relay: tern_policy::RelayConfig::default(),
             limits: tern_policy::LimitsConfig::default(),
             lists: tern_policy::ListsConfig::default(),
+            outbound: OutboundSection::default(),
+            queue: QueueSection::default(),
         }
     }
 }
@@ -300,6 +457,45 @@ impl Config {
                     .into(),
             ));
         }
+        let o = &self.outbound;
+        let outbound_checks: [(bool, &'static str, &str); 6] = [
+            (o.dns_timeout_secs == 0, "outbound.dns_timeout_secs", "must be greater than 0"),
+            (o.mx_port == 0, "outbound.mx_port", "must be greater than 0"),
+            (o.max_connections == 0, "outbound.max_connections", "must be greater than 0"),
+            (o.max_per_destination == 0, "outbound.max_per_destination", "must be greater than 0"),
+            (
+                o.messages_per_connection == 0,
+                "outbound.messages_per_connection",
+                "must be greater than 0",
+            ),
+            (
+                o.relay_username.is_some() != o.relay_password.is_some(),
+                "outbound.relay_username",
+                "relay_username and relay_password go together",
+            ),
+        ];
+        if let Some((_, key, message)) = outbound_checks.iter().find(|(bad, _, _)| *bad) {
+            return Err((key, (*message).to_string()));
+        }
+        if let Err(message) = tls_policy(&o.tls) {
+            return Err(("outbound.tls", message));
+        }
+        if let Some(message) = o.tls_domains.values().find_map(|v| tls_policy(v).err()) {
+            return Err(("outbound.tls_domains", message));
+        }
+        if let Some(host) = &o.relay_host
+            && host_port(host).is_none()
+        {
+            return Err(("outbound.relay_host", "must be host:port".into()));
+        }
+        let q = &self.queue;
+        if q.retry_first_secs == 0 || q.retry_max_secs < q.retry_first_secs || q.lifetime_secs == 0
+        {
+            return Err((
+                "queue",
+                "retry_first_secs and lifetime_secs must be greater than 0, and retry_max_secs at least retry_first_secs".into(),
+            ));
+        }
         if self.hostname.as_deref().is_some_and(|h| h.is_empty() || h.contains(char::is_whitespace))
         {
             return Err(("hostname", "must be a non-empty name without spaces".into()));
@@ -399,6 +595,8 @@ mod tests {
         assert_eq!(config.http.listen, defaults.http.listen);
         assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
         assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
+        assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
+        assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
     }
 
     /// The README's configuration table names every key of the example file, so the two
@@ -453,5 +651,28 @@ mod tests {
         assert!(err("bogus = 1\n").starts_with("t.toml:1: bogus"));
         assert!(err("[log]\nformat = \"xml\"\n").starts_with("t.toml:2: log.format"));
         assert!(err("[smtp\n").starts_with("t.toml:1: (syntax)"));
+    }
+
+    #[test]
+    fn outbound_and_queue_errors_name_their_keys() {
+        let e = err("[outbound]\nmx_port = 25\ntls = \"maybe\"\n");
+        assert!(e.starts_with("t.toml:3: outbound.tls: unknown TLS policy \"maybe\""), "{e}");
+        let e = err("[outbound]\ntls_domains = { \"a.test\" = \"strict\" }\n");
+        assert!(e.starts_with("t.toml:2: outbound.tls_domains: "), "{e}");
+        let e = err("[outbound]\nrelay_host = \"smtp.example\"\n");
+        assert!(e.starts_with("t.toml:2: outbound.relay_host: must be host:port"), "{e}");
+        let e = err("[outbound]\nrelay_username = \"u\"\n");
+        assert!(e.starts_with("t.toml:2: outbound.relay_username: "), "{e}");
+        let e = err("[outbound]\ndns_servers = [\"127.0.0.1\"]\n");
+        assert!(e.starts_with("t.toml:2: outbound.dns_servers"), "{e}");
+        let e = err("[queue]\nretry_first_secs = 0\n");
+        assert!(e.starts_with("t.toml:1: queue: "), "{e}");
+        let ok = Config::parse(
+            "[outbound]\nrelay_host = \"[::1]:587\"\nrelay_username = \"u\"\nrelay_password = \"p\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        let relay = ok.outbound.client("mx.test").relay_host.expect("relay");
+        assert_eq!((relay.host.as_str(), relay.port), ("::1", 587));
     }
 }

@@ -9,6 +9,7 @@ mod directory;
 mod maintenance;
 mod messages;
 mod metrics;
+mod outbound;
 mod serve;
 
 use std::net::SocketAddr;

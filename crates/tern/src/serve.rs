@@ -101,18 +101,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
+    let readers = {
+        let dir = config.data_dir.clone();
+        tern_store::pool::Pool::new(Arc::new(move || {
+            SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
+        }))
+    };
     let (directory, mta) = match config.mode {
         Mode::Catcher => (None, None),
         Mode::Mta => {
             let directory: Arc<dyn tern_smtp::Directory> =
                 Arc::new(crate::directory::StoreDirectory::new(&config.data_dir));
-            let dir = config.data_dir.clone();
-            let readers = tern_store::pool::Pool::new(Arc::new(move || {
-                SqliteStore::open_read_only(&dir)
-                    .map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
-            }));
             tracker.spawn(tern_delivery::run_local(
-                readers,
+                readers.clone(),
                 spool.clone(),
                 hostname.clone(),
                 shutdown.clone(),
@@ -120,6 +121,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
+    tracker.spawn(crate::outbound::scheduler(
+        &config,
+        &hostname,
+        readers,
+        spool.clone(),
+        mta.clone(),
+        directory.clone(),
+        shutdown.clone(),
+    )?);
     let ctx = Arc::new(Context {
         tls,
         directory,

@@ -2,6 +2,8 @@
 //! port with its own data directory, a raw SMTP client that speaks bytes, and store access.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -213,6 +215,11 @@ impl TernServer {
             );
         }
         toml += &format!("\n{extra_toml}\n");
+        // Outbound DNS never leaves loopback: without a test's own `[outbound]`, lookups go to
+        // a closed port and fail as temporary errors (relayed mail then waits in the queue).
+        if !extra_toml.contains("[outbound]") {
+            toml += "\n[outbound]\ndns_servers = [\"127.0.0.1:9\"]\ndns_timeout_secs = 1\n";
+        }
         let config = data.join("tern.toml");
         std::fs::write(&config, toml).expect("write config");
         let stderr_path = data.join(format!("stderr-{}.log", addrs[0].port()));
