@@ -188,8 +188,18 @@ impl TernServer {
         extra_toml: &str,
         ready: fn(&str) -> bool,
     ) -> (TernServer, Vec<SocketAddr>) {
+        Self::start_mta_in(&temp_dir("mta"), listeners, extra_toml, ready)
+    }
+
+    /// [`TernServer::start_mta`] over an existing data directory (a restart gets new ports).
+    pub fn start_mta_in(
+        data: &Path,
+        listeners: &[MtaListener],
+        extra_toml: &str,
+        ready: fn(&str) -> bool,
+    ) -> (TernServer, Vec<SocketAddr>) {
         assert!(!listeners.is_empty(), "mode = \"mta\" needs a listener");
-        let data = temp_dir("mta");
+        let data = data.to_path_buf();
         let addrs: Vec<SocketAddr> = listeners
             .iter()
             .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))

@@ -1,0 +1,419 @@
+//! Outbound delivery end to end, against real peers on loopback.
+//!
+//! Each test runs `tern serve` in MTA mode (`tern.test` local, loopback trusted to relay), a
+//! dnsmasq serving the test's MX records (Tern's `outbound.dns_servers` points at it), and
+//! Postfix instances as the remote MX hosts or as a smarthost with AUTH; `mx_port` points
+//! Tern at the port they listen on. Retries run every second.
+//!
+//! Covered: delivery to the MX with STARTTLS; a refused first MX falls through to the second;
+//! a remote 4xx is retried on schedule and warned about (delay DSN); a 5xx bounces into the
+//! sender's mailbox as an RFC 3464 report that mail-parser and Python's `email` both read;
+//! null MX and NXDOMAIN bounce at once; a success DSN when asked and the next hop cannot give
+//! one; a smarthost with AUTH over STARTTLS; a restart with a full queue delivers every
+//! message exactly once; Postfix relaying into Tern's mailbox.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mail_parser::MimeHeaders as _;
+use support::peers::{DnsRecord, Dnsmasq, Postfix, PostfixOptions, free_port_on_all};
+use support::{Client, MtaListener, TernServer, is_tern_banner, temp_dir};
+use tern_store::{QueueFilter, Route, StoreRead, StoredMessage};
+
+const WAIT: Duration = Duration::from_secs(30);
+const MX1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const MX2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const LISTENERS: [MtaListener; 1] = [MtaListener { role: "mx", allow_plaintext_auth: false }];
+
+/// Tern, its mx listener, and the settings it was started with (for a restart).
+struct Tern {
+    server: TernServer,
+    mx: SocketAddr,
+    toml: String,
+}
+
+impl Tern {
+    /// An MTA resolving through `dns`, contacting MX hosts on `mx_port`; `outbound` and
+    /// `queue` are added to those sections.
+    fn start(dns: &Dnsmasq, mx_port: u16, outbound: &str, queue: &str) -> Tern {
+        let toml = format!(
+            "[relay]\nlocal_domains = [\"tern.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\n\
+             [outbound]\ndns_servers = [\"{}\"]\nmx_port = {mx_port}\n{outbound}\n\n\
+             [queue]\nretry_first_secs = 1\nretry_max_secs = 1\n{queue}\n",
+            dns.addr()
+        );
+        Tern::start_in(&temp_dir("outbound"), toml)
+    }
+
+    fn start_in(data: &Path, toml: String) -> Tern {
+        let (server, addrs) = TernServer::start_mta_in(data, &LISTENERS, &toml, is_tern_banner);
+        Tern { server, mx: addrs[0], toml }
+    }
+
+    /// `tern account add LOGIN` (password `pw`) against the running server's store.
+    fn account(&self, login: &str) {
+        let store = self.server.store_dir();
+        let args = ["account", "add", login, "--password-stdin", "--data"];
+        let mut argv: Vec<&str> = args.to_vec();
+        let store = store.display().to_string();
+        argv.push(&store);
+        support::run(env!("CARGO_BIN_EXE_tern"), &argv, Some(b"pw\n"));
+    }
+
+    /// Relays one message (the loopback client is trusted) and returns its queue id.
+    fn send(&self, from: &str, to: &[&str], body: &str) -> String {
+        let mut client = Client::greeted(self.mx);
+        client.cmd("EHLO app.test", "250");
+        let id = client.send_message(from, to, body.as_bytes());
+        client.cmd("QUIT", "221");
+        id
+    }
+
+    /// Messages in the store from the null sender (notices) for `to`, oldest first.
+    fn notices_to(&self, to: &str) -> Vec<StoredMessage> {
+        let store = self.server.store();
+        let mut ids = store.list_ids(1000).expect("list");
+        ids.reverse();
+        ids.iter()
+            .filter_map(|id| store.message(id).expect("read"))
+            .filter(|m| {
+                m.envelope.mail_from.is_empty()
+                    && m.envelope.recipients.iter().any(|r| r.address == to)
+            })
+            .collect()
+    }
+
+    /// Waits until `check` over the store holds.
+    fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Tern) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(found) = check(self) {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; tern stderr:\n{}", self.server.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn queue(&self) -> Vec<tern_store::QueueEntry> {
+        self.server.store().queue_entries(&QueueFilter::default()).expect("queue").0
+    }
+}
+
+fn body(subject: &str) -> String {
+    format!(
+        "From: alice@tern.test\r\nTo: bob@dest.test\r\nSubject: {subject}\r\n\r\nHello from Tern.\r\n"
+    )
+}
+
+fn mx_options(ip: Ipv4Addr, port: u16) -> PostfixOptions {
+    PostfixOptions { ip, port: Some(port), ..PostfixOptions::default() }
+}
+
+/// dnsmasq with `dest.test`'s MX on 127.0.0.2 (pref 10) and 127.0.0.3 (pref 20).
+fn dest_dns(extra: &[DnsRecord]) -> Dnsmasq {
+    let mut records = vec![
+        DnsRecord::mx("dest.test", "mx1.dest.test", 10),
+        DnsRecord::mx("dest.test", "mx2.dest.test", 20),
+        DnsRecord::a("mx1.dest.test", MX1),
+        DnsRecord::a("mx2.dest.test", MX2),
+    ];
+    records.extend_from_slice(extra);
+    Dnsmasq::start(&records)
+}
+
+fn text(message: &[u8]) -> String {
+    String::from_utf8_lossy(message).into_owned()
+}
+
+#[test]
+fn mail_reaches_the_mx_over_starttls_and_a_refused_first_mx_falls_through_to_the_second() {
+    let dns = dest_dns(&[]);
+    let port = free_port_on_all(&[MX1, MX2]);
+    // Nothing listens on mx1 (127.0.0.2): connection refused. mx2 is a Postfix with TLS.
+    let dir = temp_dir("mx-tls");
+    let tls = support::peers::self_signed_cert(&dir, "mx2.dest.test");
+    let mx2 = Postfix::mx(
+        &["bob@dest.test", "carol@dest.test"],
+        PostfixOptions { tls: Some(tls), ..mx_options(MX2, port) },
+    );
+    let tern = Tern::start(&dns, port, "", "");
+    let id = tern.send("alice@tern.test", &["bob@dest.test", "carol@dest.test"], &body("first"));
+
+    let bob = mx2.wait_for_messages("bob@dest.test", 1, WAIT);
+    let carol = mx2.wait_for_messages("carol@dest.test", 1, WAIT);
+    let delivered = text(&bob[0]);
+    assert!(delivered.contains("Subject: first"), "{delivered}");
+    assert!(delivered.contains(&format!("id {id}")), "Tern's Received header travels: {delivered}");
+    // Postfix records the TLS session in its own Received header.
+    assert!(delivered.contains(" with ESMTPS id "), "delivered without TLS:\n{delivered}");
+    // One transaction carried both recipients: the same Postfix queue id, the same bytes.
+    let for_carol = delivered
+        .replace("X-Original-To: bob@dest.test", "X-Original-To: carol@dest.test")
+        .replace("Delivered-To: bob@dest.test", "Delivered-To: carol@dest.test");
+    assert_eq!(text(&carol[0]), for_carol);
+    // Delivered and remote-only: the queue and the store let it go.
+    tern.wait_for("the message to leave the queue", |t| {
+        (t.queue().is_empty() && t.server.message(&id).is_none()).then_some(())
+    });
+    assert!(tern.server.stderr().contains("delivered"), "{}", tern.server.stderr());
+}
+
+#[test]
+fn a_remote_4xx_is_retried_on_schedule_and_the_sender_warned_then_a_5xx_bounces() {
+    let dns = dest_dns(&[]);
+    let port = free_port_on_all(&[MX1, MX2]);
+    let _mx1 = Postfix::mx(
+        &["bob@dest.test", "later@dest.test"],
+        PostfixOptions {
+            recipient_access: vec![("later@dest.test".into(), "450 4.2.0 try later".into())],
+            ..mx_options(MX1, port)
+        },
+    );
+    let tern = Tern::start(&dns, port, "", "delay_warning_secs = 1");
+    tern.account("alice@tern.test");
+    let body = body("deferred then bounced");
+    tern.send("alice@tern.test", &["later@dest.test", "nobody@dest.test"], &body);
+
+    // The 450 recipient is retried every second with the remote text kept.
+    let entry = tern.wait_for("three attempts", |t| {
+        t.queue().into_iter().find(|e| e.recipient == "later@dest.test" && e.attempts >= 3)
+    });
+    let error = entry.last_error.clone().unwrap_or_default();
+    assert!(error.contains("450 4.2.0") && error.contains("try later"), "{error}");
+    let waits = entry.next_attempt_ms - entry.last_attempt_ms.expect("attempted");
+    assert_eq!(waits, 1000, "retry_first_secs = retry_max_secs = 1");
+
+    // The 550 recipient bounced into alice's mailbox: an RFC 3464 report.
+    let notices = tern.wait_for("a bounce and a delay warning", |t| {
+        let notices = t.notices_to("alice@tern.test");
+        (notices.len() >= 2).then_some(notices)
+    });
+    let bounce =
+        notices.iter().find(|m| text(&m.raw).contains("Action: failed")).expect("a failure report");
+    assert_eq!(
+        bounce.envelope.recipients[0].route,
+        Route::Local { account: "alice@tern.test".into() }
+    );
+    let raw = &bounce.raw;
+    let parsed = mail_parser::MessageParser::default().parse(raw).expect("mail-parser reads it");
+    let content_type = parsed.content_type().expect("content type");
+    assert_eq!((content_type.ctype(), content_type.subtype()), ("multipart", Some("report")));
+    assert_eq!(content_type.attribute("report-type"), Some("delivery-status"));
+    assert_eq!(parsed.parts.len(), 4, "root + text + delivery-status + original");
+    let report = text(raw);
+    for field in [
+        "Final-Recipient: rfc822; nobody@dest.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; mx1.dest.test",
+        "Diagnostic-Code: smtp; 550 5.1.1",
+    ] {
+        assert!(report.contains(field), "bounce lacks {field:?}:\n{report}");
+    }
+    assert!(!report.contains("Final-Recipient: rfc822; later@dest.test\r\nAction: failed"));
+    assert!(report.contains("Subject: deferred then bounced"), "the original is returned");
+
+    // Python's email module agrees on the structure and the per-recipient fields.
+    let py = support::python_input(
+        r#"
+import email, email.policy, sys
+msg = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.default)
+parts = [msg.get_content_type()] + [p.get_content_type() for p in msg.iter_parts()]
+status = [p for p in msg.walk() if p.get_content_type() == "message/delivery-status"][0]
+blocks = status.get_payload()
+emit(parts=parts, to=str(msg["To"]), action=str(blocks[1]["Action"]), status=str(blocks[1]["Status"]),
+     defects=sum(len(p.defects) for p in msg.walk()))
+"#,
+        &[],
+        Some(raw),
+    );
+    assert_eq!(
+        py["parts"],
+        serde_json::json!([
+            "multipart/report",
+            "text/plain",
+            "message/delivery-status",
+            "message/rfc822"
+        ])
+    );
+    assert_eq!((support::text(&py, "action"), support::text(&py, "status")), ("failed", "5.1.1"));
+    assert_eq!(support::text(&py, "to"), "alice@tern.test");
+    assert_eq!(py["defects"], 0);
+
+    // One delay warning about the deferred recipient, once.
+    let delayed: Vec<_> =
+        notices.iter().filter(|m| text(&m.raw).contains("Action: delayed")).collect();
+    assert_eq!(delayed.len(), 1, "exactly one warning");
+    let warning = text(&delayed[0].raw);
+    assert!(warning.contains("Final-Recipient: rfc822; later@dest.test"), "{warning}");
+    assert!(warning.contains("Will-Retry-Until: "), "{warning}");
+    assert!(tern.queue()[0].delay_warned);
+}
+
+#[test]
+fn null_mx_and_nxdomain_bounce_at_once_and_a_bounce_is_never_bounced() {
+    let dns = Dnsmasq::start(&[DnsRecord::null_mx("null.test")]);
+    let tern = Tern::start(&dns, 2525, "", "");
+    tern.account("alice@tern.test");
+    tern.send("alice@tern.test", &["x@null.test", "y@nowhere.test"], &body("no way"));
+    // One report per destination domain.
+    let notices = tern.wait_for("two bounces", |t| {
+        let notices = t.notices_to("alice@tern.test");
+        (notices.len() == 2).then_some(notices)
+    });
+    let report: String = notices.iter().map(|m| text(&m.raw)).collect();
+    for field in [
+        "Final-Recipient: rfc822; x@null.test",
+        "Status: 5.1.10",
+        "Final-Recipient: rfc822; y@nowhere.test",
+        "Status: 5.1.2",
+    ] {
+        assert!(report.contains(field), "bounce lacks {field:?}:\n{report}");
+    }
+    assert!(tern.queue().is_empty());
+
+    // A bounce (sender <>) that cannot be delivered is held for the postmaster, not bounced.
+    tern.send("", &["z@null.test"], &body("a bounce"));
+    let held = tern.wait_for("the undeliverable bounce to be held", |t| {
+        t.queue().into_iter().find(|e| e.state == tern_store::EntryState::Held)
+    });
+    assert_eq!(held.recipient, "z@null.test");
+    assert!(held.last_error.unwrap_or_default().contains("5.1.10"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tern.notices_to("").len(), 0, "no notice to the null sender");
+    assert_eq!(tern.queue().len(), 1);
+}
+
+#[test]
+fn a_success_notice_is_sent_when_asked_and_the_next_hop_does_not_speak_dsn() {
+    let dns = dest_dns(&[]);
+    let port = free_port_on_all(&[MX1, MX2]);
+    let _mx1 = Postfix::mx(
+        &["bob@dest.test"],
+        PostfixOptions {
+            main_cf: vec![("smtpd_discard_ehlo_keywords".into(), "dsn".into())],
+            ..mx_options(MX1, port)
+        },
+    );
+    let tern = Tern::start(&dns, port, "", "");
+    tern.account("alice@tern.test");
+    let mut client = Client::greeted(tern.mx);
+    client.cmd("EHLO app.test", "250");
+    client.cmd("MAIL FROM:<alice@tern.test> RET=HDRS ENVID=track-1", "250");
+    client.cmd("RCPT TO:<bob@dest.test> NOTIFY=SUCCESS ORCPT=rfc822;Bob@dest.test", "250");
+    client.cmd("DATA", "354");
+    client.send(body("track me").as_bytes());
+    client.cmd(".", "250");
+    let notice = tern.wait_for("a success notice", |t| t.notices_to("alice@tern.test").pop());
+    let report = text(&notice.raw);
+    for field in [
+        "Original-Envelope-Id: track-1",
+        "Original-Recipient: rfc822; Bob@dest.test",
+        "Action: relayed",
+        "Status: 2.0.0",
+        "text/rfc822-headers",
+    ] {
+        assert!(report.contains(field), "notice lacks {field:?}:\n{report}");
+    }
+    assert!(!report.contains("Hello from Tern."), "RET=HDRS returns headers only");
+}
+
+#[test]
+fn a_smarthost_with_auth_over_starttls_carries_everything() {
+    let dns = Dnsmasq::start(&[]);
+    let dir = temp_dir("smarthost");
+    let tls = support::peers::self_signed_cert(&dir, "smarthost.test");
+    let smarthost = Postfix::smarthost(
+        &[("tern-relay", "relay-secret")],
+        PostfixOptions { tls: Some(tls), ..PostfixOptions::default() },
+    );
+    let extra = format!(
+        "relay_host = \"{}\"\nrelay_username = \"tern-relay\"\nrelay_password = \"relay-secret\"\n",
+        smarthost.addr()
+    );
+    // No MX record exists anywhere: only the smarthost can deliver these.
+    let tern = Tern::start(&dns, 25, &extra, "");
+    tern.send("alice@tern.test", &["bob@far.test", "carol@away.test"], &body("via smarthost"));
+    let bob = smarthost.wait_for_messages("bob@far.test", 1, WAIT);
+    smarthost.wait_for_messages("carol@away.test", 1, WAIT);
+    assert!(text(&bob[0]).contains("Subject: via smarthost"));
+    let log = smarthost.log();
+    assert!(log.contains("sasl_username=tern-relay"), "Postfix saw no AUTH:\n{log}");
+}
+
+#[test]
+fn a_restart_with_a_full_queue_delivers_every_message_exactly_once() {
+    let dns = dest_dns(&[]);
+    let port = free_port_on_all(&[MX1, MX2]);
+    // No MX answers yet: every message is deferred.
+    let tern = Tern::start(&dns, port, "", "");
+    let subjects: Vec<String> = (0..20).map(|n| format!("queued {n}")).collect();
+    for subject in &subjects {
+        tern.send("alice@tern.test", &["bob@dest.test"], &body(subject));
+    }
+    tern.wait_for("every message to be attempted", |t| {
+        let queue = t.queue();
+        (queue.len() == 20 && queue.iter().all(|e| e.attempts >= 1)).then_some(())
+    });
+    let toml = tern.toml.clone();
+    let mut server = tern.server;
+    server.terminate();
+    let data = server.stop_keeping_data();
+
+    let mx1 = Postfix::mx(&["bob@dest.test"], mx_options(MX1, port));
+    let tern = Tern::start_in(&data, toml);
+    mx1.wait_for_messages("bob@dest.test", 20, WAIT);
+    tern.wait_for("an empty queue", |t| t.queue().is_empty().then_some(()));
+    // Anything delivered twice would show up by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let delivered = mx1.maildir_messages("bob@dest.test");
+    let mut got: Vec<String> = delivered
+        .iter()
+        .map(|m| {
+            let t = text(m);
+            t.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+                .expect("subject")
+        })
+        .collect();
+    got.sort();
+    let mut want = subjects.clone();
+    want.sort();
+    assert_eq!(got, want, "each message exactly once");
+}
+
+#[test]
+fn postfix_relays_into_a_tern_mailbox() {
+    let dns = Dnsmasq::start(&[]);
+    let tern = Tern::start(&dns, 25, "", "");
+    tern.account("alice@tern.test");
+    let postfix = Postfix::relay(tern.mx, PostfixOptions::default());
+    let mut client = Client::connect(postfix.addr());
+    let banner = client.reply();
+    assert!(banner.starts_with("220 "), "{banner}");
+    client.cmd("EHLO app.test", "250");
+    client.cmd("MAIL FROM:<someone@example.org>", "250");
+    client.cmd("RCPT TO:<alice@tern.test>", "250");
+    client.cmd("DATA", "354");
+    client.send(b"From: someone@example.org\r\nSubject: through postfix\r\n\r\nhi\r\n");
+    client.cmd(".", "250");
+    client.cmd("QUIT", "221");
+    let message = tern.wait_for("the relayed message", |t| {
+        let store = t.server.store();
+        let ids = store.list_ids(10).ok()?;
+        ids.iter().find_map(|id| store.message(id).ok().flatten())
+    });
+    assert_eq!(message.envelope.mail_from, "someone@example.org");
+    assert_eq!(
+        message.envelope.recipients[0].route,
+        Route::Local { account: "alice@tern.test".into() }
+    );
+    assert!(text(&message.raw).contains("Subject: through postfix"));
+    assert!(text(&message.raw).contains(postfix.hostname()), "Postfix's Received header");
+}
