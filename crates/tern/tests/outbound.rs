@@ -417,3 +417,42 @@ fn postfix_relays_into_a_tern_mailbox() {
     assert!(text(&message.raw).contains("Subject: through postfix"));
     assert!(text(&message.raw).contains(postfix.hostname()), "Postfix's Received header");
 }
+
+#[test]
+fn the_peers_size_and_missing_smtputf8_bounce_without_sending() {
+    let dns = dest_dns(&[]);
+    let port = free_port_on_all(&[MX1, MX2]);
+    let mx1 = Postfix::mx(
+        &["bob@dest.test"],
+        PostfixOptions {
+            message_size_limit: Some(20_000),
+            smtputf8: false,
+            ..mx_options(MX1, port)
+        },
+    );
+    let tern = Tern::start(&dns, port, "", "");
+    tern.account("alice@tern.test");
+    let big = format!("{}{}\r\n", body("too big"), "x".repeat(100).repeat(300));
+    tern.send("alice@tern.test", &["bob@dest.test"], &big);
+    let mut client = Client::greeted(tern.mx);
+    client.cmd("EHLO app.test", "250");
+    client.cmd("MAIL FROM:<alice@tern.test> SMTPUTF8", "250");
+    client.cmd("RCPT TO:<bob@dest.test>", "250");
+    client.cmd("DATA", "354");
+    client.send(body("needs utf8: Grüße").as_bytes());
+    client.cmd(".", "250");
+    // A small message still goes through, so the peer was reachable all along.
+    tern.send("alice@tern.test", &["bob@dest.test"], &body("fits"));
+    mx1.wait_for_messages("bob@dest.test", 1, WAIT);
+    let notices = tern.wait_for("two bounces", |t| {
+        let notices = t.notices_to("alice@tern.test");
+        (notices.len() == 2).then_some(notices)
+    });
+    let reports: Vec<String> = notices.iter().map(|m| text(&m.raw)).collect();
+    assert!(reports.iter().any(|r| r.contains("Status: 5.3.4")), "{reports:?}");
+    assert!(reports.iter().any(|r| r.contains("Status: 5.6.7")), "{reports:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let delivered = mx1.maildir_messages("bob@dest.test");
+    assert_eq!(delivered.len(), 1, "neither refused message was sent");
+    assert!(text(&delivered[0]).contains("Subject: fits"));
+}
