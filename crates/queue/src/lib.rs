@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dsn;
+pub mod notice;
 pub mod retry;
 pub mod scheduler;
 pub mod transport;

@@ -10,22 +10,20 @@
 //! nothing between attempts.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
-use tern_store::{
-    Envelope, MessageId, Mutation, NewMessage, QueueEntry, Recipient, Route, StoreError, StoreRead,
-    StoredMessage, Summary,
-};
+use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead, StoredMessage};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::dsn::{self, Report, ReportKind, ReportRecipient};
+use crate::dsn::{ReportKind, ReportRecipient};
+use crate::notice::Original;
+pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
 use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
 use crate::{Event, Spool};
@@ -45,12 +43,6 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for attempts in progress before abandoning them (they are then
 /// attempted again after restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Decides where a notice for `address` goes: a local mailbox or remote delivery.
-pub trait Router: Send + Sync + 'static {
-    /// The route for a notice addressed to `address`.
-    fn route(&self, address: &str) -> Route;
-}
 
 /// Everything the scheduler needs to know.
 #[derive(Debug, Clone)]
@@ -280,7 +272,20 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
             }
         }
         for (kind, recipients) in reports {
-            notices.push(notice(shared, stored, &entries[0].sender, kind, &recipients, now));
+            let about = Original {
+                id: stored.id,
+                envelope: &stored.envelope,
+                data: &stored.full_message(),
+            };
+            let sender = &entries[0].sender;
+            notices.push(about.notice(
+                &shared.config.hostname,
+                &*shared.router,
+                sender,
+                kind,
+                &recipients,
+                now,
+            ));
         }
     }
     let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, notices };
@@ -329,60 +334,6 @@ fn log_attempt(entry: &QueueEntry, outcome: &Outcome, verdict: Verdict) {
             metrics::counter!("tern_outbound_bounced_total").increment(1);
             warn!(%queue_id, to, status = f.status, error = f.diagnostic, "bounced");
         }
-    }
-}
-
-/// A notice to the sender about `recipients` of `original`, routed like any new message.
-fn notice<T>(
-    shared: &Shared<T>,
-    original: &StoredMessage,
-    sender: &str,
-    kind: ReportKind,
-    recipients: &[ReportRecipient],
-    now: i64,
-) -> NewMessage {
-    let envelope = &original.envelope;
-    let id = original.id.to_string();
-    let full = original.full_message();
-    let raw = dsn::build(&Report {
-        kind,
-        reporting_mta: &shared.config.hostname,
-        sender,
-        original_envid: envelope.envid.as_deref(),
-        ret: envelope.ret.as_deref(),
-        arrival_ms: envelope.received_at_ms,
-        now_ms: now,
-        message_id: &id,
-        recipients,
-        original: &full,
-    });
-    let (summary, search_text) = Summary::extract_with_text(&raw);
-    let eight_bit = raw.iter().any(|b| *b >= 0x80);
-    info!(queue_id = %original.id, to = sender, kind = ?kind, "notice to the sender");
-    NewMessage {
-        id: MessageId::generate(),
-        envelope: Envelope {
-            mail_from: String::new(),
-            recipients: vec![Recipient {
-                address: sender.to_string(),
-                notify: vec![],
-                orcpt: None,
-                route: shared.router.route(sender),
-            }],
-            body: eight_bit.then(|| "8BITMIME".to_string()),
-            smtputf8: !sender.is_ascii(),
-            ret: None,
-            envid: None,
-            client: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            helo: shared.config.hostname.clone(),
-            tls: None,
-            auth: None,
-            received_at_ms: now,
-        },
-        received_header: vec![],
-        raw,
-        summary,
-        search_text,
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Context {
     pub directory: Option<Arc<dyn Directory>>,
     /// The mail server's rules; without them (the catcher) everything is captured.
     pub mta: Option<Arc<crate::Mta>>,
+    /// Routes notices to senders ("delivered" reports for `NOTIFY=SUCCESS` to a local
+    /// mailbox); without it none are sent.
+    pub notices: Option<Arc<dyn tern_queue::notice::Router>>,
 }
 
 /// Failures of the inbound server that stop it from starting.

@@ -76,6 +76,7 @@ fn start(store: TestStore) -> (Script, Arc<Context>, SpoolWriter, tokio::task::J
         tls: None,
         directory: None,
         mta: None,
+        notices: None,
     });
     let (client, server) = tokio::io::duplex(64 * 1024);
     let peer = "127.0.0.1:40000".parse().expect("literal");

@@ -42,14 +42,21 @@ impl Router for NoticeRouter {
     }
 }
 
+/// Where notices to senders go, by the same rules as the SMTP session's recipients.
+pub fn notice_router(
+    mta: Option<Arc<Mta>>,
+    directory: Option<Arc<dyn Directory>>,
+) -> Arc<dyn Router> {
+    Arc::new(NoticeRouter { mta, directory })
+}
+
 /// The outbound scheduler, ready to spawn; it runs until `shutdown`.
 pub fn scheduler(
     config: &Config,
     hostname: &str,
     readers: Pool<Box<dyn StoreRead>>,
     spool: Spool,
-    mta: Option<Arc<Mta>>,
-    directory: Option<Arc<dyn Directory>>,
+    router: Arc<dyn Router>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let transport = SmtpTransport::new(config.outbound.client(hostname))?;
@@ -61,12 +68,5 @@ pub fn scheduler(
         messages_per_connection: o.messages_per_connection,
         ..SchedulerConfig::new(hostname)
     };
-    Ok(scheduler::run(
-        readers,
-        spool,
-        Arc::new(transport),
-        Arc::new(NoticeRouter { mta, directory }),
-        scheduler_config,
-        shutdown,
-    ))
+    Ok(scheduler::run(readers, spool, Arc::new(transport), router, scheduler_config, shutdown))
 }

@@ -121,16 +121,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
+    let notices = crate::outbound::notice_router(mta.clone(), directory.clone());
     tracker.spawn(crate::outbound::scheduler(
         &config,
         &hostname,
         readers,
         spool.clone(),
-        mta.clone(),
-        directory.clone(),
+        notices.clone(),
         shutdown.clone(),
     )?);
     let ctx = Arc::new(Context {
+        notices: Some(notices.clone()),
         tls,
         directory,
         mta,

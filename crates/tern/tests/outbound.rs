@@ -456,3 +456,36 @@ fn the_peers_size_and_missing_smtputf8_bounce_without_sending() {
     assert_eq!(delivered.len(), 1, "neither refused message was sent");
     assert!(text(&delivered[0]).contains("Subject: fits"));
 }
+
+#[test]
+fn delivery_to_a_local_mailbox_is_reported_when_the_sender_asked() {
+    let dns = Dnsmasq::start(&[]);
+    let tern = Tern::start(&dns, 25, "", "");
+    tern.account("alice@tern.test");
+    tern.account("bob@tern.test");
+    let mut client = Client::greeted(tern.mx);
+    client.cmd("EHLO app.test", "250");
+    client.cmd("MAIL FROM:<bob@tern.test> ENVID=local-1", "250");
+    client.cmd("RCPT TO:<alice@tern.test> NOTIFY=SUCCESS,FAILURE", "250");
+    client.cmd("DATA", "354");
+    client.send(body("hand delivered").as_bytes());
+    client.cmd(".", "250");
+    // Without NOTIFY=SUCCESS, no notice.
+    tern.send("bob@tern.test", &["alice@tern.test"], &body("quietly"));
+    let notice = tern.wait_for("a delivered notice", |t| t.notices_to("bob@tern.test").pop());
+    let report = text(&notice.raw);
+    for field in [
+        "Final-Recipient: rfc822; alice@tern.test",
+        "Action: delivered",
+        "Status: 2.0.0",
+        "Original-Envelope-Id: local-1",
+    ] {
+        assert!(report.contains(field), "notice lacks {field:?}:\n{report}");
+    }
+    assert_eq!(
+        notice.envelope.recipients[0].route,
+        Route::Local { account: "bob@tern.test".into() }
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tern.notices_to("bob@tern.test").len(), 1, "one notice, for the one that asked");
+}

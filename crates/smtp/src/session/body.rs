@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tern_protocol::command::{Body, Ret};
 use tern_protocol::reply::{Status, canned};
 use tern_protocol::{DataDecoder, DataError, DataProgress, Reply};
+use tern_queue::notice::{Original, wants_local_delivery_notice};
 use tern_store::{Envelope, MessageId, NewMessage, Recipient, Summary};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
@@ -165,10 +166,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         envelope.auth = self.auth.as_ref().map(|user| user.login.clone());
         let from = envelope.mail_from.clone();
         let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
+        // Local copies are delivered by this very commit: a sender who asked to hear of
+        // delivery (NOTIFY=SUCCESS) is told once it is durable.
+        let router = self.ctx.notices.as_deref();
+        let asked = router.is_some() && wants_local_delivery_notice(&message.envelope);
+        let delivered = router.filter(|_| asked).and_then(|router| {
+            let original = Original {
+                id,
+                envelope: &message.envelope,
+                data: &[message.received_header.as_slice(), &message.raw].concat(),
+            };
+            original.delivered_locally(&self.ctx.hostname, router, now.as_millis() as i64)
+        });
         match self.ctx.spool.submit(message).await {
             Ok(id) => {
                 self.messages += 1;
                 info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");
+                if let Some(notice) = delivered
+                    && let Err(e) = self.ctx.spool.submit(notice).await
+                {
+                    warn!(queue_id = %id, error = %e, "delivery notice not stored");
+                }
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
             Err(e) => {
