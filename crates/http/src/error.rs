@@ -35,6 +35,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Search(e) => ApiError::BadRequest(e.to_string()),
+            StoreError::NoSuchMessage(_) => ApiError::NotFound("Message not found".into()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -51,6 +52,8 @@ impl From<SpoolError> for ApiError {
         match e {
             SpoolError::Store(inner) => match inner.as_ref() {
                 StoreError::Search(search) => ApiError::BadRequest(search.to_string()),
+                // Deleted between the request's read and its change.
+                StoreError::NoSuchMessage(_) => ApiError::NotFound("Message not found".into()),
                 other => ApiError::Internal(other.to_string()),
             },
             SpoolError::Closed => ApiError::Internal("the writer has stopped".into()),

@@ -46,6 +46,9 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Required credentials; `None` lets every request see everything.
     pub auth: Option<Arc<HttpAuth>>,
+    /// Why `POST /api/v1/message/{ID}/release` is refused here (the answer tells the user what
+    /// to configure), or `None` when released messages may go out through the queue.
+    pub release_refused: Option<String>,
 }
 
 /// Shared state handle.

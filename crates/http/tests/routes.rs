@@ -134,6 +134,7 @@ impl Harness {
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             auth: None,
+            release_refused: None,
         });
         Harness { dir, state }
     }

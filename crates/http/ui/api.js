@@ -1,12 +1,14 @@
 /**
  * The HTTP API the UI speaks: Mailpit's `/api/v1` (list, search, message, headers, raw source,
- * parts, read state, delete) and Tern's extensions (inboxes, the envelope inside a message, and
- * the server-sent event stream). Functions return parsed JSON or text and throw `ApiError`
- * carrying the server's message when the status is not 2xx.
+ * parts, read state, delete) and Tern's extensions (inboxes, the envelope inside a message, the
+ * outbound queue and the server-sent event stream). Functions return parsed JSON or text and
+ * throw `ApiError` carrying the server's message when the status is not 2xx.
  */
 
 /** How many messages one page of the list holds. */
 export const PAGE_SIZE = 50;
+/** Most queue entries the queue page shows. */
+export const QUEUE_LIMIT = 500;
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -102,6 +104,27 @@ export async function deleteMatching(query) {
   }
 }
 
+/**
+ * The outbound queue: `{"Total", "Queued", "Held", "Messages", "Entries": [...]}`, one entry per
+ * remote recipient of a message (admin only: an account's login gets a 403).
+ */
+export async function getQueue({ limit = QUEUE_LIMIT } = {}) {
+  const params = new URLSearchParams({ limit: String(limit) });
+  return (await request('GET', `/api/v1/queue?${params}`)).json();
+}
+
+/**
+ * A queue command — `retry`, `hold`, `release` or `delete` — for the given message ids, or for
+ * every queued message when `ids` is `'all'`. Resolves to the number of messages it applied to.
+ */
+export async function queueCommand(command, ids) {
+  const body = ids === 'all' ? { All: true } : { IDs: ids };
+  const response = command === 'delete'
+    ? await request('DELETE', '/api/v1/queue', body)
+    : await request('POST', `/api/v1/queue/${command}`, body);
+  return (await response.json()).Messages ?? 0;
+}
+
 export function rawUrl(messageId) {
   return `/api/v1/message/${id(messageId)}/raw`;
 }
@@ -117,14 +140,14 @@ export function htmlViewUrl(messageId, remote) {
 
 /**
  * Subscribes to live changes. `handlers` has `new(summary)`, `update({IDs, Read})`,
- * `delete({IDs})`, `truncate()`, `resync()` (the server dropped events for this client), and
- * `open()` / `error()` for the connection state.
+ * `delete({IDs})`, `truncate()`, `resync()` (the server dropped events for this client),
+ * `queue()` (the outbound queue changed), and `open()` / `error()` for the connection state.
  * EventSource reconnects by itself; the caller reloads after a reconnect, since events sent
  * while disconnected are lost.
  */
 export function subscribe(handlers) {
   const source = new EventSource('/api/v1/events');
-  for (const name of ['new', 'update', 'delete', 'truncate', 'resync']) {
+  for (const name of ['new', 'update', 'delete', 'truncate', 'resync', 'queue']) {
     source.addEventListener(name, (event) => handlers[name](parseEventData(event.data)));
   }
   source.addEventListener('open', () => handlers.open());

@@ -8,14 +8,17 @@
  * the keyboard (`KEYS`). Each change updates `state` first and then redraws with `renderList`.
  *
  * The open message is in the URL hash (`#/m/ID`) and the search in `?q=`, so reloads, links and
- * the Back button work. Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message
- * pane), `dom.js` (safe element building and formatting; message text is never parsed as HTML).
+ * the Back button work; `#/queue` shows the outbound queue in place of the list and message.
+ * Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message pane), `queue.js` (the
+ * queue page), `dom.js` (safe element building and formatting; message text is never parsed
+ * as HTML).
  */
 
 import * as api from './api.js';
 import { debounce, h, icon } from './dom.js';
 import { MessageList } from './list.js';
 import { MessageView } from './message.js';
+import { QueuePage } from './queue.js';
 
 /** Most messages a background resync reloads at once (the reader may have paged further). */
 const MAX_RESYNC = 500;
@@ -45,9 +48,12 @@ const state = {
   view: null,
   /** The tab last chosen by the reader; the next message opens on it when it has one. */
   tab: 'html',
+  /** The outbound queue page is shown instead of the list and the message. */
+  queueOpen: false,
 };
 
 let list;
+let queue;
 const syncSoon = debounce(() => loadList({ keepSize: true }), 250);
 const inboxesSoon = debounce(loadInboxes, 400);
 
@@ -55,6 +61,18 @@ document.addEventListener('DOMContentLoaded', start);
 
 function start() {
   list = new MessageList($('message-list'));
+  queue = new QueuePage(
+    {
+      rows: $('queue-rows'),
+      table: $('queue-table'),
+      summary: $('queue-summary'),
+      empty: $('queue-empty'),
+      retryAll: $('queue-retry-all'),
+      link: $('queue-link'),
+      count: $('queue-count'),
+    },
+    { toast, confirm: (text) => confirmDialog(text, 'Delete') },
+  );
   state.query = new URLSearchParams(location.search).get('q') || '';
   $('search').value = state.query;
   wireSearch();
@@ -67,7 +85,12 @@ function start() {
   loadList();
   loadInboxes();
   route();
-  setInterval(() => list.refreshTimes(), 30_000);
+  // The queue page loads itself when shown; otherwise this fills the sidebar's count.
+  if (!state.queueOpen) queue.refresh();
+  setInterval(() => {
+    list.refreshTimes();
+    queue.refreshTimes();
+  }, 30_000);
 }
 
 // ---- the list -------------------------------------------------------------------------------
@@ -196,6 +219,7 @@ function insertTerm(term) {
 }
 
 function setQuery(query) {
+  leaveQueue();
   query = query.trim();
   if ($('search').value.trim() !== query) $('search').value = query;
   if (query === state.query) return;
@@ -230,7 +254,7 @@ function renderInboxes() {
       {},
       h(
         'a',
-        { class: ['inbox', inbox.Unread > 0 && 'unread', state.query === query && 'active'], href: '#/', dataset: { query }, title: `${inbox.Address}: ${inbox.Total} messages, ${inbox.Unread} unread` },
+        { class: ['inbox', inbox.Unread > 0 && 'unread', state.query === query && !state.queueOpen && 'active'], href: '#/', dataset: { query }, title: `${inbox.Address}: ${inbox.Total} messages, ${inbox.Unread} unread` },
         icon('mail'),
         h('span', { class: 'inbox-name' }, inbox.Address),
         h('span', { class: 'badge' }, inbox.Unread > 0 ? inbox.Unread : inbox.Total),
@@ -239,7 +263,7 @@ function renderInboxes() {
   });
   $('inboxes').replaceChildren(...items);
   $('inboxes-empty').hidden = items.length > 0;
-  document.querySelector('.inbox-all').classList.toggle('active', !state.query);
+  document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen);
 }
 
 /** Links with `data-query` (inboxes, "All messages", the logo) run that search. */
@@ -249,6 +273,7 @@ function wireSidebar() {
     if (!link) return;
     event.preventDefault();
     setDrawer(false);
+    leaveQueue();
     // Replace rather than pop the history entry: the URL written next must carry the query.
     if (state.openId) {
       closeMessage();
@@ -256,6 +281,7 @@ function wireSidebar() {
     }
     setQuery(link.dataset.query);
   });
+  $('queue-link').addEventListener('click', () => setDrawer(false));
   $('menu-button').addEventListener('click', () => setDrawer(!document.body.classList.contains('drawer-open')));
   $('scrim').addEventListener('click', () => setDrawer(false));
 }
@@ -274,6 +300,8 @@ const live = {
     if (!summary?.ID) return;
     if (state.loading) state.resyncAfterLoad = true;
     inboxesSoon();
+    // Mail for other servers is queued in the same commit.
+    queue.refreshSoon();
     // The server decides what a search matches, so a search is simply reloaded.
     if (state.query) return syncSoon();
     if (findMessage(summary.ID)) return;
@@ -289,6 +317,8 @@ const live = {
   delete({ IDs = [] }) {
     removeMessages(IDs);
     inboxesSoon();
+    // A deleted message takes its queue entries with it.
+    queue.refreshSoon();
   },
   truncate() {
     state.messages = [];
@@ -296,16 +326,23 @@ const live = {
     if (state.openId) back();
     renderList();
     inboxesSoon();
+    queue.refreshSoon();
   },
   resync() {
     syncSoon();
     inboxesSoon();
+    queue.refreshSoon();
+  },
+  /** The outbound queue changed: an attempt, a command or a release. */
+  queue() {
+    queue.refreshSoon();
   },
   open() {
     setLive('connected', 'Live', 'Live updates connected');
     // Events sent while the stream was down (or before it opened) are lost: catch up.
     syncSoon();
     inboxesSoon();
+    queue.refreshSoon();
   },
   error(readyState) {
     setLive('offline', 'Reconnecting', 'Live updates disconnected; retrying');
@@ -418,11 +455,46 @@ function back() {
  * history: after Back/Forward the URL's `?q=` is rewritten to the search shown.
  */
 function route() {
+  if (location.hash === '#/queue') {
+    showQueue();
+    return;
+  }
+  hideQueue();
   const match = location.hash.match(/^#\/m\/(.+)$/);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (id && id !== state.openId) openMessage(id);
   else if (!id && state.openId) closeMessage();
   if ((new URLSearchParams(location.search).get('q') || '') !== state.query) writeUrl(location.hash);
+}
+
+// ---- the queue page -------------------------------------------------------------------------
+
+function showQueue() {
+  if (state.openId) closeMessage();
+  if (state.queueOpen) return;
+  state.queueOpen = true;
+  document.body.classList.add('queue-open');
+  $('queue-link').classList.add('active');
+  $('queue-link').setAttribute('aria-current', 'page');
+  renderInboxes();
+  queue.open();
+}
+
+function hideQueue() {
+  if (!state.queueOpen) return;
+  state.queueOpen = false;
+  document.body.classList.remove('queue-open');
+  $('queue-link').classList.remove('active');
+  $('queue-link').removeAttribute('aria-current');
+  queue.close();
+  renderInboxes();
+}
+
+/** Back to the list from the queue page, as a new history entry (Back returns to the queue). */
+function leaveQueue() {
+  if (!state.queueOpen) return;
+  hideQueue();
+  writeUrl('', 'push', null);
 }
 
 async function openMessage(id) {
@@ -536,9 +608,10 @@ async function deleteAll() {
 }
 
 /** Asks in the page's own dialog; resolves true when the reader confirms. */
-function confirmDialog(text) {
+function confirmDialog(text, action = 'Delete') {
   const dialog = $('confirm');
   $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = action;
   dialog.returnValue = '';
   dialog.showModal();
   $('confirm-ok').focus();
@@ -567,6 +640,8 @@ function onKey(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
   if ($('confirm').open || popoverOpen()) return;
   const target = event.target;
+  // The list's keys mean nothing on the queue page; `/` still searches (and leaves it).
+  if (state.queueOpen && !isTextField(target) && event.key !== '/') return;
   if (isTextField(target)) {
     if (event.key === 'Escape') target.blur();
     if (event.key === 'ArrowDown' && target === $('search')) focusFirstRow(event);

@@ -10,6 +10,7 @@ mod maintenance;
 mod messages;
 mod metrics;
 mod outbound;
+mod queue;
 mod serve;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ enum Command {
     Account(account::AccountArgs),
     /// Manage aliases: addresses that forward to others, and per-domain catch-alls.
     Alias(account::AliasArgs),
+    /// Inspect and manage the outbound queue of a running server.
+    Queue(queue::QueueArgs),
 }
 
 /// Flags of `tern serve`; each overrides the matching configuration key.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Account(args) => account::account_main(args),
         Command::Alias(args) => account::alias_main(args),
+        Command::Queue(args) => queue::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -211,6 +211,14 @@ fn http_state(
         started: std::time::Instant::now(),
         auth: http_auth(config),
         shutdown,
+        // A catcher releases only through a configured smarthost: it must never mail the
+        // world through MX lookups by accident.
+        release_refused: (config.mode == Mode::Catcher && config.outbound.relay_host.is_none())
+            .then(|| {
+                "releasing needs an SMTP relay: set [outbound] relay_host in the configuration \
+                 (a catcher never delivers through MX lookups)"
+                    .to_string()
+            }),
     })
 }
 

@@ -5,6 +5,11 @@
 //! delete removes the message. Screenshots of each step land in
 //! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
 //!
+//! A second run (`--scenario queue`) drives the outbound queue page of an MTA whose relayed mail
+//! stays queued (its DNS server is a closed loopback port): the entry appears without a reload
+//! with its attempts and the DNS error text, Hold and Release change its state, Delete removes
+//! it. Its screenshots land in `$CARGO_TARGET_TMPDIR/browser-screenshots-queue`.
+//!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
 
@@ -21,6 +26,17 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 #[test]
 fn web_ui_end_to_end_in_headless_chromium() {
+    run_e2e(&Server::start(), "mailbox", "browser-screenshots");
+}
+
+#[test]
+fn queue_page_end_to_end_in_headless_chromium() {
+    run_e2e(&Server::start_mta(), "queue", "browser-screenshots-queue");
+}
+
+/// Runs `e2e.mjs --scenario SCENARIO` against `server`, screenshots into `$CARGO_TARGET_TMPDIR/
+/// SHOTS`; fails with the script's log and the server's stderr.
+fn run_e2e(server: &Server, scenario: &str, shots: &str) {
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| CHROMIUM.to_string());
     assert!(
         Path::new(&chromium).exists(),
@@ -32,15 +48,16 @@ fn web_ui_end_to_end_in_headless_chromium() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     install_npm_packages(&browser_dir);
 
-    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join(shots);
     let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).expect("create screenshot dir");
 
-    let server = Server::start();
     let started = Instant::now();
     let output = run_with_timeout(
         Command::new("node")
             .arg("e2e.mjs")
+            .arg("--scenario")
+            .arg(scenario)
             .arg("--http")
             .arg(format!("http://{}", server.http))
             .arg("--smtp")
@@ -80,8 +97,11 @@ fn require_tool(program: &str) {
     );
 }
 
-/// `npm ci` from the committed lock file, once (when `node_modules` lacks playwright-core).
+/// `npm ci` from the committed lock file, once (when `node_modules` lacks playwright-core); the
+/// tests of this file run in parallel, so one installs while the others wait.
 fn install_npm_packages(dir: &Path) {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if dir.join("node_modules/playwright-core/package.json").exists() {
         return;
     }
@@ -151,7 +171,37 @@ struct Server {
 }
 
 impl Server {
+    /// A catcher, configured by flags alone.
     fn start() -> Server {
+        Server::launch(|_, smtp, http, store| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+            command.arg("serve").arg("--smtp").arg(smtp.to_string());
+            command.arg("--http").arg(http.to_string()).arg("--data").arg(store);
+            command
+        })
+    }
+
+    /// An MTA whose `mx` listener (`.smtp`) relays for loopback clients; its DNS server is a
+    /// closed loopback port, so relayed mail stays queued with a DNS error after each attempt.
+    fn start_mta() -> Server {
+        Server::launch(|data, smtp, http, store| {
+            let config = data.join("tern.toml");
+            let toml = format!(
+                "hostname = \"tern.test\"\ndata_dir = {store:?}\nmode = \"mta\"\n\n\
+                 [http]\nlisten = \"{http}\"\n\n\
+                 [[listener]]\naddress = \"{smtp}\"\nrole = \"mx\"\n\n\
+                 [relay]\nlocal_domains = [\"tern.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\n\
+                 [outbound]\ndns_servers = [\"127.0.0.1:9\"]\ndns_timeout_secs = 1\n"
+            );
+            std::fs::write(&config, toml).expect("write the MTA config");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+            command.arg("serve").arg("--config").arg(config);
+            command
+        })
+    }
+
+    /// Starts `tern` with the command `command(data dir, smtp, http, store dir)` builds.
+    fn launch(command: impl FnOnce(&Path, SocketAddr, SocketAddr, &Path) -> Command) -> Server {
         let data = std::env::temp_dir().join(format!(
             "tern-browser-{}-{}",
             std::process::id(),
@@ -161,14 +211,7 @@ impl Server {
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let stderr = std::fs::File::create(data.join("stderr.log")).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .arg("serve")
-            .arg("--smtp")
-            .arg(smtp.to_string())
-            .arg("--http")
-            .arg(http.to_string())
-            .arg("--data")
-            .arg(data.join("store"))
+        let child = command(&data, smtp, http, &data.join("store"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -78,12 +78,12 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// `GET /api/v1/webui`
-pub async fn webui() -> Json<Value> {
+/// `GET /api/v1/webui`; `MessageRelay.Enabled` tells Mailpit's UI whether release works.
+pub async fn webui(AxumState(state): AxumState<State>) -> Json<Value> {
     Json(json!({
         "Label": "",
         "MessageRelay": {
-            "Enabled": false, "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
+            "Enabled": state.release_refused.is_none(), "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
             "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false,
         },
         "SpamAssassin": false,

@@ -28,7 +28,7 @@ const ACTIVE_TYPES: &[&str] = &[
 ];
 
 /// Resolves `{ID}` (an id or `latest`) and loads the message.
-async fn load(
+pub(super) async fn load(
     state: &State,
     access: &Access,
     id: &str,

@@ -3,12 +3,13 @@
 mod app;
 mod message;
 mod messages;
+mod queue;
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::Router;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 
 use crate::error::ApiError;
 use crate::{State, events, send, ui, wait};
@@ -27,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/message/{ID}/part/{PartID}"),
     ("GET", "/api/v1/message/{ID}/links"),
     ("GET", "/api/v1/message/{ID}/codes"),
+    ("POST", "/api/v1/message/{ID}/release"),
     ("GET", "/view/{ID}.html"),
     ("GET", "/view/{ID}.txt"),
     ("POST", "/api/v1/send"),
@@ -34,6 +36,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/webui"),
     ("GET", "/api/v1/inboxes"),
     ("DELETE", "/api/v1/inboxes/{Address}"),
+    ("GET", "/api/v1/queue"),
+    ("DELETE", "/api/v1/queue"),
+    ("GET", "/api/v1/queue/{ID}"),
+    ("POST", "/api/v1/queue/retry"),
+    ("POST", "/api/v1/queue/hold"),
+    ("POST", "/api/v1/queue/release"),
     ("GET", "/api/v1/wait"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/events"),
@@ -57,12 +65,18 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/message/{id}/part/{part}", get(message::part))
         .route("/api/v1/message/{id}/links", get(message::links))
         .route("/api/v1/message/{id}/codes", get(message::codes))
+        .route("/api/v1/message/{id}/release", post(queue::release_message))
         .route("/view/{file}", get(message::view))
-        .route("/api/v1/send", axum::routing::post(send::send))
+        .route("/api/v1/send", post(send::send))
         .route("/api/v1/info", get(app::info))
         .route("/api/v1/webui", get(app::webui))
         .route("/api/v1/inboxes", get(app::inboxes))
         .route("/api/v1/inboxes/{address}", delete(app::delete_inbox))
+        .route("/api/v1/queue", get(queue::list).delete(queue::delete))
+        .route("/api/v1/queue/{id}", get(queue::show))
+        .route("/api/v1/queue/retry", post(queue::retry))
+        .route("/api/v1/queue/hold", post(queue::hold))
+        .route("/api/v1/queue/release", post(queue::release))
         .route("/api/v1/wait", get(wait::wait))
         .route("/api/v1/events", get(events::sse))
         .route("/api/events", get(events::websocket))

@@ -10,7 +10,14 @@
  *   matches only it narrows the list → delete removes it (from the list and the server) →
  *   keyboard navigation → phone-sized layout.
  *
- * Usage: node e2e.mjs --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 --out DIR
+ * With `--scenario queue` it drives the outbound queue page of an MTA instead (the `--smtp`
+ * listener must relay for loopback and delivery must fail, e.g. with DNS pointed at a closed
+ * port): the empty queue → a relayed mail appears without a reload → its failed attempt shows
+ * the attempts and the DNS error text → Hold makes it held → Release queues it again → its
+ * link opens the message → it fits a phone → Delete (confirmed) removes it.
+ *
+ * Usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025
+ *        --smtp 127.0.0.1:1025 --out DIR
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
  * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
  * failure, after a screenshot of the page as it was.
@@ -42,6 +49,8 @@ const run = Math.random().toString(36).slice(2, 8);
 /** Search tokens: one word that only the first mail holds, one that only the second holds. */
 const first = { token: `quokka${run}`, subject: `Your invoice quokka${run} is ready` };
 const second = { token: `wombat${run}`, subject: `Shipping notice wombat${run}` };
+/** The relayed mail of the queue scenario, for a domain whose DNS lookup fails. */
+const relayed = { token: `numbat${run}`, subject: `Order numbat${run} shipped`, to: `customer-${run}@remote.example` };
 
 const pageErrors = [];
 const remoteRequests = [];
@@ -64,7 +73,7 @@ async function main() {
   watch(page);
   const started = Date.now();
   try {
-    await scenario(page);
+    await (config.scenario === 'queue' ? queueScenario(page) : scenario(page));
   } catch (error) {
     await page.screenshot({ path: path.join(config.out, 'failure.png'), fullPage: true }).catch(() => {});
     console.error(`e2e: screenshot of the failure: ${path.join(config.out, 'failure.png')}`);
@@ -224,6 +233,116 @@ async function phone(page) {
   await rowOf(page, first).waitFor();
 }
 
+// ---- the queue page -------------------------------------------------------------------------
+
+async function queueScenario(page) {
+  await step('open the queue page', () => openQueue(page));
+  await step('relayed mail appears in the queue without a reload', () => queued(page));
+  await step('the failed attempt shows its attempts and DNS error', () => deferred(page));
+  await step('Hold changes the state to held', () => queueCommand(page, 'hold', 'held'));
+  await step('Release queues it again', () => queueCommand(page, 'release', 'queued'));
+  await step('the message link opens the message', () => queueLink(page));
+  await step('phone-sized queue page', () => queuePhone(page));
+  await step('Delete removes it from the queue', () => queueDelete(page));
+  if (pageErrors.length) fail(`the page threw: ${pageErrors.join('; ')}`);
+}
+
+function queueRow(page) {
+  return page.locator('#queue-rows .queue-row', { hasText: relayed.to });
+}
+
+async function openQueue(page) {
+  await page.goto(`${config.http}/#/queue`);
+  await page.locator('#live.connected').waitFor({ timeout: STEP_TIMEOUT_MS });
+  if (!(await page.locator('#queue-pane').isVisible())) fail('the queue page is not shown at #/queue');
+  if (await page.locator('#list-pane').isVisible()) fail('the message list should give way to the queue page');
+  await expectText(page.locator('#queue-empty'), 'The outbound queue is empty');
+  await page.evaluate(() => {
+    window.ternE2eNoReload = true;
+  });
+  await screenshot(page, 'queue-empty');
+}
+
+async function queued(page) {
+  const id = await sendMail(plainMail(relayed), { from: 'app@e2e.test', to: relayed.to });
+  relayed.id = id;
+  const row = queueRow(page);
+  await row.waitFor({ timeout: STEP_TIMEOUT_MS });
+  if (!(await page.evaluate(() => window.ternE2eNoReload === true))) fail('the page reloaded');
+  await expectText(row.locator('.queue-message'), id);
+  await expectText(page.locator('#queue-count'), '1');
+  console.log(`e2e:   queued as ${id}`);
+}
+
+async function deferred(page) {
+  const row = queueRow(page);
+  // The scheduler tries at once; the DNS lookup fails and the row updates live.
+  await expectText(row.locator('.queue-error-text'), 'DNS');
+  const entry = (await fetchJson('/api/v1/queue')).Entries.find((item) => item.Recipient === relayed.to);
+  if (!entry?.LastError) fail(`the server has no error for the entry: ${JSON.stringify(entry)}`);
+  await expectText(row.locator('.queue-error-text'), entry.LastError);
+  if (!entry.LastError.includes('remote.example')) fail(`the error does not name the domain: ${entry.LastError}`);
+  const attempts = Number(await row.locator('.queue-attempts').textContent());
+  if (!(attempts >= 1)) fail(`the row shows ${attempts} attempts after a failed attempt`);
+  await expectText(row.locator('.state-badge'), 'queued');
+  await expectText(row.locator('.queue-next'), /^in \d/);
+  console.log(`e2e:   ${attempts} attempt(s), last error: ${entry.LastError}`);
+  await screenshot(page, 'queue-deferred');
+}
+
+async function queueCommand(page, command, state) {
+  const row = queueRow(page);
+  await row.locator(`button[data-command="${command}"]`).click();
+  await waitFor(async () => (await row.locator('.state-badge').textContent()) === state, `the state to become ${state}`);
+  await expectText(page.locator('#toasts'), command === 'hold' ? 'held' : 'released');
+  const entry = (await fetchJson('/api/v1/queue')).Entries.find((item) => item.Recipient === relayed.to);
+  if (entry?.State !== state) fail(`the server says ${entry?.State}, the page ${state}`);
+  if (state === 'held') {
+    await expectText(row.locator('.queue-next'), 'on hold');
+    if (await row.locator('button[data-command="hold"]').count()) fail('a held row still offers Hold');
+  }
+  await screenshot(page, `queue-${state}`);
+}
+
+async function queueLink(page) {
+  // The table re-renders on every queue event; a click that lands on a row being replaced
+  // is lost, as it would be for a person, who clicks again.
+  await queueRow(page).locator('.queue-message a').click();
+  if (!(await page.locator('#queue-pane').isHidden())) {
+    await page.waitForTimeout(1000);
+    if (await page.locator('#queue-pane').isVisible()) await queueRow(page).locator('.queue-message a').click();
+  }
+  await expectText(page.locator('.message-subject'), relayed.subject);
+  if (await page.locator('#queue-pane').isVisible()) fail('the queue page should give way to the message');
+  await page.locator('#queue-link').click();
+  await queueRow(page).waitFor();
+  if (!page.url().endsWith('#/queue')) fail(`the queue link leads to ${page.url()}`);
+}
+
+async function queuePhone(page) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300); // the inboxes drawer slides out of view
+  const row = queueRow(page);
+  for (const part of ['.queue-recipient', '.queue-error-text', 'button[data-command="delete"]']) {
+    if (!(await row.locator(part).isVisible())) fail(`on a phone the queue row hides ${part}`);
+  }
+  const overflow = await page.locator('#queue-pane').evaluate((pane) => pane.scrollWidth - pane.clientWidth);
+  if (overflow > 0) fail(`on a phone the queue page scrolls sideways by ${overflow}px`);
+  await screenshot(page, 'queue-phone');
+  await page.setViewportSize({ width: 1360, height: 860 });
+}
+
+async function queueDelete(page) {
+  await queueRow(page).locator('button[data-command="delete"]').click();
+  await page.locator('#confirm[open]').waitFor();
+  await page.locator('#confirm-ok').click();
+  await queueRow(page).waitFor({ state: 'detached', timeout: STEP_TIMEOUT_MS });
+  await expectText(page.locator('#queue-empty'), 'The outbound queue is empty');
+  const left = await fetchJson('/api/v1/queue');
+  if (left.Total !== 0) fail(`the server still has queue entries: ${JSON.stringify(left)}`);
+  await screenshot(page, 'queue-deleted');
+}
+
 // ---- mail -----------------------------------------------------------------------------------
 
 function mailWithAttachments(mail) {
@@ -282,7 +401,7 @@ function headers(mail, contentType) {
 }
 
 /** EHLO, MAIL, RCPT, DATA, QUIT over a plain socket; returns the queue id from the 250 reply. */
-async function sendMail(data) {
+async function sendMail(data, { from = 'sender@e2e.test', to = 'inbox@e2e.test' } = {}) {
   const [host, port] = splitHostPort(config.smtp);
   const socket = net.connect({ host, port });
   socket.setTimeout(STEP_TIMEOUT_MS, () => socket.destroy(new Error('SMTP timeout')));
@@ -296,8 +415,8 @@ async function sendMail(data) {
   try {
     await command(null, 220);
     await command('EHLO e2e.test', 250);
-    await command('MAIL FROM:<sender@e2e.test>', 250);
-    await command('RCPT TO:<inbox@e2e.test>', 250);
+    await command(`MAIL FROM:<${from}>`, 250);
+    await command(`RCPT TO:<${to}>`, 250);
     await command('DATA', 354);
     const stuffed = data.replace(/^\./gm, '..');
     const queued = await command(`${stuffed}${stuffed.endsWith('\r\n') ? '' : '\r\n'}.`, 250);
@@ -445,14 +564,14 @@ function fail(message) {
 
 function readConfig() {
   const { values } = parseArgs({
-    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' } },
+    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' }, scenario: { type: 'string', default: 'mailbox' } },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  if (!http || !smtp) {
-    console.error('usage: node e2e.mjs --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--out DIR]');
+  if (!http || !smtp || !['mailbox', 'queue'].includes(values.scenario)) {
+    console.error('usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--out DIR]');
     process.exit(2);
   }
-  return { http: http.replace(/\/$/, ''), smtp, out, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+  return { http: http.replace(/\/$/, ''), smtp, out, scenario: values.scenario, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
 }
