@@ -254,6 +254,20 @@ emit(parts=parts, to=str(msg["To"]), action=str(blocks[1]["Action"]), status=str
     assert!(warning.contains("Final-Recipient: rfc822; later@dest.test"), "{warning}");
     assert!(warning.contains("Will-Retry-Until: "), "{warning}");
     assert!(tern.queue()[0].delay_warned);
+
+    // Prometheus sees the same story.
+    let metrics =
+        support::run("curl", &["-sf", &format!("http://{}/metrics", tern.server.http)], None);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("tern_outbound_deferred_total") >= 3.0);
+    assert_eq!(value("tern_outbound_bounced_total"), 1.0);
+    assert_eq!(value("tern_queue_entries{state=\"queued\"}"), 1.0);
+    assert_eq!(value("tern_queue_entries{state=\"held\"}"), 0.0);
 }
 
 #[test]

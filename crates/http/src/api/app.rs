@@ -156,6 +156,11 @@ pub async fn metrics(
     if let Ok(size) = state.readers.run(|store| store.size_bytes()).await {
         metrics::gauge!("tern_store_size_bytes").set(size as f64);
     }
+    if let Ok(counts) = state.readers.run(|store| store.queue_counts()).await {
+        metrics::gauge!("tern_queue_entries", "state" => "queued").set(counts.queued as f64);
+        metrics::gauge!("tern_queue_entries", "state" => "held").set(counts.held as f64);
+        metrics::gauge!("tern_queue_messages").set(counts.messages as f64);
+    }
     let mut response = handle.render().into_response();
     response
         .headers_mut()
