@@ -72,6 +72,19 @@ impl Tern {
         id
     }
 
+    /// Sends one message with whole `MAIL FROM:` and `RCPT TO:` argument strings (for DSN and
+    /// SMTPUTF8 parameters).
+    fn send_with(&self, mail: &str, rcpt: &str, body: &str) {
+        let mut client = Client::greeted(self.mx);
+        client.cmd("EHLO app.test", "250");
+        client.cmd(&format!("MAIL FROM:{mail}"), "250");
+        client.cmd(&format!("RCPT TO:{rcpt}"), "250");
+        client.cmd("DATA", "354");
+        client.send(body.as_bytes());
+        client.cmd(".", "250");
+        client.cmd("QUIT", "221");
+    }
+
     /// Messages in the store from the null sender (notices) for `to`, oldest first.
     fn notices_to(&self, to: &str) -> Vec<StoredMessage> {
         let store = self.server.store();
@@ -317,13 +330,11 @@ fn a_success_notice_is_sent_when_asked_and_the_next_hop_does_not_speak_dsn() {
     );
     let tern = Tern::start(&dns, port, "", "");
     tern.account("alice@tern.test");
-    let mut client = Client::greeted(tern.mx);
-    client.cmd("EHLO app.test", "250");
-    client.cmd("MAIL FROM:<alice@tern.test> RET=HDRS ENVID=track-1", "250");
-    client.cmd("RCPT TO:<bob@dest.test> NOTIFY=SUCCESS ORCPT=rfc822;Bob@dest.test", "250");
-    client.cmd("DATA", "354");
-    client.send(body("track me").as_bytes());
-    client.cmd(".", "250");
+    tern.send_with(
+        "<alice@tern.test> RET=HDRS ENVID=track-1",
+        "<bob@dest.test> NOTIFY=SUCCESS ORCPT=rfc822;Bob@dest.test",
+        &body("track me"),
+    );
     let notice = tern.wait_for("a success notice", |t| t.notices_to("alice@tern.test").pop());
     let report = text(&notice.raw);
     for field in [
@@ -448,13 +459,7 @@ fn the_peers_size_and_missing_smtputf8_bounce_without_sending() {
     tern.account("alice@tern.test");
     let big = format!("{}{}\r\n", body("too big"), "x".repeat(100).repeat(300));
     tern.send("alice@tern.test", &["bob@dest.test"], &big);
-    let mut client = Client::greeted(tern.mx);
-    client.cmd("EHLO app.test", "250");
-    client.cmd("MAIL FROM:<alice@tern.test> SMTPUTF8", "250");
-    client.cmd("RCPT TO:<bob@dest.test>", "250");
-    client.cmd("DATA", "354");
-    client.send(body("needs utf8: Grüße").as_bytes());
-    client.cmd(".", "250");
+    tern.send_with("<alice@tern.test> SMTPUTF8", "<bob@dest.test>", &body("needs utf8: Grüße"));
     // A small message still goes through, so the peer was reachable all along.
     tern.send("alice@tern.test", &["bob@dest.test"], &body("fits"));
     mx1.wait_for_messages("bob@dest.test", 1, WAIT);
@@ -477,13 +482,11 @@ fn delivery_to_a_local_mailbox_is_reported_when_the_sender_asked() {
     let tern = Tern::start(&dns, 25, "", "");
     tern.account("alice@tern.test");
     tern.account("bob@tern.test");
-    let mut client = Client::greeted(tern.mx);
-    client.cmd("EHLO app.test", "250");
-    client.cmd("MAIL FROM:<bob@tern.test> ENVID=local-1", "250");
-    client.cmd("RCPT TO:<alice@tern.test> NOTIFY=SUCCESS,FAILURE", "250");
-    client.cmd("DATA", "354");
-    client.send(body("hand delivered").as_bytes());
-    client.cmd(".", "250");
+    tern.send_with(
+        "<bob@tern.test> ENVID=local-1",
+        "<alice@tern.test> NOTIFY=SUCCESS,FAILURE",
+        &body("hand delivered"),
+    );
     // Without NOTIFY=SUCCESS, no notice.
     tern.send("bob@tern.test", &["alice@tern.test"], &body("quietly"));
     let notice = tern.wait_for("a delivered notice", |t| t.notices_to("bob@tern.test").pop());
