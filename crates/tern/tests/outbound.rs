@@ -506,3 +506,37 @@ fn delivery_to_a_local_mailbox_is_reported_when_the_sender_asked() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(tern.notices_to("bob@tern.test").len(), 1, "one notice, for the one that asked");
 }
+
+/// A minimal container may have no /etc/resolv.conf: the catcher still starts (it never needs
+/// DNS), and outbound lookups would fail as temporary errors. Runs Tern in a mount namespace
+/// whose /etc is empty.
+#[test]
+fn the_server_starts_without_a_system_dns_configuration() {
+    let data = temp_dir("no-resolv");
+    let script = format!(
+        "mount -t tmpfs none /etc && exec {} serve --smtp 127.0.0.1:0 --http 127.0.0.1:0 --data {}",
+        env!("CARGO_BIN_EXE_tern"),
+        data.join("store").display()
+    );
+    let log = data.join("stderr.log");
+    let mut child = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("unshare (util-linux) runs");
+    let deadline = Instant::now() + WAIT;
+    let ready = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("tern ready") || Instant::now() > deadline {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tern exited ({status}) without a resolv.conf:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.contains("tern ready"), "{ready}");
+    assert!(ready.contains("no system DNS configuration"), "{ready}");
+}

@@ -129,7 +129,19 @@ impl MxResolver {
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Self, OutboundError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| OutboundError::Resolver(e.to_string()))?
+            match TokioResolver::builder_tokio() {
+                Ok(builder) => builder,
+                // No usable /etc/resolv.conf (a minimal container): the server must still
+                // start — the catcher never needs DNS — and outbound lookups then fail as
+                // temporary errors until `outbound.dns_servers` is set.
+                Err(e) => {
+                    tracing::warn!(error = %e, "no system DNS configuration; set outbound.dns_servers for outbound delivery");
+                    TokioResolver::builder_with_config(
+                        ResolverConfig::from_name_servers(vec![]),
+                        provider,
+                    )
+                }
+            }
         } else {
             let name_servers = servers.iter().map(|server| name_server(*server)).collect();
             let mut builder = TokioResolver::builder_with_config(
