@@ -130,7 +130,7 @@ impl Default for Script {
             tls: None,
             auth: None,
             rcpt: |_| "250 2.1.5 Ok",
-            data_reply: "250 2.0.0 Ok: queued as FAKE1".into(),
+            data_reply: QUEUED.into(),
             close_after_messages: None,
             broken_tls: false,
         }
@@ -379,6 +379,26 @@ async fn run(config: OutboundConfig, job: Job) -> HashMap<i64, Outcome> {
     results.into_iter().collect()
 }
 
+/// A DNS server answering from `zone` and a fake SMTP server following `script`.
+async fn servers(zone: Zone, script: Script) -> (SocketAddr, FakeSmtp) {
+    (dns_server(zone).await, FakeSmtp::start(script).await)
+}
+
+/// Sends `msg`, which has one recipient, as a job of its own; returns that recipient's outcome.
+async fn deliver(config: OutboundConfig, msg: &JobMessage) -> Outcome {
+    assert_eq!(msg.recipients.len(), 1, "deliver takes a message with one recipient");
+    let mut outcomes = run(config, job(vec![msg.clone()])).await;
+    outcomes.remove(&msg.recipients[0].entry).expect("outcome")
+}
+
+/// The usual case: one message to b@dest.test, through `zone` and a fake server following
+/// `script`, with the default configuration.
+async fn deliver_one(zone: Zone, script: Script) -> (Outcome, FakeSmtp) {
+    let (dns, smtp) = servers(zone, script).await;
+    let outcome = deliver(config(dns, &smtp), &message(&["b@dest.test"])).await;
+    (outcome, smtp)
+}
+
 fn outcome_of<'a>(
     outcomes: &'a HashMap<i64, Outcome>,
     msg: &JobMessage,
@@ -388,19 +408,51 @@ fn outcome_of<'a>(
     &outcomes[&rcpt.entry]
 }
 
-fn delivered(reply: &str, peer_dsn: bool) -> Outcome {
-    Outcome::Delivered { remote_mta: MX_NAME.into(), reply: reply.into(), peer_dsn }
+/// The fake server's reply to the final dot.
+const QUEUED: &str = "250 2.0.0 Ok: queued as FAKE1";
+
+/// Delivered to the one MX of `one_mx`.
+fn delivered(peer_dsn: bool) -> Outcome {
+    delivered_by(MX_NAME, peer_dsn)
 }
 
-fn failure(outcome: &Outcome) -> &Failure {
+fn delivered_by(remote_mta: &str, peer_dsn: bool) -> Outcome {
+    Outcome::Delivered { remote_mta: remote_mta.into(), reply: QUEUED.into(), peer_dsn }
+}
+
+/// The failure of an outcome that must be temporary.
+fn temporary(outcome: &Outcome) -> &Failure {
     match outcome {
-        Outcome::Temporary(f) | Outcome::Permanent(f) => f,
-        Outcome::Delivered { .. } => panic!("expected a failure, got {outcome:?}"),
+        Outcome::Temporary(f) => f,
+        _ => panic!("expected a temporary failure, got {outcome:?}"),
     }
 }
 
-fn is_permanent(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Permanent(_))
+/// The failure of an outcome that must be permanent.
+fn permanent(outcome: &Outcome) -> &Failure {
+    match outcome {
+        Outcome::Permanent(f) => f,
+        _ => panic!("expected a permanent failure, got {outcome:?}"),
+    }
+}
+
+/// A smarthost that accepts tern / s3cret, offering STARTTLS when `tls`.
+fn smarthost(tls: bool) -> Script {
+    Script {
+        tls: tls.then(|| test_cert("relay.test").server),
+        auth: Some(("tern".into(), "s3cret".into())),
+        ..Script::default()
+    }
+}
+
+fn relay_config(dns: SocketAddr, smtp: &FakeSmtp, password: &str) -> OutboundConfig {
+    let mut config = config(dns, smtp);
+    config.relay_host = Some(RelayHost {
+        username: Some("tern".into()),
+        password: Some(password.into()),
+        ..RelayHost::new("127.0.0.1", smtp.port)
+    });
+    config
 }
 
 struct TestCert {
@@ -442,15 +494,17 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 
 #[tokio::test]
 async fn pipelined_transaction_reports_each_recipient() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        rcpt: |address| match address {
-            "later@dest.test" => "450 4.2.0 <later@dest.test>: greylisted",
-            "gone@dest.test" => "550 5.1.1 <gone@dest.test>: Recipient address rejected",
-            _ => "250 2.1.5 Ok",
+    let (dns, smtp) = servers(
+        one_mx(),
+        Script {
+            rcpt: |address| match address {
+                "later@dest.test" => "450 4.2.0 <later@dest.test>: greylisted",
+                "gone@dest.test" => "550 5.1.1 <gone@dest.test>: Recipient address rejected",
+                _ => "250 2.1.5 Ok",
+            },
+            ..Script::default()
         },
-        ..Script::default()
-    })
+    )
     .await;
     let mut msg = message(&["ok@dest.test", "later@dest.test", "gone@dest.test"]);
     msg.envid = Some("env 1".into());
@@ -459,10 +513,7 @@ async fn pipelined_transaction_reports_each_recipient() {
     msg.recipients[0].orcpt = Some("rfc822;orig+tag@src.test".into());
     let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "ok@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
+    assert_eq!(outcome_of(&outcomes, &msg, "ok@dest.test"), &delivered(true));
     assert_eq!(
         outcome_of(&outcomes, &msg, "later@dest.test"),
         &Outcome::Temporary(Failure {
@@ -498,31 +549,29 @@ async fn pipelined_transaction_reports_each_recipient() {
 
 #[tokio::test]
 async fn without_pipelining_commands_go_one_at_a_time_and_no_data_without_recipients() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        extensions: strings(&["8BITMIME"]),
-        rcpt: |address| match address {
-            "ok@dest.test" => "250 2.1.5 Ok",
-            _ => "550 5.1.1 no such user",
+    let (dns, smtp) = servers(
+        one_mx(),
+        Script {
+            extensions: strings(&["8BITMIME"]),
+            rcpt: |address| match address {
+                "ok@dest.test" => "250 2.1.5 Ok",
+                _ => "550 5.1.1 no such user",
+            },
+            ..Script::default()
         },
-        ..Script::default()
-    })
+    )
     .await;
     let first = message(&["ok@dest.test", "gone@dest.test"]);
     let second = message(&["gone@dest.test", "gone2@dest.test"]);
     let outcomes = run(config(dns, &smtp), job(vec![first.clone(), second.clone()])).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &first, "ok@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", false)
-    );
+    assert_eq!(outcome_of(&outcomes, &first, "ok@dest.test"), &delivered(false));
     for (msg, address) in
         [(&first, "gone@dest.test"), (&second, "gone@dest.test"), (&second, "gone2@dest.test")]
     {
-        let outcome = outcome_of(&outcomes, msg, address);
-        assert!(is_permanent(outcome), "{outcome:?}");
-        assert_eq!(failure(outcome).status, "5.1.1");
-        assert_eq!(failure(outcome).diagnostic, "smtp; 550 5.1.1 no such user");
+        let f = permanent(outcome_of(&outcomes, msg, address));
+        assert_eq!(f.status, "5.1.1");
+        assert_eq!(f.diagnostic, "smtp; 550 5.1.1 no such user");
     }
     let t = smtp.transcript();
     assert_eq!(t.pipelined, [false, false]);
@@ -537,14 +586,13 @@ async fn without_pipelining_commands_go_one_at_a_time_and_no_data_without_recipi
 
 #[tokio::test]
 async fn messages_of_a_job_share_one_connection_with_rset_between() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) = servers(one_mx(), Script::default()).await;
     let first = message(&["a@dest.test"]);
     let second = message(&["b@dest.test", "c@dest.test"]);
     let outcomes = run(config(dns, &smtp), job(vec![first.clone(), second.clone()])).await;
 
     for outcome in outcomes.values() {
-        assert_eq!(outcome, &delivered("250 2.0.0 Ok: queued as FAKE1", true));
+        assert_eq!(outcome, &delivered(true));
     }
     let t = smtp.transcript();
     assert_eq!(t.connections, 1);
@@ -557,26 +605,19 @@ async fn messages_of_a_job_share_one_connection_with_rset_between() {
 
 #[tokio::test]
 async fn a_connection_lost_mid_job_is_reopened_once() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script { close_after_messages: Some(1), ..Script::default() }).await;
+    let (dns, smtp) =
+        servers(one_mx(), Script { close_after_messages: Some(1), ..Script::default() }).await;
     let messages =
         vec![message(&["a@dest.test"]), message(&["b@dest.test"]), message(&["c@dest.test"])];
     let outcomes = run(config(dns, &smtp), job(messages.clone())).await;
 
     // The server closes after each message: the first connection carries message one, the
     // reconnect message two, and message three is left for a later attempt.
-    assert_eq!(
-        outcome_of(&outcomes, &messages[0], "a@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
-    assert_eq!(
-        outcome_of(&outcomes, &messages[1], "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
-    let third = outcome_of(&outcomes, &messages[2], "c@dest.test");
-    assert!(matches!(third, Outcome::Temporary(_)), "{third:?}");
-    assert_eq!(failure(third).status, "4.4.2");
-    assert_eq!(failure(third).remote_mta, None);
+    assert_eq!(outcome_of(&outcomes, &messages[0], "a@dest.test"), &delivered(true));
+    assert_eq!(outcome_of(&outcomes, &messages[1], "b@dest.test"), &delivered(true));
+    let third = temporary(outcome_of(&outcomes, &messages[2], "c@dest.test"));
+    assert_eq!(third.status, "4.4.2");
+    assert_eq!(third.remote_mta, None);
     assert_eq!(smtp.transcript().connections, 2);
 }
 
@@ -588,36 +629,23 @@ async fn a_refused_connection_moves_on_to_the_next_mx() {
         .mx("dest.test", 20, "mx2.dest.test")
         .a("mx1.dest.test", "127.0.0.2")
         .a("mx2.dest.test", "127.0.0.1");
-    let dns = dns_server(zone).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, _smtp) = deliver_one(zone, Script::default()).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &Outcome::Delivered {
-            remote_mta: "mx2.dest.test".into(),
-            reply: "250 2.0.0 Ok: queued as FAKE1".into(),
-            peer_dsn: true,
-        }
-    );
+    assert_eq!(outcome, delivered_by("mx2.dest.test", true));
 }
 
 #[tokio::test]
 async fn when_every_host_fails_recipients_wait_with_the_last_error() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        banner: "554 5.7.1 No SMTP service here".into(),
-        ..Script::default()
-    })
+    let (outcome, _smtp) = deliver_one(
+        one_mx(),
+        Script { banner: "554 5.7.1 No SMTP service here".into(), ..Script::default() },
+    )
     .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
 
     // A 5xx greeting is no verdict on the recipient: the mail waits, with a 4.x.x status.
     assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &Outcome::Temporary(Failure {
+        outcome,
+        Outcome::Temporary(Failure {
             status: "4.7.1".into(),
             remote_mta: Some(MX_NAME.into()),
             diagnostic: "smtp; 554 5.7.1 No SMTP service here".into(),
@@ -628,14 +656,9 @@ async fn when_every_host_fails_recipients_wait_with_the_last_error() {
 #[tokio::test]
 async fn refused_connections_everywhere_are_temporary_without_remote_mta() {
     let zone = Zone::default().mx("dest.test", 10, "mx1.dest.test").a("mx1.dest.test", "127.0.0.2");
-    let dns = dns_server(zone).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, _smtp) = deliver_one(zone, Script::default()).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    let f = failure(outcome);
+    let f = temporary(&outcome);
     assert_eq!((f.status.as_str(), f.remote_mta.as_deref()), ("4.4.1", None));
     assert!(f.diagnostic.contains("mx1.dest.test[127.0.0.2:"), "{}", f.diagnostic);
 }
@@ -643,14 +666,11 @@ async fn refused_connections_everywhere_are_temporary_without_remote_mta() {
 #[tokio::test]
 async fn null_mx_bounces_without_connecting() {
     let zone = Zone::default().mx("dest.test", 0, ".");
-    let dns = dns_server(zone).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, smtp) = deliver_one(zone, Script::default()).await;
 
     assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &Outcome::Permanent(Failure {
+        outcome,
+        Outcome::Permanent(Failure {
             status: "5.1.10".into(),
             remote_mta: None,
             diagnostic: "smtp; 556 5.1.10 Domain dest.test does not accept mail (null MX)".into(),
@@ -661,16 +681,15 @@ async fn null_mx_bounces_without_connecting() {
 
 #[tokio::test]
 async fn a_domain_that_does_not_exist_bounces() {
-    let dns = dns_server(Zone::default().a("other.test", "127.0.0.1")).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) =
+        servers(Zone::default().a("other.test", "127.0.0.1"), Script::default()).await;
     let msg = message(&["b@dest.test", "c@dest.test"]);
     let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
 
     for address in ["b@dest.test", "c@dest.test"] {
-        let outcome = outcome_of(&outcomes, &msg, address);
-        assert!(is_permanent(outcome), "{outcome:?}");
-        assert_eq!(failure(outcome).status, "5.1.2");
-        assert!(failure(outcome).diagnostic.contains("dest.test not found"), "{outcome:?}");
+        let f = permanent(outcome_of(&outcomes, &msg, address));
+        assert_eq!(f.status, "5.1.2");
+        assert!(f.diagnostic.contains("dest.test not found"), "{f:?}");
     }
     assert_eq!(smtp.transcript().connections, 0);
 }
@@ -682,98 +701,72 @@ async fn a_dns_timeout_is_temporary() {
     let smtp = FakeSmtp::start(Script::default()).await;
     let mut config = config(silent.local_addr().expect("addr"), &smtp);
     config.dns_timeout = Duration::from_millis(200);
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config, job(vec![msg.clone()])).await;
+    let outcome = deliver(config, &message(&["b@dest.test"])).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "4.4.3");
+    assert_eq!(temporary(&outcome).status, "4.4.3");
 }
 
 #[tokio::test]
 async fn without_mx_records_the_domain_itself_is_the_host() {
-    let dns = dns_server(Zone::default().a("dest.test", "127.0.0.1")).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let zone = Zone::default().a("dest.test", "127.0.0.1");
+    let (outcome, _smtp) = deliver_one(zone, Script::default()).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &Outcome::Delivered {
-            remote_mta: "dest.test".into(),
-            reply: "250 2.0.0 Ok: queued as FAKE1".into(),
-            peer_dsn: true,
-        }
-    );
+    assert_eq!(outcome, delivered_by("dest.test", true));
 }
 
 #[tokio::test]
 async fn a_message_over_the_peer_size_limit_bounces_unsent() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        extensions: strings(&["PIPELINING", "SIZE 20"]),
-        ..Script::default()
-    })
+    let (outcome, smtp) = deliver_one(
+        one_mx(),
+        Script { extensions: strings(&["PIPELINING", "SIZE 20"]), ..Script::default() },
+    )
     .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(is_permanent(outcome), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "5.3.4");
-    assert_eq!(failure(outcome).remote_mta.as_deref(), Some(MX_NAME));
+    let f = permanent(&outcome);
+    assert_eq!(f.status, "5.3.4");
+    assert_eq!(f.remote_mta.as_deref(), Some(MX_NAME));
     assert_eq!(smtp.transcript().verbs(), strings(&["EHLO", "QUIT"]));
 }
 
 #[tokio::test]
 async fn smtputf8_mail_to_a_peer_without_it_bounces_unsent() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) = servers(one_mx(), Script::default()).await;
     let mut msg = message(&["b@dest.test"]);
     msg.smtputf8 = true;
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let outcome = deliver(config(dns, &smtp), &msg).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(is_permanent(outcome), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "5.6.7");
+    assert_eq!(permanent(&outcome).status, "5.6.7");
     assert!(!smtp.transcript().verbs().contains(&"MAIL".to_string()));
 }
 
 #[tokio::test]
 async fn smtputf8_and_8bit_parameters_when_the_peer_offers_them() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        extensions: strings(&["PIPELINING", "8BITMIME", "SMTPUTF8"]),
-        ..Script::default()
-    })
+    let (dns, smtp) = servers(
+        one_mx(),
+        Script {
+            extensions: strings(&["PIPELINING", "8BITMIME", "SMTPUTF8"]),
+            ..Script::default()
+        },
+    )
     .await;
     let mut msg = message(&["ü@dest.test"]);
     msg.smtputf8 = true;
     msg.eight_bit = true;
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let outcome = deliver(config(dns, &smtp), &msg).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "ü@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", false)
-    );
+    assert_eq!(outcome, delivered(false));
     assert_eq!(smtp.transcript().commands[1], "MAIL FROM:<sender@src.test> BODY=8BITMIME SMTPUTF8");
 }
 
 #[tokio::test]
 async fn a_peer_that_rejects_ehlo_gets_helo() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script {
-        ehlo_reply: Some("500 5.5.1 Command unrecognized".into()),
-        ..Script::default()
-    })
+    let (outcome, smtp) = deliver_one(
+        one_mx(),
+        Script { ehlo_reply: Some("500 5.5.1 Command unrecognized".into()), ..Script::default() },
+    )
     .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", false)
-    );
+    assert_eq!(outcome, delivered(false));
     let t = smtp.transcript();
     assert_eq!(t.commands[..2], strings(&["EHLO tern.test", "HELO tern.test"]));
     // After HELO there are no extensions: no pipelining, no SIZE.
@@ -783,30 +776,22 @@ async fn a_peer_that_rejects_ehlo_gets_helo() {
 
 #[tokio::test]
 async fn a_malformed_reply_is_a_temporary_protocol_error() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script { rcpt: |_| "hello there", ..Script::default() }).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, smtp) =
+        deliver_one(one_mx(), Script { rcpt: |_| "hello there", ..Script::default() }).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "4.5.0");
+    assert_eq!(temporary(&outcome).status, "4.5.0");
     assert!(smtp.transcript().messages.is_empty());
 }
 
 #[tokio::test]
 async fn dot_stuffing_survives_the_trip() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) = servers(one_mx(), Script::default()).await;
     let mut msg = message(&["b@dest.test"]);
     let body = b".first line starts with a dot\r\nSubject: x\r\n\r\n.\r\n..two\r\nend".to_vec();
     msg.data = Arc::new(body.clone());
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let outcome = deliver(config(dns, &smtp), &msg).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
+    assert_eq!(outcome, delivered(true));
     let mut expected = body;
     expected.extend_from_slice(b"\r\n");
     assert_eq!(
@@ -818,16 +803,11 @@ async fn dot_stuffing_survives_the_trip() {
 
 #[tokio::test]
 async fn opportunistic_starttls_accepts_an_unverified_certificate() {
-    let dns = dns_server(one_mx()).await;
     let cert = test_cert(MX_NAME);
-    let smtp = FakeSmtp::start(Script { tls: Some(cert.server), ..Script::default() }).await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, smtp) =
+        deliver_one(one_mx(), Script { tls: Some(cert.server), ..Script::default() }).await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
+    assert_eq!(outcome, delivered(true));
     let t = smtp.transcript();
     assert_eq!(t.verbs()[..3], strings(&["EHLO", "STARTTLS", "EHLO"]));
     assert_eq!(t.messages, [(BODY.to_vec(), true)], "the message went over TLS");
@@ -835,18 +815,14 @@ async fn opportunistic_starttls_accepts_an_unverified_certificate() {
 
 #[tokio::test]
 async fn opportunistic_tls_whose_handshake_fails_is_retried_in_clear() {
-    let dns = dns_server(one_mx()).await;
     let cert = test_cert(MX_NAME);
-    let smtp =
-        FakeSmtp::start(Script { tls: Some(cert.server), broken_tls: true, ..Script::default() })
-            .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config(dns, &smtp), job(vec![msg.clone()])).await;
+    let (outcome, smtp) = deliver_one(
+        one_mx(),
+        Script { tls: Some(cert.server), broken_tls: true, ..Script::default() },
+    )
+    .await;
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
+    assert_eq!(outcome, delivered(true));
     let t = smtp.transcript();
     assert_eq!(t.connections, 2);
     assert_eq!(
@@ -859,18 +835,16 @@ async fn opportunistic_tls_whose_handshake_fails_is_retried_in_clear() {
 
 #[tokio::test]
 async fn required_tls_refuses_an_untrusted_certificate() {
-    let dns = dns_server(one_mx()).await;
     let cert = test_cert(MX_NAME);
-    let smtp = FakeSmtp::start(Script { tls: Some(cert.server), ..Script::default() }).await;
+    let (dns, smtp) =
+        servers(one_mx(), Script { tls: Some(cert.server), ..Script::default() }).await;
     let mut config = config(dns, &smtp);
     config.tls_domains.insert("dest.test".into(), TlsPolicy::Require);
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config, job(vec![msg.clone()])).await;
+    let outcome = deliver(config, &message(&["b@dest.test"])).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "4.7.5");
-    assert!(failure(outcome).diagnostic.contains("certificate"), "{outcome:?}");
+    let f = temporary(&outcome);
+    assert_eq!(f.status, "4.7.5");
+    assert!(f.diagnostic.contains("certificate"), "{f:?}");
     let t = smtp.transcript();
     assert!(t.messages.is_empty());
     assert!(!t.verbs().contains(&"MAIL".to_string()), "{:?}", t.commands);
@@ -878,61 +852,37 @@ async fn required_tls_refuses_an_untrusted_certificate() {
 
 #[tokio::test]
 async fn required_tls_delivers_with_a_trusted_ca_file() {
-    let dns = dns_server(one_mx()).await;
     let cert = test_cert(MX_NAME);
-    let smtp = FakeSmtp::start(Script { tls: Some(cert.server), ..Script::default() }).await;
+    let (dns, smtp) =
+        servers(one_mx(), Script { tls: Some(cert.server), ..Script::default() }).await;
     let mut config = config(dns, &smtp);
     config.tls = TlsPolicy::Require;
     let ca_file = temp_file("ca.pem", &cert.pem);
     config.tls_ca_file = Some(ca_file.clone());
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config, job(vec![msg.clone()])).await;
+    let outcome = deliver(config, &message(&["b@dest.test"])).await;
     let _ = std::fs::remove_file(ca_file);
 
-    assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &delivered("250 2.0.0 Ok: queued as FAKE1", true)
-    );
+    assert_eq!(outcome, delivered(true));
     assert_eq!(smtp.transcript().messages, [(BODY.to_vec(), true)]);
 }
 
 #[tokio::test]
 async fn required_tls_without_starttls_waits() {
-    let dns = dns_server(one_mx()).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) = servers(one_mx(), Script::default()).await;
     let mut config = config(dns, &smtp);
     config.tls = TlsPolicy::Require;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(config, job(vec![msg.clone()])).await;
+    let outcome = deliver(config, &message(&["b@dest.test"])).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "4.7.4");
-    assert!(failure(outcome).diagnostic.contains("STARTTLS"), "{outcome:?}");
+    let f = temporary(&outcome);
+    assert_eq!(f.status, "4.7.4");
+    assert!(f.diagnostic.contains("STARTTLS"), "{f:?}");
     assert!(smtp.transcript().messages.is_empty());
-}
-
-fn relay_config(dns: SocketAddr, smtp: &FakeSmtp, password: &str) -> OutboundConfig {
-    let mut config = config(dns, smtp);
-    config.relay_host = Some(RelayHost {
-        username: Some("tern".into()),
-        password: Some(password.into()),
-        ..RelayHost::new("127.0.0.1", smtp.port)
-    });
-    config
 }
 
 #[tokio::test]
 async fn smarthost_authenticates_over_starttls() {
     // No DNS records at all: the smarthost is used whatever the recipient domain.
-    let dns = dns_server(Zone::default()).await;
-    let cert = test_cert("relay.test");
-    let smtp = FakeSmtp::start(Script {
-        tls: Some(cert.server),
-        auth: Some(("tern".into(), "s3cret".into())),
-        ..Script::default()
-    })
-    .await;
+    let (dns, smtp) = servers(Zone::default(), smarthost(true)).await;
     let transport = SmtpTransport::new(relay_config(dns, &smtp, "s3cret")).expect("transport");
     assert_eq!(transport.destination("dest.test"), "[relay]");
     assert_eq!(transport.destination("other.test"), "[relay]");
@@ -940,17 +890,7 @@ async fn smarthost_authenticates_over_starttls() {
     let results =
         transport.deliver(Job { domain: "[relay]".into(), messages: vec![msg.clone()] }).await;
 
-    assert_eq!(
-        results,
-        [(
-            msg.recipients[0].entry,
-            Outcome::Delivered {
-                remote_mta: "127.0.0.1".into(),
-                reply: "250 2.0.0 Ok: queued as FAKE1".into(),
-                peer_dsn: true,
-            }
-        )]
-    );
+    assert_eq!(results, [(msg.recipients[0].entry, delivered_by("127.0.0.1", true))]);
     let t = smtp.transcript();
     let plain = base64::engine::general_purpose::STANDARD.encode("\0tern\0s3cret");
     assert_eq!(
@@ -962,20 +902,12 @@ async fn smarthost_authenticates_over_starttls() {
 
 #[tokio::test]
 async fn smarthost_rejecting_the_credentials_makes_mail_wait() {
-    let dns = dns_server(Zone::default()).await;
-    let cert = test_cert("relay.test");
-    let smtp = FakeSmtp::start(Script {
-        tls: Some(cert.server),
-        auth: Some(("tern".into(), "s3cret".into())),
-        ..Script::default()
-    })
-    .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(relay_config(dns, &smtp, "wrong"), job(vec![msg.clone()])).await;
+    let (dns, smtp) = servers(Zone::default(), smarthost(true)).await;
+    let outcome = deliver(relay_config(dns, &smtp, "wrong"), &message(&["b@dest.test"])).await;
 
     assert_eq!(
-        outcome_of(&outcomes, &msg, "b@dest.test"),
-        &Outcome::Temporary(Failure {
+        outcome,
+        Outcome::Temporary(Failure {
             status: "4.7.8".into(),
             remote_mta: Some("127.0.0.1".into()),
             diagnostic: "smtp; 535 5.7.8 Error: authentication failed".into(),
@@ -986,41 +918,22 @@ async fn smarthost_rejecting_the_credentials_makes_mail_wait() {
 
 #[tokio::test]
 async fn smarthost_credentials_are_never_sent_in_clear() {
-    let dns = dns_server(Zone::default()).await;
-    let smtp = FakeSmtp::start(Script {
-        auth: Some(("tern".into(), "s3cret".into())),
-        ..Script::default()
-    })
-    .await;
-    let msg = message(&["b@dest.test"]);
-    let outcomes = run(relay_config(dns, &smtp, "s3cret"), job(vec![msg.clone()])).await;
+    let (dns, smtp) = servers(Zone::default(), smarthost(false)).await;
+    let outcome = deliver(relay_config(dns, &smtp, "s3cret"), &message(&["b@dest.test"])).await;
 
-    let outcome = outcome_of(&outcomes, &msg, "b@dest.test");
-    assert!(matches!(outcome, Outcome::Temporary(_)), "{outcome:?}");
-    assert_eq!(failure(outcome).status, "4.7.0");
+    assert_eq!(temporary(&outcome).status, "4.7.0");
     let t = smtp.transcript();
     assert!(t.commands.iter().all(|c| !c.starts_with("AUTH")), "{:?}", t.commands);
 }
 
 #[tokio::test]
 async fn an_address_literal_destination_is_used_directly() {
-    let dns = dns_server(Zone::default()).await;
-    let smtp = FakeSmtp::start(Script::default()).await;
+    let (dns, smtp) = servers(Zone::default(), Script::default()).await;
     let msg = message(&["b@[127.0.0.1]"]);
     let transport = SmtpTransport::new(config(dns, &smtp)).expect("transport");
     let results =
         transport.deliver(Job { domain: "[127.0.0.1]".into(), messages: vec![msg.clone()] }).await;
 
     let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-    assert_eq!(
-        results,
-        [(
-            msg.recipients[0].entry,
-            Outcome::Delivered {
-                remote_mta: format!("[{ip}]"),
-                reply: "250 2.0.0 Ok: queued as FAKE1".into(),
-                peer_dsn: true,
-            }
-        )]
-    );
+    assert_eq!(results, [(msg.recipients[0].entry, delivered_by(&format!("[{ip}]"), true))]);
 }

@@ -3,19 +3,19 @@
 //! showing one message, retry/hold/release/delete with their body rules, admin-only access,
 //! and Mailpit's release of a stored message to new recipients.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tern_http::{HttpAuth, PasswordCheck};
-use tern_queue::{Event, Spool, SpoolConfig};
-use tern_store::{
-    Envelope, MessageId, NewMessage, QueueFilter, Recipient, Route, SqliteStore, StoreRead, Summary,
-};
-use tokio_util::sync::CancellationToken;
+use tern_queue::Event;
+use tern_store::{Envelope, MessageId, NewMessage, QueueFilter, Recipient, Route, Summary};
 use tower::ServiceExt as _;
+
+use common::Harness;
 
 const API_KEY: &str = "admin-key";
 
@@ -28,40 +28,7 @@ impl PasswordCheck for Accounts {
     }
 }
 
-/// A store in a fresh directory with the router's state over it.
-struct Harness {
-    dir: std::path::PathBuf,
-    state: tern_http::State,
-}
-
 impl Harness {
-    fn new(auth: Option<Arc<HttpAuth>>, release_refused: Option<&str>) -> Harness {
-        let dir = std::env::temp_dir().join(format!("tern-http-queue-{}", MessageId::generate()));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        let store = SqliteStore::open(&dir).expect("open the store");
-        let (spool, _writer) = Spool::start(store, SpoolConfig::default());
-        let reader_dir = dir.clone();
-        let open: Arc<tern_http::OpenReader> = Arc::new(move || {
-            SqliteStore::open_read_only(&reader_dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
-        });
-        let state = Arc::new(tern_http::AppState {
-            readers: tern_http::Readers::new(open),
-            spool,
-            database: dir.join("tern.db").display().to_string(),
-            hostname: "tern.test".into(),
-            metrics: None,
-            started: Instant::now(),
-            shutdown: CancellationToken::new(),
-            auth,
-            release_refused: release_refused.map(str::to_string),
-        });
-        Harness { dir, state }
-    }
-
-    fn open() -> Harness {
-        Harness::new(None, None)
-    }
-
     /// Stores a message from `mail_from` with a `From:` header `from_header`.
     async fn submit(&self, mail_from: &str, from_header: &str, to: &[(&str, Route)]) -> String {
         let raw = format!(
@@ -149,13 +116,6 @@ impl Harness {
             .iter()
             .map(|e| (text(e, "Recipient").to_string(), text(e, "State").to_string()))
             .collect()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -2,18 +2,17 @@
 //! operation is in `ROUTES`, every entry of `ROUTES` is documented, and the router answers
 //! each of them with a real handler rather than its fallback.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::Path;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
-use tern_queue::{Spool, SpoolConfig};
-use tern_store::{MessageId, SqliteStore, StoreRead};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use common::Harness;
 
 /// What the router's fallback answers for an unknown path.
 const FALLBACK_BODY: &str = r#"{"Error":"no such endpoint"}"#;
@@ -109,36 +108,7 @@ fn openapi_references_resolve_and_path_parameters_are_declared() {
     }
 }
 
-/// A store in a fresh directory with the router's state over it.
-struct Harness {
-    dir: PathBuf,
-    state: tern_http::State,
-}
-
 impl Harness {
-    fn new() -> Harness {
-        let dir = std::env::temp_dir().join(format!("tern-http-routes-{}", MessageId::generate()));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        let store = SqliteStore::open(&dir).expect("open the store");
-        let (spool, _writer) = Spool::start(store, SpoolConfig::default());
-        let reader_dir = dir.clone();
-        let open: Arc<tern_http::OpenReader> = Arc::new(move || {
-            SqliteStore::open_read_only(&reader_dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
-        });
-        let state = Arc::new(tern_http::AppState {
-            readers: tern_http::Readers::new(open),
-            spool,
-            database: dir.join("tern.db").display().to_string(),
-            hostname: "tern.test".into(),
-            metrics: None,
-            started: Instant::now(),
-            shutdown: CancellationToken::new(),
-            auth: None,
-            release_refused: None,
-        });
-        Harness { dir, state }
-    }
-
     /// Sends one request through a fresh router; returns the status and, unless the answer
     /// is a stream that never ends, the body.
     async fn call(&self, method: &str, uri: &str) -> (StatusCode, String) {
@@ -164,13 +134,6 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A concrete URI for a route pattern: `latest` for `{ID}`, part `1`, an inbox address, and
 /// the query parameters that keep handlers from blocking or refusing the request outright.
 fn concrete(path: &str) -> String {
@@ -191,7 +154,7 @@ fn is_fallback(status: StatusCode, body: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_in_the_table_reaches_a_handler() {
-    let harness = Harness::new();
+    let harness = Harness::open();
     // The check itself must tell a fallback from a handler.
     let (status, body) = harness.call("GET", "/api/v1/no-such-thing").await;
     assert!(is_fallback(status, &body), "unknown path answered {status} {body}");
@@ -211,7 +174,7 @@ async fn every_route_in_the_table_reaches_a_handler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_serves_the_openapi_document_unchanged() {
-    let harness = Harness::new();
+    let harness = Harness::open();
     let (status, body) = harness.call("GET", "/api/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let served: Value = serde_json::from_str(&body).expect("served document is JSON");
