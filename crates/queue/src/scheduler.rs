@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::dsn::{ReportKind, ReportRecipient};
 use crate::notice::Original;
@@ -40,6 +40,14 @@ const FETCH: u64 = 2_000;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Pause before retrying when the store cannot be read or written.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Pauses between attempts to record an attempt's results when the store fails.
+const RECORD_RETRIES: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
 /// How long shutdown waits for attempts in progress before abandoning them (they are then
 /// attempted again after restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -289,11 +297,22 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
         }
     }
     let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, notices };
-    if let Err(e) = shared.spool.apply(mutation).await {
-        // The entries stay due; pause so a failing store is not hammered.
-        warn!(destination, error = %e, "queue: cannot record delivery results; will retry");
-        tokio::time::sleep(STORE_RETRY).await;
+    // What happened must be recorded, not re-enacted: attempting again would deliver twice.
+    // So the record is retried; only if the store keeps failing do the entries, still due,
+    // get attempted again.
+    for pause in RECORD_RETRIES {
+        match shared.spool.apply(mutation.clone()).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(destination, error = %e, retry_in = ?pause, "queue: cannot record delivery results");
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
+    error!(
+        destination,
+        "queue: delivery results not recorded; these entries will be attempted again"
+    );
 }
 
 fn job_message(stored: &StoredMessage, entries: &[QueueEntry]) -> JobMessage {

@@ -308,7 +308,7 @@ impl SqliteStore {
         attempted_at_ms: i64,
         notices: &[NewMessage],
     ) -> Result<Vec<MessageId>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = crate::sqlite::write_transaction(&mut self.conn)?;
         let mut touched = Vec::new();
         {
             let mut message_of = tx.prepare_cached("SELECT message_id FROM queue WHERE id = ?1")?;
@@ -370,7 +370,7 @@ impl SqliteStore {
         command: QueueCommand,
         now_ms: i64,
     ) -> Result<Vec<MessageId>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = crate::sqlite::write_transaction(&mut self.conn)?;
         let messages: Vec<String> = match target {
             QueueTarget::All => {
                 let mut stmt = tx.prepare("SELECT DISTINCT message_id FROM queue")?;
@@ -410,7 +410,7 @@ impl SqliteStore {
         entries: &[NewEntry],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = crate::sqlite::write_transaction(&mut self.conn)?;
         {
             let exists: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",

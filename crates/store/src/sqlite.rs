@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params, params_from_iter};
 
 use crate::id::MessageId;
 use crate::model::{
@@ -184,6 +184,14 @@ impl SqliteStore {
     }
 }
 
+/// Starts a write transaction holding the write lock from its first statement (`BEGIN
+/// IMMEDIATE`), waiting out other writers (a `tern account` command, say) with the busy
+/// timeout. A deferred transaction that reads first would instead fail at once with "database
+/// is locked" when another connection wrote since its read began (SQLITE_BUSY_SNAPSHOT).
+pub(crate) fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let supported = MIGRATIONS.len() as i64;
@@ -191,7 +199,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Err(StoreError::SchemaTooNew { found: version, supported });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
+        let tx = write_transaction(conn)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
@@ -336,7 +344,7 @@ impl SqliteStore {
     }
 
     fn delete(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         {
             let mut fts = tx.prepare_cached(
                 "DELETE FROM messages_fts WHERE rowid = (SELECT rowid FROM messages WHERE id = ?1)",
@@ -353,7 +361,7 @@ impl SqliteStore {
     }
 
     fn set_read(&mut self, ids: &[MessageId], read: bool) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         {
             let mut update = tx.prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1")?;
             for id in ids {
@@ -503,7 +511,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MessageRow, Stor
 
 impl Store for SqliteStore {
     fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         for msg in batch {
             Self::insert(&tx, msg)?;
         }
@@ -524,7 +532,7 @@ impl Store for SqliteStore {
                 Ok(ids)
             }
             Mutation::MaildirDelivered(copies) => {
-                let tx = self.conn.transaction()?;
+                let tx = write_transaction(&mut self.conn)?;
                 {
                     let mut mark = tx.prepare_cached(
                         "UPDATE recipients SET maildir_done = 1 WHERE message_id = ?1 AND account = ?2",
