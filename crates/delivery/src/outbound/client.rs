@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::client::TlsStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::TlsPolicy;
 use super::command::{dot_stuff, mail_from, rcpt_to};
@@ -562,18 +562,18 @@ impl Session {
     }
 }
 
+/// The session's view of each recipient, at debug level: the scheduler logs the one line
+/// per recipient and attempt that operators read (with the attempt count and what happens
+/// next).
 fn log_outcome(msg: &JobMessage, recipient: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Delivered { remote_mta, reply, .. } => {
-            info!(queue_id = %msg.id, %recipient, %remote_mta, %reply, "delivered");
+            debug!(queue_id = %msg.id, %recipient, %remote_mta, %reply, "accepted by the peer");
         }
-        Outcome::Temporary(f) => {
+        Outcome::Temporary(f) | Outcome::Permanent(f) => {
             let (status, diagnostic) = (&f.status, &f.diagnostic);
-            warn!(queue_id = %msg.id, %recipient, %status, %diagnostic, "deferred");
-        }
-        Outcome::Permanent(f) => {
-            let (status, diagnostic) = (&f.status, &f.diagnostic);
-            warn!(queue_id = %msg.id, %recipient, %status, %diagnostic, "bounced");
+            let permanent = matches!(outcome, Outcome::Permanent(_));
+            debug!(queue_id = %msg.id, %recipient, %status, %diagnostic, permanent, "refused by the peer");
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use tern_queue::transport::{Failure, Job, JobMessage, JobResult, Outcome};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::client::{self, ClientSettings, Credentials, Session, Target, Timeouts};
 use super::outcome::{local_failure, temporary};
@@ -159,7 +159,7 @@ fn strand(messages: &[JobMessage], outcome: &Outcome, results: &mut JobResult) {
         for rcpt in &msg.recipients {
             if let Outcome::Temporary(f) | Outcome::Permanent(f) = outcome {
                 let permanent = matches!(outcome, Outcome::Permanent(_));
-                warn!(queue_id = %msg.id, recipient = %rcpt.address, status = %f.status,
+                debug!(queue_id = %msg.id, recipient = %rcpt.address, status = %f.status,
                     diagnostic = %f.diagnostic, permanent, "not delivered");
             }
             results.push((rcpt.entry, outcome.clone()));
