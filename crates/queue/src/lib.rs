@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Selection, Store, StoreError};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 /// Events buffered per subscriber before a slow one starts missing them.
 pub const EVENT_CAPACITY: usize = 1024;
@@ -147,6 +147,7 @@ pub struct Spool {
     jobs: mpsc::Sender<Job>,
     stats: Arc<SpoolStats>,
     events: broadcast::Sender<Event>,
+    queue_changed: Arc<Notify>,
 }
 
 /// Owns the writer thread; [`SpoolWriter::join`] waits until every submitted message is answered.
@@ -161,12 +162,19 @@ impl Spool {
         let (jobs, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(SpoolStats::default());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let writer = Writer { store, config, stats: stats.clone(), events: events.clone() };
+        let queue_changed = Arc::new(Notify::new());
+        let writer = Writer {
+            store,
+            config,
+            stats: stats.clone(),
+            events: events.clone(),
+            queue_changed: queue_changed.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("tern-spool-writer".into())
             .spawn(move || writer.run(rx))
             .unwrap_or_else(|e| panic!("cannot start the spool writer thread: {e}"));
-        (Spool { jobs, stats: stats.clone(), events }, SpoolWriter { thread, stats })
+        (Spool { jobs, stats: stats.clone(), events, queue_changed }, SpoolWriter { thread, stats })
     }
 
     /// Queues `message` and returns its id once it is durable.
@@ -193,6 +201,13 @@ impl Spool {
         self.events.subscribe()
     }
 
+    /// Woken (one permit, kept until taken) whenever the outbound queue may have new due
+    /// work: a commit with remote recipients, an attempt recorded, an operator's command. The
+    /// scheduler waits on it instead of on every commit event, so plain ingest never wakes it.
+    pub fn queue_changed(&self) -> &Notify {
+        &self.queue_changed
+    }
+
     /// Group-commit counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
@@ -216,6 +231,7 @@ struct Writer<S> {
     config: SpoolConfig,
     stats: Arc<SpoolStats>,
     events: broadcast::Sender<Event>,
+    queue_changed: Arc<Notify>,
 }
 
 impl<S: Store> Writer<S> {
@@ -290,6 +306,13 @@ impl<S: Store> Writer<S> {
                     let rows = batch.iter().map(NewMessage::row).collect();
                     let _ = self.events.send(Event::Committed(Arc::new(rows)));
                 }
+                let remote = |m: &NewMessage| {
+                    m.envelope.recipients.iter().any(|r| r.route == tern_store::Route::Remote)
+                };
+                if batch.iter().any(remote) {
+                    self.queue_changed.notify_one();
+                    let _ = self.events.send(Event::QueueChanged);
+                }
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -319,6 +342,7 @@ impl<S: Store> Writer<S> {
                 | Mutation::QueueCommand { .. }
                 | Mutation::Enqueue { .. }
         ) {
+            self.queue_changed.notify_one();
             let _ = self.events.send(Event::QueueChanged);
         }
         if !ids.is_empty() {

@@ -15,18 +15,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
 use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead, StoredMessage};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::Spool;
 use crate::dsn::{ReportKind, ReportRecipient};
 use crate::notice::Original;
 pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
 use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
-use crate::{Event, Spool};
 
 /// Default most outbound connections at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
@@ -107,7 +106,6 @@ pub async fn run<T: Transport>(
     config: SchedulerConfig,
     shutdown: CancellationToken,
 ) {
-    let mut events = spool.subscribe();
     let shared = Arc::new(Shared { readers, spool, transport, router, config });
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active: HashMap<String, usize> = HashMap::new();
@@ -126,11 +124,7 @@ pub async fn run<T: Transport>(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
             Some(finished) = done_rx.recv() => finish(finished, &mut in_flight, &mut active),
-            event = events.recv() => match event {
-                Ok(Event::Committed(_) | Event::QueueChanged) | Err(RecvError::Lagged(_)) => {}
-                Ok(_) => continue,
-                Err(RecvError::Closed) => break,
-            },
+            _ = shared.spool.queue_changed().notified() => {}
         }
         while let Ok(finished) = done_rx.try_recv() {
             finish(finished, &mut in_flight, &mut active);
