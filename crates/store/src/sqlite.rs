@@ -21,6 +21,13 @@ use crate::{Store, StoreError, StoreRead};
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "tern.db";
 
+/// WAL pages written before the writer checkpoints them into the database (SQLite's default
+/// is 1,000). The checkpoint runs on the single writer thread, between commits; fewer, larger
+/// checkpoints write each hot page (index roots, the full-text index's structure) once instead
+/// of many times. Measured on the catcher's ingest: about 8% more messages per second. The
+/// WAL may grow to about this many 4 KiB pages (40 MiB) before it is reused.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// How long a reader waits for the writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -159,6 +166,7 @@ impl SqliteStore {
         // WAL: readers never block the writer. FULL: every commit fsyncs the WAL.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         // Refreshes planner statistics where they are stale; cheap when nothing changed.
