@@ -540,3 +540,37 @@ fn the_server_starts_without_a_system_dns_configuration() {
     assert!(ready.contains("tern ready"), "{ready}");
     assert!(ready.contains("no system DNS configuration"), "{ready}");
 }
+
+#[test]
+fn messages_to_one_destination_share_connections_to_smtp_sink() {
+    let dns = Dnsmasq::start(&[]);
+    // The relay is down while the messages arrive; they are then held, smtp-sink started, and
+    // all released at once through the queue API (`tern queue hold|release --all`).
+    let sink_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, support::free_port()));
+    let extra = format!(
+        "relay_host = \"{sink_addr}\"\ntls = \"off\"\nmax_per_destination = 2\nmessages_per_connection = 50\n"
+    );
+    let tern = Tern::start(&dns, 25, &extra, "");
+    for n in 0..60 {
+        tern.send("alice@tern.test", &["bob@far.test"], &body(&format!("batch {n}")));
+    }
+    tern.wait_for("every message deferred", |t| {
+        let queue = t.queue();
+        (queue.len() == 60 && queue.iter().all(|e| e.attempts >= 1)).then_some(())
+    });
+    let tern_queue = |command: &str| {
+        let url = format!("http://{}", tern.server.http);
+        support::run(env!("CARGO_BIN_EXE_tern"), &["queue", "--url", &url, command, "--all"], None)
+    };
+    tern_queue("hold");
+    let sink = support::peers::SmtpSink::start_on(sink_addr);
+    tern_queue("release");
+    sink.wait_for_messages(60, WAIT);
+    tern.wait_for("an empty queue", |t| t.queue().is_empty().then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    // 50 messages per connection at most: 60 need two (a retry already under way when the
+    // queue was held may add one); one connection per message would have been 60.
+    let counts = sink.counts();
+    assert_eq!(counts.messages, 60, "{counts:?}");
+    assert!((2..=3).contains(&counts.sessions), "connections not shared: {counts:?}");
+}

@@ -1011,12 +1011,29 @@ impl SmtpSink {
     /// Starts a sink with extra `smtp-sink` options, e.g. `["-r", "RCPT"]` (4xx every RCPT),
     /// `["-w", "2"]` (slow DATA) or `["-d", "/dir/%M."]` (keep each message; LF line ends).
     pub fn start_with(ip: Ipv4Addr, extra_args: &[&str]) -> SmtpSink {
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            match SmtpSink::try_start(SocketAddr::from((ip, free_port_on(ip))), extra_args) {
+                Ok(sink) => return sink,
+                Err(log) if log.contains("in use") => last_log = log,
+                Err(log) => panic!("smtp-sink did not start: {log}"),
+            }
+        }
+        panic!("smtp-sink found no free port: {last_log}");
+    }
+
+    /// Starts a sink on `addr` (a port the test chose earlier, e.g. one Tern already relays
+    /// to while nothing listens there).
+    pub fn start_on(addr: SocketAddr) -> SmtpSink {
+        SmtpSink::try_start(addr, &[])
+            .unwrap_or_else(|log| panic!("smtp-sink did not start on {addr}: {log}"))
+    }
+
+    fn try_start(addr: SocketAddr, extra_args: &[&str]) -> Result<SmtpSink, String> {
         require(SMTP_SINK, "postfix");
         let dir = temp_dir("smtp-sink");
         set_mode(&dir, 0o755);
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let addr = SocketAddr::from((ip, free_port_on(ip)));
+        {
             let stdout = std::fs::File::create(dir.join("counts")).expect("counts file");
             let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
             let child = Command::new(SMTP_SINK)
@@ -1031,13 +1048,8 @@ impl SmtpSink {
                 .unwrap_or_else(|e| panic!("cannot run {SMTP_SINK} ({e}); run ./scripts/test"));
             let mut sink =
                 SmtpSink { addr, child, dir: dir.clone(), baseline: SinkCounts::default() };
-            match sink.wait_ready() {
-                Ok(()) => return sink,
-                Err(log) if log.contains("in use") => last_log = log,
-                Err(log) => panic!("smtp-sink did not start: {log}"),
-            }
+            sink.wait_ready().map(|()| sink)
         }
-        panic!("smtp-sink found no free port: {last_log}");
     }
 
     /// Greets, QUITs and waits until that session is counted; it becomes the baseline.
