@@ -237,13 +237,16 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
             return;
         }
     };
+    // Kept for the results: each message's envelope and the bytes the job sends (notices
+    // quote them), not a second copy of the stored message.
     let mut messages = Vec::new();
     let mut job = Job { domain: destination.to_string(), messages: Vec::new() };
     // A message deleted meanwhile took its entries with it: nothing to send.
     for ((_, entries), stored) in batch.into_iter().zip(loaded) {
         let Some(stored) = stored else { continue };
-        job.messages.push(job_message(&stored, &entries));
-        messages.push((stored, entries));
+        let message = job_message(&stored, &entries);
+        messages.push((stored.id, stored.envelope, message.data.clone(), entries));
+        job.messages.push(message);
     }
     if messages.is_empty() {
         return;
@@ -252,7 +255,7 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
     let now = now_ms();
     let mut updates = Vec::new();
     let mut notices = Vec::new();
-    for (stored, entries) in &messages {
+    for (id, envelope, data, entries) in &messages {
         let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
         for entry in entries {
             let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
@@ -274,11 +277,7 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
             }
         }
         for (kind, recipients) in reports {
-            let about = Original {
-                id: stored.id,
-                envelope: &stored.envelope,
-                data: &stored.full_message(),
-            };
+            let about = Original { id: *id, envelope, data };
             let sender = &entries[0].sender;
             notices.push(about.notice(
                 &shared.config.hostname,
