@@ -383,18 +383,22 @@ impl SqliteStore {
                 QueueCommand::Retry => {
                     "UPDATE queue SET next_attempt = ?2 WHERE message_id = ?1 AND state = 'queued'"
                 }
-                QueueCommand::Hold => {
-                    "UPDATE queue SET state = 'held' WHERE message_id = ?1 AND ?2 = ?2"
-                }
+                QueueCommand::Hold => "UPDATE queue SET state = 'held' WHERE message_id = ?1",
                 QueueCommand::Release => {
                     "UPDATE queue SET state = 'queued', next_attempt = ?2
                      WHERE message_id = ?1 AND state = 'held'"
                 }
-                QueueCommand::Delete => "DELETE FROM queue WHERE message_id = ?1 AND ?2 = ?2",
+                QueueCommand::Delete => "DELETE FROM queue WHERE message_id = ?1",
             };
             let mut stmt = tx.prepare(sql)?;
+            // Retry and release make entries due now (`?2`); hold and delete need no time.
+            let timed = stmt.parameter_count() == 2;
             for message in &messages {
-                stmt.execute(params![message, now_ms])?;
+                if timed {
+                    stmt.execute(params![message, now_ms])?;
+                } else {
+                    stmt.execute([message])?;
+                }
             }
         }
         let removed =
