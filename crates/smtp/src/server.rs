@@ -10,7 +10,7 @@ use tern_protocol::Reply;
 use tern_protocol::reply::Status;
 use tern_queue::Spool;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,15 +55,29 @@ pub enum SmtpError {
     },
 }
 
+/// The accept queue asked of the kernel for each listener (Linux caps it at
+/// `net.core.somaxconn`, 4096 by default). Tokio's `TcpListener::bind` asks for 128: a burst
+/// of a few hundred connects then overflows the queue while the accept loop catches up, and
+/// Linux silently drops the handshake's last ACK, leaving clients that believe they are
+/// connected waiting a minute or more for a banner.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds every address, failing on the first that cannot be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, SmtpError> {
     let mut listeners = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| SmtpError::Bind { addr, source })?;
-        listeners.push(listener);
+        listeners.push(listen(addr).map_err(|source| SmtpError::Bind { addr, source })?);
     }
     Ok(listeners)
+}
+
+/// Binds one address with `SO_REUSEADDR` and a [`LISTEN_BACKLOG`]-deep accept queue (for the
+/// HTTP listener too). Must be called inside a Tokio runtime.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts on every listener until `ctx.shutdown` is cancelled; sessions are spawned on

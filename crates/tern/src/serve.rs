@@ -92,8 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.listeners();
     let addresses: Vec<_> = settings.iter().map(|l| l.address).collect();
     let listeners = tern_smtp::bind(&addresses).await?.into_iter().zip(settings).collect();
-    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
+    let http_listener = tern_smtp::server::listen(config.http.listen)
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
