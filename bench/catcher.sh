@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # bench/catcher.sh: the catcher's numbers, in one run on loopback.
 #
-#   1. Ingest with and without the full-text index: `tern bench` (SESSIONS x MESSAGES x SIZE)
-#      against this Tern and against Tern at BASE_REV (before the search index existed), each
-#      with a fresh data directory.
+#   1. What the full-text index costs ingest: `tern bench` (SESSIONS x MESSAGES x SIZE)
+#      against this Tern and against the same source built with the `bench-without-index`
+#      feature (stores everything but the index), ROUNDS alternating rounds, each server with
+#      a fresh data directory; the median of the per-round ratios. With BASE_REV set, also
+#      against Tern at that commit (101d5ed: the foundation, before inboxes, tags and search).
 #   2. With CORPUS varied messages stored (random words, 200 senders, 50 inboxes), the API's
 #      latency for the first page, paging and searches, and the wake-up delay of /api/v1/wait
 #      after the SMTP 250 that committed the awaited message (bench/catcher.py).
 #
-# Environment: SESSIONS (50) MESSAGES (20000) SIZE (4096) CORPUS (100000)
-#   BASE_REV (101d5ed: the foundation, no search index) SKIP_BASE=1 (skip the baseline build).
+# Environment: SESSIONS (50) MESSAGES (20000) SIZE (4096) CORPUS (100000) ROUNDS (5)
+#   BASE_REV (unset: no foundation rounds).
 # Prints a JSON report per step on stdout; progress on stderr.
 set -euo pipefail
 
@@ -17,8 +19,8 @@ SESSIONS=${SESSIONS:-50}
 MESSAGES=${MESSAGES:-20000}
 SIZE=${SIZE:-4096}
 CORPUS=${CORPUS:-100000}
-BASE_REV=${BASE_REV:-101d5ed}
-SKIP_BASE=${SKIP_BASE:-0}
+ROUNDS=${ROUNDS:-5}
+BASE_REV=${BASE_REV:-}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/tern-catcher-bench.XXXXXX)
@@ -63,31 +65,55 @@ start() {
 
 stop() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 
-log "building this Tern (release)"
+log "building this Tern (release), and the same without the index"
 (cd "$REPO" && cargo build --release -p tern >&2)
 TERN="$TARGET/release/tern"
+(cd "$REPO" && CARGO_TARGET_DIR="$TARGET/catcher-bench-unindexed" \
+  cargo build --release -p tern --features bench-without-index >&2)
+UNINDEXED="$TARGET/catcher-bench-unindexed/release/tern"
 
+# ingest LABEL BIN -> one JSON line on stdout; sets RATE
 ingest() {
   local label=$1 bin=$2
   start "$bin" "$WORK/data-$label"
   log "ingest: $label"
-  "$TERN" bench --server "127.0.0.1:$SMTP_PORT" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --json \
-    | python3 -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({'ingest': '$label', 'messages_per_sec': r['messages_per_sec'], 'p99_ms': r['latency_ms']['p99'], 'failed': r['messages_failed']}))"
+  local report
+  report=$("$TERN" bench --server "127.0.0.1:$SMTP_PORT" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --json)
   stop
+  rm -rf "$WORK/data-$label"
+  RATE=$(python3 -c "import json,sys; print(json.load(sys.stdin)['messages_per_sec'])" <<<"$report")
+  python3 -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({'ingest': '$label', 'messages_per_sec': r['messages_per_sec'], 'p99_ms': r['latency_ms']['p99'], 'failed': r['messages_failed']}))" <<<"$report"
 }
 
-# Runs alternate between the two builds (this machine's speed drifts between runs).
-if [ "$SKIP_BASE" != 1 ]; then
+if [ -n "$BASE_REV" ]; then
   log "building the baseline $BASE_REV (release, own target dir)"
   git -C "$REPO" worktree add --detach "$WORK/base" "$BASE_REV" >&2
   (cd "$WORK/base" && CARGO_TARGET_DIR="$TARGET/catcher-bench-base" cargo build --release -p tern >&2)
 fi
-for round in 1 2 3; do
-  if [ "$SKIP_BASE" != 1 ]; then
-    ingest "without-index@$BASE_REV#$round" "$TARGET/catcher-bench-base/release/tern"
+# Rounds alternate between the builds: this machine's speed drifts between runs, so only
+# ratios within a round compare.
+RATIOS=()
+BASE_RATIOS=()
+for round in $(seq "$ROUNDS"); do
+  ingest "without-index#$round" "$UNINDEXED"; without=$RATE
+  ingest "with-index#$round" "$TERN"; with=$RATE
+  RATIOS+=("$(python3 -c "print($with / $without)")")
+  if [ -n "$BASE_REV" ]; then
+    ingest "foundation@$BASE_REV#$round" "$TARGET/catcher-bench-base/release/tern"
+    BASE_RATIOS+=("$(python3 -c "print($with / $RATE)")")
   fi
-  ingest "with-index#$round" "$TERN"
 done
+python3 - "${RATIOS[*]}" "${BASE_RATIOS[*]:-}" <<'PY'
+import json, statistics, sys
+ratios = [float(x) for x in sys.argv[1].split()]
+base = [float(x) for x in sys.argv[2].split()] if len(sys.argv) > 2 and sys.argv[2] else []
+report = {"index_cost": {"with_over_without_per_round": [round(r, 3) for r in ratios],
+                         "median": round(statistics.median(ratios), 3)}}
+if base:
+    report["versus_foundation"] = {"per_round": [round(r, 3) for r in base],
+                                   "median": round(statistics.median(base), 3)}
+print(json.dumps(report))
+PY
 
 start "$TERN" "$WORK/data-corpus"
 log "loading $CORPUS varied messages and timing the API"
