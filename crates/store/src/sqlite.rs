@@ -134,6 +134,10 @@ const MIGRATIONS: &[&str] = &[
     -- The scheduler's only scan: due entries in due order, without touching held ones.
     CREATE INDEX queue_due ON queue(next_attempt, id) WHERE state = 'queued';
     CREATE INDEX queue_message ON queue(message_id);",
+    // 7: ingest commits leave twice as many index segments per level before FTS5 merges them
+    // inside the commit (its default is 16): about 11% fewer instructions per indexed message
+    // (callgrind, batches of 12); the background merge compacts them when ingest pauses.
+    "INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 32);",
 ];
 
 /// Matching and unread-matching message counts.
