@@ -49,6 +49,9 @@ pub struct AppState {
     /// Why `POST /api/v1/message/{ID}/release` is refused here (the answer tells the user what
     /// to configure), or `None` when released messages may go out through the queue.
     pub release_refused: Option<String>,
+    /// The smarthost released mail goes through (`[outbound] relay_host`), shown in
+    /// `/api/v1/webui` as Mailpit's `SMTPServer`; `None` when it goes to each domain's MX.
+    pub release_relay: Option<String>,
 }
 
 /// Shared state handle.

@@ -218,6 +218,7 @@ fn http_state(
                  (a catcher never delivers through MX lookups)"
                     .to_string()
             }),
+        release_relay: config.outbound.relay_host.clone(),
     })
 }
 

@@ -460,6 +460,7 @@ fn a_catcher_releases_a_captured_message_through_its_relay_host() {
 
     let webui = http::get(server.http, "/api/v1/webui").json_with(200);
     assert_eq!(webui["MessageRelay"]["Enabled"], true);
+    assert_eq!(webui["MessageRelay"]["SMTPServer"], sink.to_string());
     let body = json!({"To": ["qa@customer.example"]});
     let answer =
         http::send_json(server.http, "POST", &format!("/api/v1/message/{id}/release"), &body);

@@ -83,7 +83,9 @@ pub async fn webui(AxumState(state): AxumState<State>) -> Json<Value> {
     Json(json!({
         "Label": "",
         "MessageRelay": {
-            "Enabled": state.release_refused.is_none(), "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
+            "Enabled": state.release_refused.is_none(),
+            "SMTPServer": state.release_relay.as_deref().unwrap_or(""),
+            "ReturnPath": "", "AllowedRecipients": "",
             "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false,
         },
         "SpamAssassin": false,

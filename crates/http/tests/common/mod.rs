@@ -37,6 +37,7 @@ impl Harness {
             shutdown: CancellationToken::new(),
             auth,
             release_refused: release_refused.map(str::to_string),
+            release_relay: None,
         });
         Harness { dir, state }
     }
