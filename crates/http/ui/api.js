@@ -125,6 +125,16 @@ export async function queueCommand(command, ids) {
   return (await response.json()).Messages ?? 0;
 }
 
+/** The web UI settings (`/api/v1/webui`): whether, and through which relay, mail is released. */
+export async function getWebUi() {
+  return (await request('GET', '/api/v1/webui')).json();
+}
+
+/** Relays a stored message to `to` (addresses) through the outbound queue, with its retries. */
+export async function releaseMessage(messageId, to) {
+  await request('POST', `/api/v1/message/${id(messageId)}/release`, { To: to });
+}
+
 export function rawUrl(messageId) {
   return `/api/v1/message/${id(messageId)}/raw`;
 }

@@ -46,6 +46,8 @@ const state = {
   openRead: false,
   /** The MessageView of the open message. */
   view: null,
+  /** Where released mail goes (`/api/v1/webui`), or null when this server does not release. */
+  releaseVia: null,
   /** The tab last chosen by the reader; the next message opens on it when it has one. */
   tab: 'html',
   /** The outbound queue page is shown instead of the list and the message. */
@@ -81,6 +83,7 @@ function start() {
   document.addEventListener('keydown', onKey);
   window.addEventListener('popstate', route);
   window.addEventListener('hashchange', route);
+  wireRelease();
   connectLive();
   loadList();
   loadInboxes();
@@ -527,6 +530,7 @@ function showMessage(message) {
     onBack: back,
     onDelete: () => deleteMessage(message.ID),
     onToggleRead: () => toggleRead(message.ID),
+    onRelease: state.releaseVia ? () => releaseMessage(message) : null,
   });
   if (!wasRead) setRead([message.ID], true);
 }
@@ -607,6 +611,50 @@ async function deleteAll() {
   inboxesSoon();
 }
 
+// ---- releasing ------------------------------------------------------------------------------
+
+/**
+ * Learns whether this server releases mail (`/api/v1/webui`): a catcher only through its
+ * `relay_host`, an MTA through each domain's MX. The message toolbar offers Release only then.
+ */
+function wireRelease() {
+  $('release-cancel').addEventListener('click', () => $('release').close('cancel'));
+  api
+    .getWebUi()
+    .then((ui) => {
+      const relay = ui.MessageRelay || {};
+      state.releaseVia = relay.Enabled ? relay.SMTPServer || "each recipient's mail server" : null;
+      // A message opened before the answer came gets the button now.
+      if (state.releaseVia && state.view) showMessage(state.view.message);
+    })
+    .catch(() => {
+      state.releaseVia = null;
+    });
+}
+
+/** Asks for recipients (the message's own To by default) and releases the message to them. */
+async function releaseMessage(message) {
+  const dialog = $('release');
+  const input = $('release-to');
+  input.value = (message.To || []).map((to) => to.Address).join(', ');
+  $('release-via').textContent = `A copy goes out through ${state.releaseVia}, retried from the outbound queue until it is delivered.`;
+  dialog.returnValue = '';
+  dialog.showModal();
+  input.select();
+  const confirmed = await new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+  const to = input.value.split(/[\s,;]+/).filter(Boolean);
+  if (!confirmed || !to.length) return;
+  try {
+    await api.releaseMessage(message.ID, to);
+    toast(`Released to ${to.join(', ')}`);
+    queue.refresh();
+  } catch (error) {
+    toast(`Could not release: ${error.message}`, 'error');
+  }
+}
+
 /** Asks in the page's own dialog; resolves true when the reader confirms. */
 function confirmDialog(text, action = 'Delete') {
   const dialog = $('confirm');
@@ -638,7 +686,7 @@ const KEYS = {
 
 function onKey(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-  if ($('confirm').open || popoverOpen()) return;
+  if ($('confirm').open || $('release').open || popoverOpen()) return;
   const target = event.target;
   // The list's keys mean nothing on the queue page; `/` still searches (and leaves it).
   if (state.queueOpen && !isTextField(target) && event.key !== '/') return;

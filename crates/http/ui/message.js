@@ -23,7 +23,8 @@ const TAB_LABELS = {
 export class MessageView {
   /**
    * Renders `message` into `root`. `options`: `tab` (preferred tab name), `read`, and callbacks
-   * `onTab(name)`, `onBack()`, `onDelete()`, `onToggleRead()`.
+   * `onTab(name)`, `onBack()`, `onDelete()`, `onToggleRead()`, and `onRelease()` (only where
+   * the server can release mail: the toolbar then offers it).
    */
   constructor(root, message, options) {
     this.root = root;
@@ -69,13 +70,14 @@ export class MessageView {
   }
 
   #toolbar() {
-    const { onBack, onDelete } = this.options;
+    const { onBack, onDelete, onRelease } = this.options;
     return h(
       'div',
       { class: 'message-toolbar' },
       h('button', { class: 'icon-button back-button', type: 'button', title: 'Back to the list (Esc)', 'aria-label': 'Back to the list', onclick: onBack }, icon('back')),
       h('span', { class: 'spacer' }),
       this.readButton,
+      onRelease ? h('button', { class: 'icon-button', type: 'button', title: 'Release: send a copy to real recipients', 'aria-label': 'Release message', onclick: onRelease }, icon('send')) : null,
       h('a', { class: 'icon-button', href: api.rawUrl(this.message.ID), download: `${this.message.ID}.eml`, title: 'Download .eml', 'aria-label': 'Download the message as .eml' }, icon('download')),
       h('button', { class: 'icon-button danger', type: 'button', title: 'Delete (Delete or #)', 'aria-label': 'Delete message', onclick: onDelete }, icon('trash')),
     );

@@ -2,7 +2,8 @@
 //! ports and runs `tests/browser/e2e.mjs` (Playwright driving Debian's headless Chromium)
 //! against it: a mail sent over SMTP appears in the open list without a reload, its HTML renders
 //! with the remote image blocked, the attachment downloads, a search narrows the list and
-//! delete removes the message. Screenshots of each step land in
+//! delete removes the message, and Release queues a copy for the catcher's relay host.
+//! Screenshots of each step land in
 //! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
 //!
 //! A second run (`--scenario queue`) drives the outbound queue page of an MTA whose relayed mail
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 const E2E_TIMEOUT: Duration = Duration::from_secs(240);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// The catcher's relay host: the discard port on loopback, where nothing listens.
+const RELAY: &str = "127.0.0.1:9";
 
 #[test]
 fn web_ui_end_to_end_in_headless_chromium() {
@@ -64,6 +67,8 @@ fn run_e2e(server: &Server, scenario: &str, shots: &str) {
             .arg(server.smtp.to_string())
             .arg("--out")
             .arg(&screenshots)
+            .arg("--relay")
+            .arg(RELAY)
             .env("CHROMIUM_PATH", &chromium)
             .current_dir(&browser_dir),
         E2E_TIMEOUT,
@@ -171,11 +176,16 @@ struct Server {
 }
 
 impl Server {
-    /// A catcher, configured by flags alone.
+    /// A catcher, configured by flags but for its relay host ([`RELAY`], which refuses
+    /// connections: released mail stays queued).
     fn start() -> Server {
-        Server::launch(|_, smtp, http, store| {
+        Server::launch(|data, smtp, http, store| {
+            let config = data.join("tern.toml");
+            let toml = format!("[outbound]\nrelay_host = \"{RELAY}\"\ntls = \"off\"\n");
+            std::fs::write(&config, toml).expect("write the catcher config");
             let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
-            command.arg("serve").arg("--smtp").arg(smtp.to_string());
+            command.arg("serve").arg("--config").arg(config);
+            command.arg("--smtp").arg(smtp.to_string());
             command.arg("--http").arg(http.to_string()).arg("--data").arg(store);
             command
         })

@@ -6,7 +6,8 @@
  *   open the UI → send a mail over SMTP → it appears in the open list without a reload → open it
  *   → the HTML renders in the sandboxed iframe and its remote image is blocked by the CSP (and
  *   loads once "Load remote content" is ticked) → the attachment downloads with the right bytes
- *   → the other tabs show text, headers, raw source and envelope → a second mail, a search that
+ *   → the other tabs show text, headers, raw source and envelope → Release (to an address typed
+ *   into its dialog) puts a copy in the outbound queue for the `--relay` host → a second mail, a search that
  *   matches only it narrows the list → delete removes it (from the list and the server) →
  *   keyboard navigation → phone-sized layout.
  *
@@ -17,7 +18,7 @@
  * link opens the message → it fits a phone → Delete (confirmed) removes it.
  *
  * Usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025
- *        --smtp 127.0.0.1:1025 --out DIR
+ *        --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
  * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
  * failure, after a screenshot of the page as it was.
@@ -93,6 +94,7 @@ async function scenario(page) {
   await step('"Load remote content" lets it load', () => remoteAllowed(page));
   await step('the attachment previews and downloads', () => downloads(page));
   await step('text, headers, raw and envelope tabs', () => otherTabs(page));
+  await step('release queues a copy for the relay', () => releases(page));
   await step('a second mail arrives', () => arrives(page, second, plainMail(second)));
   await step('a search narrows the list to one message', () => searchNarrows(page));
   await step('delete removes it', () => deletes(page));
@@ -180,6 +182,23 @@ async function otherTabs(page) {
   await expectText(page.locator('.envelope'), 'sender@e2e.test');
   await expectText(page.locator('.envelope'), 'inbox@e2e.test');
   await screenshot(page, 'envelope');
+}
+
+async function releases(page) {
+  await page.locator('button[aria-label="Release message"]').click();
+  await page.locator('#release').waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  await expectText(page.locator('#release-via'), config.relay);
+  const proposed = await page.locator('#release-to').inputValue();
+  if (proposed !== 'inbox@e2e.test') fail(`the dialog proposes ${JSON.stringify(proposed)}, not the message's To`);
+  await page.locator('#release-to').fill('qa@customer.example');
+  await screenshot(page, 'release-dialog');
+  await page.locator('#release-ok').click();
+  await expectText(page.locator('#toasts'), 'Released to qa@customer.example');
+  // The relay refuses connections, so the copy waits in the queue, and the sidebar counts it.
+  await expectText(page.locator('#queue-count'), '1');
+  const entry = (await fetchJson('/api/v1/queue')).Entries.find((item) => item.Recipient === 'qa@customer.example');
+  if (!entry) fail('the released copy is not in the outbound queue');
+  await screenshot(page, 'released');
 }
 
 async function searchNarrows(page) {
@@ -564,14 +583,14 @@ function fail(message) {
 
 function readConfig() {
   const { values } = parseArgs({
-    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' }, scenario: { type: 'string', default: 'mailbox' } },
+    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' }, relay: { type: 'string', default: '' }, scenario: { type: 'string', default: 'mailbox' } },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
   if (!http || !smtp || !['mailbox', 'queue'].includes(values.scenario)) {
-    console.error('usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--out DIR]');
+    console.error('usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR]');
     process.exit(2);
   }
-  return { http: http.replace(/\/$/, ''), smtp, out, scenario: values.scenario, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+  return { http: http.replace(/\/$/, ''), smtp, out, relay: values.relay, scenario: values.scenario, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
 }
