@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+mod checkpoint;
 pub mod id;
 pub mod model;
 pub mod pool;
