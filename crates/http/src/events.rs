@@ -40,6 +40,8 @@ fn translate(event: &Event) -> Vec<(&'static str, Value)> {
         Event::Truncated => vec![("truncate", Value::Null)],
         // Not part of Mailpit's vocabulary; the queue page listens to the SSE form.
         Event::QueueChanged => vec![],
+        // Mailpit's clients reload tags with the list; the SSE form says so.
+        Event::TagsChanged(_) => vec![],
     }
 }
 
@@ -63,6 +65,9 @@ fn translate_sse(event: &Event) -> Vec<SseEvent> {
         ),
         Event::Truncated => Ok(SseEvent::default().event("truncate").data("{}")),
         Event::QueueChanged => Ok(SseEvent::default().event("queue").data("{}")),
+        Event::TagsChanged(ids) => SseEvent::default()
+            .event("tags")
+            .json_data(json!({ "IDs": ids.iter().map(ToString::to_string).collect::<Vec<_>>() })),
     };
     event.into_iter().collect()
 }

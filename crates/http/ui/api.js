@@ -157,7 +157,7 @@ export function htmlViewUrl(messageId, remote) {
  */
 export function subscribe(handlers) {
   const source = new EventSource('/api/v1/events');
-  for (const name of ['new', 'update', 'delete', 'truncate', 'resync', 'queue']) {
+  for (const name of ['new', 'update', 'delete', 'truncate', 'resync', 'queue', 'tags']) {
     source.addEventListener(name, (event) => handlers[name](parseEventData(event.data)));
   }
   source.addEventListener('open', () => handlers.open());

@@ -340,6 +340,10 @@ const live = {
   queue() {
     queue.refreshSoon();
   },
+  /** Tags were set, renamed or removed (`/api/v1/tags`): the list shows them, so reload it. */
+  tags() {
+    syncSoon();
+  },
   open() {
     setLive('connected', 'Live', 'Live updates connected');
     // Events sent while the stream was down (or before it opened) are lost: catch up.

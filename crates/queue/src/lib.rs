@@ -37,6 +37,8 @@ pub enum Event {
     Deleted(Arc<Vec<MessageId>>),
     /// These messages were marked read (`true`) or unread.
     ReadChanged(Arc<Vec<MessageId>>, bool),
+    /// These messages' tags changed.
+    TagsChanged(Arc<Vec<MessageId>>),
     /// Every message was deleted.
     Truncated,
     /// The outbound queue changed (an attempt was recorded, an operator command, a release):
@@ -354,6 +356,9 @@ impl<S: Store> Writer<S> {
                 | Mutation::QueueAttempted { .. }
                 | Mutation::QueueCommand { .. } => Some(Event::Deleted(touched)),
                 Mutation::SetRead(_, read) => Some(Event::ReadChanged(touched, *read)),
+                Mutation::SetTags(..) | Mutation::RenameTag { .. } | Mutation::DeleteTag(_) => {
+                    Some(Event::TagsChanged(touched))
+                }
                 Mutation::MergeIndex { .. }
                 | Mutation::MaildirDelivered(_)
                 | Mutation::Enqueue { .. } => None,

@@ -141,6 +141,9 @@ pub trait StoreRead: Send + 'static {
     /// The newest message's id.
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError>;
 
+    /// Every tag of the messages matching `query` (of all messages without one), sorted.
+    fn tags_of(&self, query: Option<&SearchQuery>) -> Result<Vec<String>, StoreError>;
+
     /// Size of the store on disk, in bytes.
     fn size_bytes(&self) -> Result<u64, StoreError>;
 }

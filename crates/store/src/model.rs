@@ -268,6 +268,18 @@ pub enum Mutation {
     Delete(Selection),
     /// Mark the selected messages read or unread.
     SetRead(Selection, bool),
+    /// Replace the tags of the selected messages (none: remove them all).
+    SetTags(Selection, Vec<String>),
+    /// Rename a tag on every message that has it (into an existing tag, the two merge);
+    /// returns the messages that had it.
+    RenameTag {
+        /// The tag now.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
+    /// Remove a tag from every message; returns the messages that had it.
+    DeleteTag(String),
     /// These (message, account) Maildir copies are written.
     MaildirDelivered(Vec<(MessageId, String)>),
     /// Merge full-text index segments, doing at most about `pages` pages of work: ingest

@@ -381,6 +381,46 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn set_tags(&mut self, ids: &[MessageId], tags: &[String]) -> Result<(), StoreError> {
+        let tx = write_transaction(&mut self.conn)?;
+        {
+            let mut clear = tx.prepare_cached("DELETE FROM tags WHERE message_id = ?1")?;
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO tags (message_id, tag) VALUES (?1, ?2)")?;
+            for id in ids {
+                let id = id.to_string();
+                clear.execute([&id])?;
+                for tag in tags {
+                    insert.execute(params![id, tag])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Renames `from` to `to` on every message, or removes it (`to` = `None`); returns the
+    /// messages that had it.
+    fn rename_tag(&mut self, from: &str, to: Option<&str>) -> Result<Vec<MessageId>, StoreError> {
+        let tx = write_transaction(&mut self.conn)?;
+        let ids: Vec<String> = {
+            let mut select = tx
+                .prepare_cached("SELECT message_id FROM tags WHERE tag = ?1 ORDER BY message_id")?;
+            select.query_map([from], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        if let Some(to) = to {
+            tx.execute(
+                "INSERT OR IGNORE INTO tags (message_id, tag) SELECT message_id, ?2 FROM tags WHERE tag = ?1",
+                params![from, to],
+            )?;
+        }
+        tx.execute("DELETE FROM tags WHERE tag = ?1 AND tag IS NOT ?2", params![from, to])?;
+        tx.commit()?;
+        ids.into_iter()
+            .map(|id| id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() }))
+            .collect()
+    }
+
     fn set_read(&mut self, ids: &[MessageId], read: bool) -> Result<(), StoreError> {
         let tx = write_transaction(&mut self.conn)?;
         {
@@ -568,6 +608,13 @@ impl SqliteStore {
                 self.set_read(&ids, *read)?;
                 Ok(ids)
             }
+            Mutation::SetTags(selection, tags) => {
+                let ids = self.select_ids(selection)?;
+                self.set_tags(&ids, tags)?;
+                Ok(ids)
+            }
+            Mutation::RenameTag { from, to } => self.rename_tag(from, Some(to)),
+            Mutation::DeleteTag(tag) => self.rename_tag(tag, None),
             Mutation::MaildirDelivered(copies) => {
                 let tx = write_transaction(&mut self.conn)?;
                 {
@@ -775,6 +822,18 @@ impl StoreRead for SqliteStore {
 
     fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
         crate::queue::queue_counts(&self.conn)
+    }
+
+    fn tags_of(&self, query: Option<&SearchQuery>) -> Result<Vec<String>, StoreError> {
+        let Some(query) = query else { return self.tags() };
+        let (condition, values) = query.sql();
+        let sql = format!(
+            "SELECT DISTINCT t.tag FROM tags t JOIN messages m ON m.id = t.message_id
+             WHERE {condition} ORDER BY t.tag"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let tags = stmt.query_map(params_from_iter(values), |r| r.get(0))?;
+        Ok(tags.collect::<Result<Vec<String>, _>>()?)
     }
 
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError> {

@@ -821,6 +821,53 @@ fn info_and_webui_describe_the_server() {
 }
 
 #[test]
+fn tags_are_listed_set_renamed_and_deleted_as_in_mailpit() {
+    let server = TernServer::start("");
+    let tagged = simple("a@example.org", "b@example.com", "Tagged", "x")
+        .replace("Subject:", "X-Tags: alpha\nSubject:");
+    let a = deliver(&server, "a@example.org", &["b@example.com"], &tagged);
+    let b = deliver_simple(&server, "b@example.com", "Plain", "y");
+    let tags = || http::get(server.http, "/api/v1/tags").json_with(200);
+    assert_eq!(tags(), json!(["alpha"]));
+
+    let put = |path: &str, body: Value| http::send_json(server.http, "PUT", path, &body);
+    let set = put("/api/v1/tags", json!({"IDs": [a, b], "Tags": ["signup", " Tag 2 ", "signup"]}));
+    assert_eq!((set.status, set.text()), (200, "ok".to_string()));
+    assert_eq!(tags(), json!(["Tag 2", "signup"]), "replaced, trimmed, once each");
+    assert_eq!(message(&server, &a)["Tags"], json!(["Tag 2", "signup"]));
+    assert_eq!(search(&server, "tag:signup")["messages_count"], json!(2));
+
+    let renamed = put("/api/v1/tags/signup", json!({"Name": "welcome"}));
+    assert_eq!((renamed.status, renamed.text()), (200, "ok".to_string()));
+    assert_eq!(tags(), json!(["Tag 2", "welcome"]));
+    assert_eq!(search(&server, "tag:welcome")["messages_count"], json!(2));
+    assert_eq!(search(&server, "tag:signup")["messages_count"], json!(0));
+
+    let deleted = http::delete(server.http, "/api/v1/tags/Tag%202");
+    assert_eq!((deleted.status, deleted.text()), (200, "ok".to_string()));
+    assert_eq!(tags(), json!(["welcome"]));
+    assert_eq!(list(&server, "/api/v1/messages")["total"], json!(2), "the messages stay");
+
+    let cleared = put("/api/v1/tags", json!({"IDs": [b], "Tags": []}));
+    assert_eq!(cleared.status, 200);
+    assert_eq!(message(&server, &b)["Tags"], json!([]));
+    assert_eq!(message(&server, &a)["Tags"], json!(["welcome"]));
+
+    for (path, body, wanted) in [
+        ("/api/v1/tags", json!({"IDs": [a]}), "Tags is required"),
+        ("/api/v1/tags", json!({"Tags": ["x"]}), "IDs is required"),
+        ("/api/v1/tags", json!({"IDs": [a], "Tags": ["a,b"]}), "comma"),
+        ("/api/v1/tags/welcome", json!({"Name": "  "}), "cannot be empty"),
+    ] {
+        let refused = put(path, body);
+        assert_eq!(refused.status, 400, "{path}: {}", refused.text());
+        let error = refused.json()["Error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(wanted), "{path}: {error:?} should say {wanted:?}");
+    }
+    assert_eq!(tags(), json!(["welcome"]), "refused requests change nothing");
+}
+
+#[test]
 fn health_metrics_and_openapi_endpoints_answer() {
     let server = TernServer::start("");
     for path in ["/livez", "/readyz"] {

@@ -1310,6 +1310,22 @@ fn http_api_requires_credentials_and_shows_each_account_its_own_mailbox() {
     assert_eq!(http(server, "GET", "/metrics", alice).0, 403);
     assert_eq!(http(server, "POST", "/api/v1/send", &[alice, &["-d", "{}"]].concat()).0, 403);
 
+    // An account tags only its own mail, and may not rename or delete a tag everywhere.
+    let tag_both = format!(r#"{{"IDs": ["{for_alice}", "{for_bob}"], "Tags": ["mine"]}}"#);
+    assert_eq!(
+        http(server, "PUT", "/api/v1/tags", &[alice, &["-d", tag_both.as_str()]].concat()).0,
+        200
+    );
+    let (_, body) = http(server, "GET", &format!("/api/v1/message/{for_bob}"), key);
+    assert!(body.contains("\"Tags\":[]"), "bob's message must stay untagged: {body}");
+    let (_, body) = http(server, "GET", &format!("/api/v1/message/{for_alice}"), key);
+    assert!(body.contains("\"Tags\":[\"mine\"]"), "{body}");
+    assert_eq!(http(server, "DELETE", "/api/v1/tags/mine", alice).0, 403);
+    assert_eq!(
+        http(server, "PUT", "/api/v1/tags/mine", &[alice, &["-d", r#"{"Name":"x"}"#]].concat()).0,
+        403
+    );
+
     // "Delete everything" from an account deletes its own mailbox only.
     assert_eq!(http(server, "DELETE", "/api/v1/messages", alice).0, 200);
     let (status, body) = http(server, "GET", "/api/v1/messages", key);

@@ -85,7 +85,7 @@ pub(crate) fn json_body<T: for<'de> Deserialize<'de> + Default>(
 
 /// Known ids among `ids`; ids that are not even well-formed cannot exist and are skipped, as
 /// Mailpit skips unknown ids.
-fn parse_ids(ids: &[String]) -> Vec<MessageId> {
+pub(crate) fn parse_ids(ids: &[String]) -> Vec<MessageId> {
     ids.iter().filter_map(|id| id.parse().ok()).collect()
 }
 

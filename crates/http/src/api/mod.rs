@@ -4,12 +4,13 @@ mod app;
 mod message;
 mod messages;
 mod queue;
+mod tags;
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
 use crate::{State, events, send, ui, wait};
@@ -31,6 +32,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/message/{ID}/release"),
     ("GET", "/view/{ID}.html"),
     ("GET", "/view/{ID}.txt"),
+    ("GET", "/api/v1/tags"),
+    ("PUT", "/api/v1/tags"),
+    ("PUT", "/api/v1/tags/{Tag}"),
+    ("DELETE", "/api/v1/tags/{Tag}"),
     ("POST", "/api/v1/send"),
     ("GET", "/api/v1/info"),
     ("GET", "/api/v1/webui"),
@@ -67,6 +72,8 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/message/{id}/codes", get(message::codes))
         .route("/api/v1/message/{id}/release", post(queue::release_message))
         .route("/view/{file}", get(message::view))
+        .route("/api/v1/tags", get(tags::list).put(tags::set))
+        .route("/api/v1/tags/{tag}", put(tags::rename).delete(tags::delete))
         .route("/api/v1/send", post(send::send))
         .route("/api/v1/info", get(app::info))
         .route("/api/v1/webui", get(app::webui))
