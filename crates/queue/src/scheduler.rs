@@ -7,7 +7,9 @@
 //! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
 //! is attempted again after restart: an entry is never lost, and its result is recorded once.
 //! The scheduler idles on a timer set to the next due entry, so a large deferred queue costs
-//! nothing between attempts.
+//! nothing between attempts. Each look at the queue reads a bounded number of due entries and
+//! skips the domains of destinations whose connections are all busy, so one destination's
+//! backlog cannot fill the look and starve the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -108,7 +110,7 @@ pub async fn run<T: Transport>(
 ) {
     let shared = Arc::new(Shared { readers, spool, transport, router, config });
     let mut in_flight: HashSet<i64> = HashSet::new();
-    let mut active: HashMap<String, usize> = HashMap::new();
+    let mut active = Active::default();
     let mut jobs = JoinSet::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     loop {
@@ -138,14 +140,48 @@ pub async fn run<T: Transport>(
     jobs.abort_all();
 }
 
-fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut HashMap<String, usize>) {
+/// Connections open per destination, and the domains each one's work came from.
+#[derive(Default)]
+struct Active {
+    connections: HashMap<String, usize>,
+    domains: HashMap<String, HashSet<String>>,
+}
+
+impl Active {
+    fn running(&self) -> usize {
+        self.connections.values().sum()
+    }
+
+    fn at(&self, destination: &str) -> usize {
+        self.connections.get(destination).copied().unwrap_or(0)
+    }
+
+    /// The domains of destinations with every allowed connection in use: the next look at
+    /// the queue skips their entries, so a long backlog for one destination cannot fill the
+    /// look and starve the others.
+    fn busy_domains(&self, max_per_destination: usize) -> Vec<String> {
+        let mut busy: Vec<String> = self
+            .connections
+            .iter()
+            .filter(|(_, n)| **n >= max_per_destination)
+            .filter_map(|(destination, _)| self.domains.get(destination))
+            .flatten()
+            .cloned()
+            .collect();
+        busy.sort();
+        busy
+    }
+}
+
+fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut Active) {
     for entry in &finished.entries {
         in_flight.remove(entry);
     }
-    if let Some(n) = active.get_mut(&finished.destination) {
+    if let Some(n) = active.connections.get_mut(&finished.destination) {
         *n = n.saturating_sub(1);
         if *n == 0 {
-            active.remove(&finished.destination);
+            active.connections.remove(&finished.destination);
+            active.domains.remove(&finished.destination);
         }
     }
 }
@@ -154,29 +190,34 @@ fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut HashMap
 async fn dispatch<T: Transport>(
     shared: &Arc<Shared<T>>,
     in_flight: &mut HashSet<i64>,
-    active: &mut HashMap<String, usize>,
+    active: &mut Active,
     jobs: &mut JoinSet<()>,
     done: &mpsc::UnboundedSender<Finished>,
 ) -> Result<Duration, StoreError> {
     let config = &shared.config;
     let now = now_ms();
-    let mut running: usize = active.values().sum();
+    let mut running = active.running();
     if running < config.max_connections {
         let limit = FETCH + in_flight.len() as u64;
         let pool = shared.readers.clone();
-        let due = blocking(move || pool.with(|r| r.due_entries(now, limit))).await?;
+        let skip = active.busy_domains(config.max_per_destination);
+        let due = blocking(move || pool.with(|r| r.due_entries(now, limit, &skip))).await?;
         for (destination, messages) in group(shared.transport.as_ref(), due, in_flight) {
             let mut messages = messages.into_iter().peekable();
             while messages.peek().is_some()
                 && running < config.max_connections
-                && active.get(&destination).copied().unwrap_or(0) < config.max_per_destination
+                && active.at(&destination) < config.max_per_destination
             {
                 let batch: Vec<_> =
                     messages.by_ref().take(config.messages_per_connection).collect();
                 let entries: Vec<i64> =
                     batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
                 in_flight.extend(&entries);
-                *active.entry(destination.clone()).or_default() += 1;
+                *active.connections.entry(destination.clone()).or_default() += 1;
+                let domains = active.domains.entry(destination.clone()).or_default();
+                for (_, message_entries) in &batch {
+                    domains.extend(message_entries.iter().map(|e| e.domain.clone()));
+                }
                 running += 1;
                 let (shared, done, destination) =
                     (shared.clone(), done.clone(), destination.clone());

@@ -224,3 +224,74 @@ async fn retries_come_on_schedule_and_an_entry_is_never_attempted_twice_at_once(
         entries[0].attempts
     );
 }
+
+/// Never finishes a job for `stuck.test` (until the test ends); delivers everything else.
+#[derive(Default)]
+struct Stuck {
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Transport for Stuck {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        if job.domain == "stuck.test" {
+            std::future::pending::<()>().await;
+        }
+        let mut out = Vec::new();
+        for message in &job.messages {
+            for rcpt in &message.recipients {
+                self.delivered.lock().expect("lock").push(rcpt.address.clone());
+                out.push((
+                    rcpt.entry,
+                    Outcome::Delivered {
+                        remote_mta: "mx.test".into(),
+                        reply: "250 ok".into(),
+                        peer_dsn: false,
+                    },
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_destination_with_a_long_backlog_does_not_starve_the_others() {
+    // More due entries for one destination than the scheduler reads per look (2,000), all
+    // older than the one entry for another domain; that destination takes its one connection
+    // and never gives it back.
+    let dir = std::env::temp_dir().join(format!("tern-scheduler-{}", MessageId::generate()));
+    let mut store = SqliteStore::open(&dir).expect("open");
+    let backlog: Vec<NewMessage> =
+        (0..2_100).map(|n| message(&[format!("user{n}@stuck.test").as_str()])).collect();
+    tern_store::Store::commit_batch(&mut store, &backlog).expect("commit the backlog");
+    let (spool, _writer) = Spool::start(store, SpoolConfig::default());
+    spool.submit(message(&["carol@other.test"])).await.expect("queued");
+    let readers = Pool::new(Arc::new(move || {
+        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
+    }));
+    let transport = Arc::new(Stuck::default());
+    let shutdown = CancellationToken::new();
+    let config = SchedulerConfig {
+        max_per_destination: 1,
+        messages_per_connection: 1,
+        ..SchedulerConfig::new("mx.tern.test")
+    };
+    tokio::spawn(scheduler::run(
+        readers,
+        spool.clone(),
+        transport.clone(),
+        Arc::new(ToAlice),
+        config,
+        shutdown.clone(),
+    ));
+    until("the entry for other.test to be delivered", || {
+        let delivered = transport.delivered.lock().expect("lock");
+        delivered.iter().any(|a| a == "carol@other.test").then_some(())
+    })
+    .await;
+    shutdown.cancel();
+}

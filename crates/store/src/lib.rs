@@ -126,7 +126,14 @@ pub trait StoreRead: Send + 'static {
     fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError>;
 
     /// Queued outbound entries due at `now_ms` (ms since the epoch), oldest due first.
-    fn due_entries(&self, now_ms: i64, limit: u64) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Entries for the domains in `skip` are left out: their destinations are busy, and they
+    /// must not crowd the others out of the `limit`.
+    fn due_entries(
+        &self,
+        now_ms: i64,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<QueueEntry>, StoreError>;
 
     /// When the earliest queued outbound entry due after `after_ms` is due (entries due
     /// earlier are being worked on, or wait for capacity).

@@ -224,12 +224,22 @@ pub(crate) fn due_entries(
     conn: &Connection,
     now_ms: i64,
     limit: u64,
+    skip: &[String],
 ) -> Result<Vec<QueueEntry>, StoreError> {
+    let mut values = vec![Value::Integer(now_ms), Value::Integer(clamp(limit))];
+    // The domain is in the `queue_due` index: skipped entries cost no table lookups.
+    let skipping = if skip.is_empty() {
+        ""
+    } else {
+        values.push(Value::Text(serde_json::to_string(skip).unwrap_or_else(|_| "[]".into())));
+        "AND domain NOT IN (SELECT value FROM json_each(?3))"
+    };
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM queue
-             WHERE state = 'queued' AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
+             WHERE state = 'queued' AND next_attempt <= ?1 {skipping}
+             ORDER BY next_attempt, id LIMIT ?2"
     );
-    entries(conn, &sql, vec![Value::Integer(now_ms), Value::Integer(clamp(limit))])
+    entries(conn, &sql, values)
 }
 
 /// When the earliest queued entry due after `after_ms` is due.
@@ -526,7 +536,7 @@ mod tests {
         let local = Route::Local { account: "alice".into() };
         let msg = message(&[("Bob@Dest.Test", Route::Remote), ("alice@tern.test", local)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        let due = store.due_entries(1_000, 10).expect("due");
+        let due = store.due_entries(1_000, 10, &[]).expect("due");
         assert_eq!(due.len(), 1, "only the remote recipient is queued");
         let e = &due[0];
         assert_eq!((e.recipient.as_str(), e.domain.as_str()), ("Bob@Dest.Test", "dest.test"));
@@ -536,7 +546,7 @@ mod tests {
         );
         assert_eq!(e.notify, ["FAILURE", "DELAY"]);
         assert_eq!(e.orcpt.as_deref(), Some("rfc822;Bob@Dest.Test"));
-        assert!(store.due_entries(999, 10).expect("due").is_empty(), "not due before arrival");
+        assert!(store.due_entries(999, 10, &[]).expect("due").is_empty(), "not due before arrival");
         assert_eq!(store.next_due_ms(0).expect("next"), Some(1_000));
 
         // Deferred: due later, with the error kept. Then delivered: the entry goes, and the
@@ -562,7 +572,7 @@ mod tests {
             (1, 5_000, Some(2_000))
         );
         assert_eq!((after.last_error.as_deref(), after.delay_warned), (Some("450 later"), true));
-        assert!(store.due_entries(4_999, 10).expect("due").is_empty());
+        assert!(store.due_entries(4_999, 10, &[]).expect("due").is_empty());
         assert_eq!(store.next_due_ms(2_000).expect("next"), Some(5_000));
         store
             .apply(&Mutation::QueueAttempted {
@@ -580,7 +590,7 @@ mod tests {
         let mut store = open();
         let msg = message(&[("a@x.test", Route::Remote), ("b@y.test", Route::Remote)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        let due = store.due_entries(1_000, 10).expect("due");
+        let due = store.due_entries(1_000, 10, &[]).expect("due");
         let bounce = message(&[("alice@tern.test", Route::Local { account: "alice".into() })]);
         let removed = store
             .apply(&Mutation::QueueAttempted {
@@ -624,7 +634,7 @@ mod tests {
             store.apply(&Mutation::QueueCommand { target, command, now_ms }).expect("command")
         };
         command(&mut store, QueueTarget::Messages(vec![a.id]), QueueCommand::Hold, 0);
-        let due = store.due_entries(i64::MAX, 10).expect("due");
+        let due = store.due_entries(i64::MAX, 10, &[]).expect("due");
         assert_eq!(
             due.iter().map(|e| e.message_id).collect::<Vec<_>>(),
             [b.id],
@@ -640,9 +650,13 @@ mod tests {
             })
             .expect("record");
         command(&mut store, QueueTarget::All, QueueCommand::Retry, 3_000);
-        assert_eq!(store.due_entries(3_000, 10).expect("due").len(), 1, "retry makes it due now");
+        assert_eq!(
+            store.due_entries(3_000, 10, &[]).expect("due").len(),
+            1,
+            "retry makes it due now"
+        );
         command(&mut store, QueueTarget::Messages(vec![a.id]), QueueCommand::Release, 3_000);
-        assert_eq!(store.due_entries(3_000, 10).expect("due").len(), 2, "released and due");
+        assert_eq!(store.due_entries(3_000, 10, &[]).expect("due").len(), 2, "released and due");
         let removed = command(&mut store, QueueTarget::All, QueueCommand::Delete, 0);
         assert_eq!(removed.len(), 2, "remote-only messages go with their entries");
         assert_eq!(store.count().expect("count"), 0);
@@ -653,7 +667,7 @@ mod tests {
         let mut store = open();
         let msg = message(&[("b@x.test", Route::Capture)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        assert!(store.due_entries(i64::MAX, 10).expect("due").is_empty());
+        assert!(store.due_entries(i64::MAX, 10, &[]).expect("due").is_empty());
         let entry = NewEntry {
             sender: "a@x.test".into(),
             recipient: "c@Y.test".into(),
@@ -662,7 +676,7 @@ mod tests {
         store
             .apply(&Mutation::Enqueue { message: msg.id, entries: vec![entry.clone()], now_ms: 7 })
             .expect("enqueue");
-        let due = store.due_entries(7, 10).expect("due");
+        let due = store.due_entries(7, 10, &[]).expect("due");
         assert_eq!(
             (due[0].domain.as_str(), due[0].notify.clone()),
             ("y.test", vec!["NEVER".to_string()])
