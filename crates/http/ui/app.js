@@ -642,12 +642,9 @@ async function releaseMessage(message) {
   const input = $('release-to');
   input.value = (message.To || []).map((to) => to.Address).join(', ');
   $('release-via').textContent = `A copy goes out through ${state.releaseVia}, retried from the outbound queue until it is delivered.`;
-  dialog.returnValue = '';
-  dialog.showModal();
+  const closed = askInDialog(dialog);
   input.select();
-  const confirmed = await new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
-  });
+  const confirmed = await closed;
   const to = input.value.split(/[\s,;]+/).filter(Boolean);
   if (!confirmed || !to.length) return;
   try {
@@ -661,12 +658,17 @@ async function releaseMessage(message) {
 
 /** Asks in the page's own dialog; resolves true when the reader confirms. */
 function confirmDialog(text, action = 'Delete') {
-  const dialog = $('confirm');
   $('confirm-text').textContent = text;
   $('confirm-ok').textContent = action;
+  const confirmed = askInDialog($('confirm'));
+  $('confirm-ok').focus();
+  return confirmed;
+}
+
+/** Opens `dialog` modally; resolves true when it closes with the value `ok`. */
+function askInDialog(dialog) {
   dialog.returnValue = '';
   dialog.showModal();
-  $('confirm-ok').focus();
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
   });

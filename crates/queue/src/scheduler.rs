@@ -160,16 +160,13 @@ impl Active {
     /// the queue skips their entries, so a long backlog for one destination cannot fill the
     /// look and starve the others.
     fn busy_domains(&self, max_per_destination: usize) -> Vec<String> {
-        let mut busy: Vec<String> = self
-            .connections
+        self.connections
             .iter()
             .filter(|(_, n)| **n >= max_per_destination)
             .filter_map(|(destination, _)| self.domains.get(destination))
             .flatten()
             .cloned()
-            .collect();
-        busy.sort();
-        busy
+            .collect()
     }
 }
 

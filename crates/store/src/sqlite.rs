@@ -405,12 +405,12 @@ impl SqliteStore {
     /// Renames `from` to `to` on every message, or removes it (`to` = `None`); returns the
     /// messages that had it.
     fn rename_tag(&mut self, from: &str, to: Option<&str>) -> Result<Vec<MessageId>, StoreError> {
+        // Read before the write transaction: this thread is the store's only writer.
+        let ids = self.ids_for(
+            "SELECT message_id FROM tags WHERE tag = ?1 ORDER BY message_id",
+            vec![Value::Text(from.to_string())],
+        )?;
         let tx = write_transaction(&mut self.conn)?;
-        let ids: Vec<String> = {
-            let mut select = tx
-                .prepare_cached("SELECT message_id FROM tags WHERE tag = ?1 ORDER BY message_id")?;
-            select.query_map([from], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
         if let Some(to) = to {
             tx.execute(
                 "INSERT OR IGNORE INTO tags (message_id, tag) SELECT message_id, ?2 FROM tags WHERE tag = ?1",
@@ -419,9 +419,7 @@ impl SqliteStore {
         }
         tx.execute("DELETE FROM tags WHERE tag = ?1 AND tag IS NOT ?2", params![from, to])?;
         tx.commit()?;
-        ids.into_iter()
-            .map(|id| id.parse().map_err(|_| StoreError::Corrupt { id, reason: "bad id".into() }))
-            .collect()
+        Ok(ids)
     }
 
     fn set_read(&mut self, ids: &[MessageId], read: bool) -> Result<(), StoreError> {

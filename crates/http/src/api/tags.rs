@@ -51,13 +51,8 @@ pub async fn set(
     if body.ids.is_empty() {
         return Err(ApiError::BadRequest("IDs is required: the messages to tag".into()));
     }
-    let mut clean = Vec::with_capacity(tags.len());
-    for tag in &tags {
-        let tag = clean_tag(tag)?;
-        if !clean.contains(&tag) {
-            clean.push(tag);
-        }
-    }
+    // Repeats are harmless: the store keeps each (message, tag) once.
+    let clean = tags.iter().map(|tag| clean_tag(tag)).collect::<Result<Vec<_>, _>>()?;
     let selection = scoped(&state, &access, Selection::Ids(parse_ids(&body.ids))).await?;
     state.spool.apply(Mutation::SetTags(selection, clean)).await?;
     Ok("ok")
