@@ -1,7 +1,7 @@
 //! End-to-end tests of the HTTP API against the real `tern serve`: mail goes in over SMTP (or
 //! `POST /api/v1/send`) and is read back over HTTP with a small blocking client. Every JSON
 //! answer of a Mailpit-compatible endpoint is validated against Mailpit's published schema
-//! (`../shared/reference/mailpit-swagger.json`) and against Tern's own `openapi.json`; the
+//! (`tests/api/reference/mailpit-swagger.json`) and against Tern's own `openapi.json`; the
 //! extensions are validated against Tern's document.
 
 mod support;

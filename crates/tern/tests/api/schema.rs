@@ -24,15 +24,15 @@ fn load(path: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
 }
 
-/// Mailpit's published API description (`../shared/reference/mailpit-swagger.json` beside
-/// the repository).
+/// Mailpit's published API description, kept in the repository
+/// (`tests/api/reference/mailpit-swagger.json`, with its source and licence beside it).
 pub fn mailpit() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| Spec {
         name: "Mailpit",
         doc: load(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/reference/mailpit-swagger.json"
+            "/tests/api/reference/mailpit-swagger.json"
         )),
         strict: false,
     })
