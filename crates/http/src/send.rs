@@ -153,6 +153,7 @@ pub async fn send(
         helo: "api".into(),
         tls: None,
         auth: None,
+        trusted_client: true,
         received_at_ms: now.as_millis() as i64,
     };
     let message = NewMessage { id, envelope, received_header, raw, summary, search_text };

@@ -57,6 +57,7 @@ impl Harness {
                 helo: "client.test".into(),
                 tls: None,
                 auth: None,
+                trusted_client: true,
                 received_at_ms: 1_600_000_000_000,
             },
             received_header: b"Received: from client.test by tern.test\r\n".to_vec(),

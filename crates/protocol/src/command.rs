@@ -184,7 +184,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         return Err(CommandError::InvalidCharacters);
     }
     // smtp-proto wants the LF; give it a canonical CRLF-free line plus LF.
-    let mut canonical = Vec::with_capacity(body.len() + 1);
+    let mut canonical = Vec::with_capacity(body.len().saturating_add(1));
     canonical.extend_from_slice(body);
     canonical.push(b'\n');
     let request = Request::parse(&mut canonical.iter()).map_err(map_proto_error)?;
@@ -216,12 +216,13 @@ fn convert(request: Request<Cow<'_, str>>, raw: &[u8]) -> Result<Command, Comman
     Ok(match request {
         Request::Helo { host } => Command::Helo(host.into_owned()),
         Request::Ehlo { host } => Command::Ehlo(host.into_owned()),
-        Request::Mail { from } => Command::Mail(mail_from(from)?),
+        Request::Mail { from } => Command::Mail(mail_from(from, raw)?),
         Request::Rcpt { to } => Command::Rcpt(rcpt_to(to, raw)?),
         Request::Data => Command::Data,
-        Request::Bdat { chunk_size, is_last } => {
-            Command::Bdat { size: chunk_size as u64, last: is_last }
-        }
+        Request::Bdat { chunk_size, is_last } => Command::Bdat {
+            size: argument(raw, 1).and_then(saturating_number).unwrap_or(chunk_size as u64),
+            last: is_last,
+        },
         Request::Rset => Command::Rset,
         Request::Noop { .. } => Command::Noop,
         Request::Quit => Command::Quit,
@@ -239,7 +240,38 @@ fn convert(request: Request<Cow<'_, str>>, raw: &[u8]) -> Result<Command, Comman
     })
 }
 
-fn mail_from(from: smtp_proto::MailFrom<Cow<'_, str>>) -> Result<MailFrom, CommandError> {
+/// The `n`th word of a command line.
+fn argument(raw: &[u8], n: usize) -> Option<&[u8]> {
+    raw.split(u8::is_ascii_whitespace).filter(|word| !word.is_empty()).nth(n)
+}
+
+/// A decimal number a client sent, saturating at `u64::MAX`, or `None` when `digits` is not
+/// one. smtp-proto 0.2.5 restarts a number that passed `usize::MAX` at its next digit (so
+/// `BDAT 18446744073709551616000` reads as 0): the sizes a client gives are read again here,
+/// so that one can only ever be too large, never small.
+fn saturating_number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits.iter().fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d.saturating_sub(b'0')))
+        }),
+    )
+}
+
+/// `SIZE=` from a `MAIL` line's parameters, read with [`saturating_number`].
+fn mail_size(raw: &[u8]) -> Option<u64> {
+    raw.split(u8::is_ascii_whitespace).rev().find_map(|word| {
+        let (key, value) = word.split_at_checked(5)?;
+        key.eq_ignore_ascii_case(b"SIZE=").then(|| saturating_number(value))?
+    })
+}
+
+fn mail_from(
+    from: smtp_proto::MailFrom<Cow<'_, str>>,
+    raw: &[u8],
+) -> Result<MailFrom, CommandError> {
     use smtp_proto as sp;
     let unsupported = [
         (from.flags & sp::MAIL_BODY_BINARYMIME != 0, "BODY=BINARYMIME"),
@@ -275,7 +307,7 @@ fn mail_from(from: smtp_proto::MailFrom<Cow<'_, str>>) -> Result<MailFrom, Comma
     }
     Ok(MailFrom {
         address,
-        size: (from.size != 0).then_some(from.size as u64),
+        size: Some(mail_size(raw).unwrap_or(from.size as u64)).filter(|&size| size != 0),
         body,
         smtputf8,
         ret,
@@ -344,6 +376,26 @@ mod tests {
         assert_eq!(ok("BDAT 100 LAST\r\n"), Command::Bdat { size: 100, last: true });
         assert_eq!(ok("BDAT 0\r\n"), Command::Bdat { size: 0, last: false });
         assert_eq!(ok("VRFY bob\r\n"), Command::Vrfy("bob".into()));
+    }
+
+    /// Numbers past what fits saturate (smtp-proto's parser), so a size a client sends can
+    /// only ever be too large, never wrap to a small one.
+    #[test]
+    fn oversized_numbers_saturate() {
+        // Past u64::MAX, then more digits: smtp-proto alone reads this as 0.
+        let huge = "184467440737095516150000";
+        assert_eq!(
+            ok(&format!("BDAT {huge} LAST\r\n")),
+            Command::Bdat { size: u64::MAX, last: true }
+        );
+        assert_eq!(
+            ok("BDAT 18446744073709551614\r\n"),
+            Command::Bdat { size: u64::MAX - 1, last: false }
+        );
+        let Command::Mail(m) = ok(&format!("MAIL FROM:<a@b.example> SIZE={huge}\r\n")) else {
+            panic!()
+        };
+        assert_eq!(m.size, Some(u64::MAX));
     }
 
     #[test]

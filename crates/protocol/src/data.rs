@@ -67,6 +67,10 @@ impl DataDecoder {
     }
 
     /// Consumes `input` until the end-of-data marker or the end of `input`.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "`i` and `i + pos` index `input`, so each step stays within input.len()"
+    )]
     pub fn feed(&mut self, input: &[u8]) -> DataProgress {
         let mut i = 0;
         while i < input.len() {
@@ -135,11 +139,11 @@ impl DataDecoder {
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        self.decoded_len += bytes.len() as u64;
+        self.decoded_len = self.decoded_len.saturating_add(bytes.len() as u64);
         if self.too_large {
             return;
         }
-        if self.body.len() + bytes.len() > self.max_bytes {
+        if self.body.len().saturating_add(bytes.len()) > self.max_bytes {
             self.too_large = true;
             self.body = Vec::new();
             return;
@@ -165,6 +169,7 @@ impl DataDecoder {
 }
 
 #[cfg(test)]
+#[expect(clippy::arithmetic_side_effects, reason = "offsets into small test inputs")]
 mod tests {
     use super::*;
 

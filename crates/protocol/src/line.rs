@@ -19,7 +19,7 @@ pub enum LineScan {
 pub fn scan_line(buf: &[u8], max_len: usize) -> LineScan {
     let window = &buf[..buf.len().min(max_len)];
     match memchr::memchr(b'\n', window) {
-        Some(pos) => LineScan::Line(pos + 1),
+        Some(pos) => LineScan::Line(pos.saturating_add(1)),
         None if buf.len() >= max_len => LineScan::TooLong,
         None => LineScan::Incomplete,
     }

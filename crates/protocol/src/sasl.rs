@@ -98,7 +98,7 @@ pub fn cram_verify(secret: &[u8], challenge: &str, hex_digest: &str) -> bool {
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .map(|i| hex.get(i..i.saturating_add(2)).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect()
 }
 

@@ -418,6 +418,7 @@ mod tests {
                 helo: "x".into(),
                 tls: None,
                 auth: None,
+                trusted_client: true,
                 received_at_ms: 0,
             },
             received_header: vec![],

@@ -18,9 +18,12 @@ pub trait Router: Send + Sync + 'static {
 }
 
 /// Whether a sender asked to hear of delivery to one of the envelope's local mailboxes: the
-/// cheap check before building a [`Original::delivered_locally`] notice.
+/// cheap check before building a [`Original::delivered_locally`] notice. Only a trusted
+/// client's sender is told ([`Envelope::trusted_client`]): anyone may write any address in
+/// `MAIL FROM` on an `mx` listener, and the notice would carry the message to it.
 pub fn wants_local_delivery_notice(envelope: &Envelope) -> bool {
-    !envelope.mail_from.is_empty()
+    envelope.trusted_client
+        && !envelope.mail_from.is_empty()
         && envelope.recipients.iter().any(|r| {
             matches!(r.route, Route::Local { .. }) && wants(&r.notify, ReportKind::Delivered)
         })
@@ -81,6 +84,7 @@ impl Original<'_> {
                 helo: hostname.to_string(),
                 tls: None,
                 auth: None,
+                trusted_client: true,
                 received_at_ms: now_ms,
             },
             received_header: vec![],

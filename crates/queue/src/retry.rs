@@ -100,17 +100,16 @@ pub fn decide(
         Outcome::Delivered { remote_mta, reply, peer_dsn } => {
             // A next hop that speaks DSN takes the success report over (RFC 3461 §4.2).
             let kind = ReportKind::Relayed;
-            let report = (!peer_dsn && wants(&entry.notify, kind) && !entry.sender.is_empty())
-                .then(|| ReportRecipient {
-                    address: entry.recipient.clone(),
-                    orcpt: entry.orcpt.clone(),
-                    action: kind,
-                    status: "2.0.0".into(),
-                    remote_mta: Some(remote_mta.clone()),
-                    diagnostic: Some(format!("smtp; {reply}")),
-                    last_attempt_ms: Some(now_ms),
-                    will_retry_until_ms: None,
-                });
+            let report = (!peer_dsn && may_notify(entry, kind)).then(|| ReportRecipient {
+                address: entry.recipient.clone(),
+                orcpt: entry.orcpt.clone(),
+                action: kind,
+                status: "2.0.0".into(),
+                remote_mta: Some(remote_mta.clone()),
+                diagnostic: Some(format!("smtp; {reply}")),
+                last_attempt_ms: Some(now_ms),
+                will_retry_until_ms: None,
+            });
             Decision { update: EntryUpdate::Done, report, verdict: Verdict::Delivered }
         }
         Outcome::Permanent(failure) => give_up(entry, failure, failure.status.clone(), now_ms),
@@ -129,8 +128,7 @@ pub fn decide(
             let next_attempt_ms = now_ms + millis(policy.backoff(entry.attempts + 1));
             let warn = policy.delay_warning.is_some_and(|after| age >= after)
                 && !entry.delay_warned
-                && !entry.sender.is_empty()
-                && wants(&entry.notify, ReportKind::Delayed);
+                && may_notify(entry, ReportKind::Delayed);
             let report = warn.then(|| ReportRecipient {
                 address: entry.recipient.clone(),
                 orcpt: entry.orcpt.clone(),
@@ -154,11 +152,27 @@ pub fn decide(
     }
 }
 
+/// Whether the sender of `entry` is told of `kind`: they asked (or did not say otherwise), the
+/// mail is not itself a notice (sender `<>`), and it came from a trusted client — a sender
+/// address given by anyone else may be forged, and a notice would carry the message to it.
+fn may_notify(entry: &QueueEntry, kind: ReportKind) -> bool {
+    entry.trusted_client && !entry.sender.is_empty() && wants(&entry.notify, kind)
+}
+
 /// A recipient that will not be delivered: bounce it, unless the mail is itself a bounce
-/// (sender `<>`), which is held for the postmaster rather than bounced in a loop.
+/// (sender `<>`), which is held for the postmaster rather than bounced in a loop, or came from
+/// an untrusted client (mail forwarded off the machine from an `mx` listener), which is held
+/// for the postmaster rather than bounced to an address that may be forged.
 fn give_up(entry: &QueueEntry, failure: &Failure, status: String, now_ms: i64) -> Decision {
-    if entry.sender.is_empty() {
-        let error = format!("undeliverable notice held for the postmaster: {}", failure.diagnostic);
+    let held = match (entry.sender.is_empty(), entry.trusted_client) {
+        (true, _) => Some("undeliverable notice held for the postmaster"),
+        (false, false) => {
+            Some("undeliverable mail from an unverified sender held for the postmaster")
+        }
+        (false, true) => None,
+    };
+    if let Some(why) = held {
+        let error = format!("{why}: {}", failure.diagnostic);
         return Decision {
             update: EntryUpdate::Hold { error },
             report: None,
@@ -216,6 +230,40 @@ mod tests {
             last_attempt_ms: None,
             last_error: None,
             delay_warned: false,
+            trusted_client: true,
+        }
+    }
+
+    /// Mail an `mx` client forwarded off the machine: its sender may be forged, so it hears
+    /// nothing from Tern whatever it asked for — no success, no delay warning, no bounce (the
+    /// undeliverable entry is held for the postmaster instead).
+    #[test]
+    fn an_untrusted_clients_sender_is_never_sent_a_notice() {
+        let p = RetryPolicy::default();
+        let now = 1_000 * HOUR;
+        let untrusted = |notify: &[&str], age_ms| QueueEntry {
+            trusted_client: false,
+            ..entry(notify, "victim@elsewhere.example", age_ms, now)
+        };
+        let relayed = Outcome::Delivered {
+            remote_mta: "mx1.dest.test".into(),
+            reply: "250 2.0.0 Ok".into(),
+            peer_dsn: false,
+        };
+        let e = untrusted(&["SUCCESS", "FAILURE", "DELAY"], 5 * HOUR);
+        assert!(decide(&p, &e, &relayed, now).report.is_none(), "success");
+        let d = decide(&p, &e, &Outcome::Temporary(failure("4.4.1")), now);
+        assert!(d.report.is_none(), "delay warning");
+        assert!(matches!(d.update, EntryUpdate::Defer { delay_warned: false, .. }));
+        for (e, outcome) in [
+            (untrusted(&[], 0), Outcome::Permanent(failure("5.1.1"))),
+            (untrusted(&[], 5 * 24 * HOUR), Outcome::Temporary(failure("4.4.1"))),
+        ] {
+            let d = decide(&p, &e, &outcome, now);
+            assert!(d.report.is_none(), "bounce");
+            assert_eq!(d.verdict, Verdict::Bounced);
+            let EntryUpdate::Hold { error } = d.update else { panic!("{:?}", d.update) };
+            assert!(error.contains("held for the postmaster"), "{error}");
         }
     }
 

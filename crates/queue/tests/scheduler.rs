@@ -86,6 +86,7 @@ fn message(to: &[&str]) -> NewMessage {
             helo: "client.test".into(),
             tls: None,
             auth: Some("alice".into()),
+            trusted_client: true,
             received_at_ms: scheduler::now_ms(),
         },
         received_header: b"Received: from client.test\r\n".to_vec(),

@@ -108,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn discard_line(&mut self) -> io::Result<Option<Input>> {
         loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.read_buf) {
-                self.read_buf.advance(pos + 1);
+                self.read_buf.advance(pos.saturating_add(1));
                 return Ok(Some(Input::TooLong));
             }
             self.read_buf.clear();

@@ -9,6 +9,9 @@
 //! Sessions never write storage themselves: finished messages go to the spool
 //! (`tern-queue`), which answers only after they are durable.
 #![forbid(unsafe_code)]
+// Sums over what a peer sends must not wrap (a wrapped BDAT size once let one client buffer
+// without limit): use checked or saturating arithmetic, or say why an operation is bounded.
+#![deny(clippy::arithmetic_side_effects)]
 
 pub mod config;
 pub mod connection;

@@ -126,6 +126,7 @@ fn synthetic(i: u64, rng: &mut Rng, vocab: &[String]) -> NewMessage {
             helo: "bench.example".into(),
             tls: None,
             auth: None,
+            trusted_client: true,
             // One message a minute, starting 2024-01-01.
             received_at_ms: 1_704_067_200_000 + i as i64 * 60_000,
         },

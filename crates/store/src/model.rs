@@ -94,8 +94,18 @@ pub struct Envelope {
     /// The authenticated identity, when the client authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The client authenticated or connected from a trusted network (and always in the
+    /// catcher, and for Tern's own messages). Only such a sender is sent delivery notices: an
+    /// address given by anyone else on an `mx` listener may be forged, and notices to it would
+    /// make Tern a reflector. Envelopes stored before this field existed read as trusted.
+    #[serde(default = "trusted_by_default")]
+    pub trusted_client: bool,
     /// When the message was received, in milliseconds since the Unix epoch.
     pub received_at_ms: i64,
+}
+
+fn trusted_by_default() -> bool {
+    true
 }
 
 /// A message on its way into the store.

@@ -76,6 +76,9 @@ pub struct QueueEntry {
     pub last_error: Option<String>,
     /// A delay warning was sent for it.
     pub delay_warned: bool,
+    /// The message came from a trusted client ([`crate::Envelope::trusted_client`]): only
+    /// then is its sender told what became of it.
+    pub trusted_client: bool,
 }
 
 /// A recipient to add to the queue for an already stored message (the catcher's release).
@@ -157,7 +160,7 @@ pub struct QueueCounts {
 }
 
 const ENTRY_COLUMNS: &str = "id, message_id, sender, recipient, domain, notify, orcpt, state,
-    attempts, created_at, next_attempt, last_attempt, last_error, delay_warned";
+    attempts, created_at, next_attempt, last_attempt, last_error, delay_warned, trusted_client";
 
 fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<QueueEntry, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -185,6 +188,7 @@ fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<QueueEntry, St
         last_attempt_ms: row.get(11)?,
         last_error: row.get(12)?,
         delay_warned: row.get(13)?,
+        trusted_client: row.get(14)?,
     }))
 }
 
@@ -202,8 +206,8 @@ pub(crate) fn insert_entries(tx: &Transaction<'_>, msg: &NewMessage) -> Result<(
             Some(stmt) => stmt,
             None => insert.insert(tx.prepare_cached(
                 "INSERT INTO queue (message_id, sender, recipient, domain, notify, orcpt, state,
-                    created_at, next_attempt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)",
+                    created_at, next_attempt, trusted_client)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7, ?8)",
             )?),
         };
         stmt.execute(params![
@@ -214,6 +218,7 @@ pub(crate) fn insert_entries(tx: &Transaction<'_>, msg: &NewMessage) -> Result<(
             rcpt.notify.join(","),
             rcpt.orcpt,
             msg.envelope.received_at_ms,
+            msg.envelope.trusted_client,
         ])?;
     }
     Ok(())
@@ -516,6 +521,7 @@ mod tests {
                 helo: "client.example".into(),
                 tls: None,
                 auth: None,
+                trusted_client: true,
                 received_at_ms: 1_000,
             },
             received_header: vec![],

@@ -143,6 +143,9 @@ const MIGRATIONS: &[&str] = &[
     // 8: the due scan can skip busy destinations' entries on the index alone.
     "DROP INDEX queue_due;
     CREATE INDEX queue_due ON queue(next_attempt, id, domain) WHERE state = 'queued';",
+    // 9: whether the message's sender may be sent notices (`Envelope::trusted_client`);
+    // entries queued before are kept as they were (notices allowed).
+    "ALTER TABLE queue ADD COLUMN trusted_client INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// Matching and unread-matching message counts.
@@ -882,6 +885,7 @@ mod tests {
                 helo: "client.example".into(),
                 tls: None,
                 auth: None,
+                trusted_client: true,
                 received_at_ms: 1_700_000_000_000,
             },
             received_header: b"Received: test\r\n".to_vec(),

@@ -54,6 +54,7 @@ fn new_message(raw: &str, recipients: &[&str], received_at_ms: i64) -> NewMessag
             helo: "client.example".into(),
             tls: None,
             auth: None,
+            trusted_client: true,
             received_at_ms,
         },
         received_header: b"Received: test\r\n".to_vec(),

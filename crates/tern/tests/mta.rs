@@ -824,9 +824,133 @@ fn auth_brute_force_is_slowed_then_locked_out_per_ip() {
     assert!(!log.contains("guess-Wrong-1") && !log.contains("the-Right-one"), "{log}");
 }
 
+#[test]
+fn the_auth_delay_holds_every_answer_and_hanging_up_counts_as_a_failure() {
+    let limits = format!(
+        "{NO_TARPIT}\nauth_max_failures = 3\nauth_delay_per_failure_ms = 400\nauth_lockout_secs = 600"
+    );
+    let mta = Mta::start(&config("", &limits, ""));
+    mta.account("alice@tern.test", "the-Right-one", &[]);
+    let wrong = format!("AUTH PLAIN {}", plain_response("alice@tern.test", "guess-Wrong-1"));
+    let right = format!("AUTH PLAIN {}", plain_response("alice@tern.test", "the-Right-one"));
+
+    // After one failure the right password is answered only after the delay too: an early
+    // answer would tell a guesser "right" without waiting for "wrong".
+    let mut a = greeted(mta.plain_auth);
+    a.cmd("EHLO guesser.example", "250");
+    a.cmd(&wrong, "535 5.7.8");
+    let started = Instant::now();
+    a.cmd(&right, "235 2.7.0");
+    let success = started.elapsed();
+    assert!(success >= Duration::from_millis(380), "success answered after {success:?}");
+
+    // Hanging up in the middle of AUTH LOGIN spends a try (counted when the exchange starts,
+    // so there is no race with the hang-up): two such and one wrong guess lock the client out.
+    for _ in 0..2 {
+        let mut c = greeted(mta.plain_auth);
+        c.cmd("EHLO guesser.example", "250");
+        c.cmd("AUTH LOGIN", "334 ");
+        c.cmd(&b64(b"alice@tern.test"), "334 ");
+    }
+    let mut c = greeted(mta.plain_auth);
+    c.cmd("EHLO guesser.example", "250");
+    c.cmd(&wrong, "535 5.7.8");
+    let mut d = greeted(mta.plain_auth);
+    d.cmd("EHLO guesser.example", "250");
+    d.cmd("AUTH LOGIN", "421 4.7.0");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Relay policy
 // ---------------------------------------------------------------------------------------------
+
+/// Messages in the store from the null sender (Tern's notices).
+fn notices(mta: &Mta) -> Vec<StoredMessage> {
+    use tern_store::StoreRead;
+    let store = mta.server.store();
+    let ids = store.list_ids(1000).expect("list");
+    ids.iter()
+        .filter_map(|id| store.message(id).expect("read"))
+        .filter(|m| m.envelope.mail_from.is_empty())
+        .collect()
+}
+
+/// The outbound queue's entries.
+fn queue_entries(mta: &Mta) -> Vec<tern_store::QueueEntry> {
+    use tern_store::StoreRead;
+    let filter = tern_store::QueueFilter::default();
+    mta.server.store().queue_entries(&filter).expect("queue").0
+}
+
+/// Polls `check` for up to 20 s.
+fn eventually<T>(mta: &Mta, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", mta.server.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Anyone may write any `MAIL FROM` on an `mx` listener: asking for success notices with the
+/// full message returned, or sending through an alias that forwards to a failing domain, must
+/// not make Tern mail that content to the forged sender. A user who authenticated still hears
+/// of both.
+#[test]
+fn the_mx_sends_no_notice_to_an_unverified_sender_but_an_authenticated_one_gets_them() {
+    use support::peers::{DnsRecord, Dnsmasq};
+    let dns = Dnsmasq::start(&[DnsRecord::NullMx { domain: "null.test".into() }]);
+    let outbound = format!("[outbound]\ndns_servers = [\"{}\"]", dns.addr());
+    let mta = Mta::start(&config("", NO_TARPIT, &outbound));
+    mta.account("alice@tern.test", "alice-Secret 1", &[]);
+    mta.account("bob@tern.test", "bob-Secret 2", &[]);
+    mta.alias("fwd@tern.test", &["z@null.test"]);
+    let payload = format!("Subject: reflected\r\n\r\n{}\r\n", "spam ".repeat(40_000));
+
+    let mut outsider = greeted(mta.mx);
+    outsider.cmd("EHLO outsider.example", "250");
+    outsider.cmd("MAIL FROM:<victim@elsewhere.example> RET=FULL", "250");
+    outsider.cmd("RCPT TO:<alice@tern.test> NOTIFY=SUCCESS", "250");
+    outsider.cmd("RCPT TO:<fwd@tern.test> NOTIFY=SUCCESS,FAILURE,DELAY", "250");
+    outsider.cmd("DATA", "354");
+    outsider.send(payload.as_bytes());
+    outsider.cmd(".", "250 2.0.0");
+    // The forwarded copy fails for good (null MX) and is held for the postmaster.
+    let held = eventually(&mta, "the forwarded copy to be held", || {
+        queue_entries(&mta).into_iter().find(|e| e.state == tern_store::EntryState::Held)
+    });
+    assert_eq!(held.recipient, "z@null.test");
+    assert!(!held.trusted_client);
+    let error = held.last_error.unwrap_or_default();
+    assert!(error.contains("unverified sender held for the postmaster"), "{error}");
+    assert!(notices(&mta).is_empty(), "a notice was made for the outsider");
+
+    // The same from an authenticated user: a "delivered" notice and a bounce, both to bob.
+    let mut user = greeted(mta.plain_auth);
+    user.cmd("EHLO bob.example", "250");
+    auth_plain(&mut user, "bob@tern.test", "bob-Secret 2");
+    user.cmd("MAIL FROM:<bob@tern.test> RET=HDRS", "250");
+    user.cmd("RCPT TO:<alice@tern.test> NOTIFY=SUCCESS", "250");
+    user.cmd("RCPT TO:<fwd@tern.test> NOTIFY=SUCCESS,FAILURE", "250");
+    user.cmd("DATA", "354");
+    user.send(b"Subject: tracked\r\n\r\nhello\r\n");
+    user.cmd(".", "250 2.0.0");
+    let reports = eventually(&mta, "two notices to bob", || {
+        let found = notices(&mta);
+        (found.len() >= 2).then_some(found)
+    });
+    let reports: Vec<String> =
+        reports.iter().map(|m| String::from_utf8_lossy(&m.raw).into_owned()).collect();
+    assert_eq!(reports.len(), 2, "{reports:#?}");
+    assert!(reports.iter().any(|r| r.contains("Action: delivered")), "{reports:#?}");
+    assert!(reports.iter().any(|r| r.contains("Action: failed")), "{reports:#?}");
+    for m in notices(&mta) {
+        let to: Vec<&str> = m.envelope.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(to, ["bob@tern.test"]);
+    }
+}
 
 /// Every recipient form of the issue that could trick a relay (`tern.test` is local).
 const RELAY_TRICKS: [&str; 18] = [

@@ -99,6 +99,44 @@ fn size_limits_at_mail_and_after_the_body() {
     assert_eq!(server.count(), 1);
 }
 
+/// Resident memory of process `pid` in KiB (Linux `/proc`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_bdat_chunk_size_near_u64_max_is_discarded_not_buffered() {
+    // 2 bytes so far + (2^64 - 2) wraps to 0 in unchecked arithmetic: the chunk would "fit"
+    // and everything the client sends would be kept in memory.
+    let server = TernServer::start("");
+    let pid = server.child.id();
+    let mut c = Client::greeted(server.addr);
+    ehlo(&mut c);
+    c.cmd("MAIL FROM:<a@example.org>", "250");
+    c.cmd("RCPT TO:<b@example.com>", "250");
+    c.send(b"BDAT 2\r\nab");
+    assert!(c.reply().starts_with("250 2.0.0"));
+    let before = rss_kib(pid);
+    c.send(b"BDAT 18446744073709551614\r\n");
+    let block = vec![b'x'; 1 << 20];
+    // 64 MiB: the writes return once the server has read all but the socket buffers' worth.
+    for _ in 0..64 {
+        c.send(&block);
+    }
+    let grown_kib = rss_kib(pid).saturating_sub(before);
+    assert!(grown_kib < 16 * 1024, "server RSS grew by {grown_kib} KiB while discarding");
+    // The chunk is being discarded, the session is still open (no reply until it ends) and
+    // the server answers everyone else.
+    assert!(c.is_open_and_silent(Duration::from_millis(300)), "the session was dropped");
+    let mut other = Client::greeted(server.addr);
+    other.cmd("NOOP", "250 2.0.0");
+}
+
 #[test]
 fn recipients_beyond_the_limit_get_452() {
     let server = TernServer::start("[smtp]\nmax_recipients = 3");

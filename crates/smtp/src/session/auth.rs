@@ -62,10 +62,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Encryption required for requested authentication mechanism",
             )));
         }
-        // Per-client throttling: a growing delay, then a temporary lockout.
+        if ![AUTH_PLAIN, AUTH_LOGIN, AUTH_CRAM_MD5].contains(&mechanism) {
+            return Ok(self.answer(Reply::new(
+                504,
+                Status(5, 5, 4),
+                "Error: unsupported authentication mechanism",
+            )));
+        }
+        // Per-client throttling: a growing delay, then a temporary lockout. The attempt is
+        // counted as failed before it starts, so a client that hangs up mid-exchange (or
+        // before hearing the answer) has still spent one try; success clears the count. The
+        // delay is waited before every answer, success included, so an early answer cannot
+        // tell a client its guess was right.
         let mut delay = std::time::Duration::ZERO;
         if let Some(mta) = &self.ctx.mta {
-            match mta.auth_throttle.check(self.peer.ip(), std::time::Instant::now()) {
+            let now = std::time::Instant::now();
+            match mta.auth_throttle.check(self.peer.ip(), now) {
                 Ok(wait) => delay = wait,
                 Err(denial) => {
                     warn!(ip = %self.peer.ip(), "authentication locked out");
@@ -73,30 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(Flow::Close);
                 }
             }
+            mta.auth_throttle.record_failure(self.peer.ip(), now);
         }
         let outcome = match mechanism {
             AUTH_PLAIN => self.sasl_plain(initial).await?,
             AUTH_LOGIN => self.sasl_login(initial).await?,
-            AUTH_CRAM_MD5 => self.sasl_cram().await?,
-            _ => {
-                return Ok(self.answer(Reply::new(
-                    504,
-                    Status(5, 5, 4),
-                    "Error: unsupported authentication mechanism",
-                )));
-            }
+            _ => self.sasl_cram().await?, // CRAM-MD5: the only other one, checked above
         };
-        if let Some(mta) = &self.ctx.mta {
-            match &outcome {
-                Ok(Some(_)) => mta.auth_throttle.record_success(self.peer.ip()),
-                Ok(None) => {
-                    mta.auth_throttle.record_failure(self.peer.ip(), std::time::Instant::now())
-                }
-                Err(_) => {}
-            }
+        if !delay.is_zero() {
+            self.pause(delay).await?;
         }
-        if !delay.is_zero() && !matches!(outcome, Ok(Some(_))) {
-            tokio::time::sleep(delay).await;
+        if let (Some(mta), Ok(Some(_))) = (&self.ctx.mta, &outcome) {
+            mta.auth_throttle.record_success(self.peer.ip());
         }
         let reply = match outcome {
             Ok(Some(user)) => {

@@ -86,8 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(self.answer(reply));
             }
         };
-        let fits = chunks.body.len() as u64 + size <= max as u64;
-        if !fits {
+        if !chunks.admits(size, max) {
             // The transaction fails; later pipelined chunks meet Phase::Idle and are discarded.
             self.read_chunk(size, None).await?;
             self.conn.queue(&rejected("too_large", canned::too_big()));
@@ -115,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 body.extend_from_slice(&available[..take]);
             }
             self.conn.consume(take);
-            remaining -= take as u64;
+            remaining = remaining.saturating_sub(take as u64);
             if remaining == 0 {
                 return Ok(());
             }
@@ -164,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             cipher: cipher.clone(),
         });
         envelope.auth = self.auth.as_ref().map(|user| user.login.clone());
+        envelope.trusted_client = self.trusted_client();
         let from = envelope.mail_from.clone();
         let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
         // Local copies are delivered by this very commit: a sender who asked to hear of
@@ -180,7 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         });
         match self.ctx.spool.submit(message).await {
             Ok(id) => {
-                self.messages += 1;
+                self.messages = self.messages.saturating_add(1);
                 info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");
                 if let Some(notice) = delivered
                     && let Err(e) = self.ctx.spool.submit(notice).await
@@ -242,6 +242,7 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
         helo,
         tls: None,
         auth: None,
+        trusted_client: false,
         received_at_ms: now_ms,
     }
 }

@@ -96,13 +96,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Reply::new(250, Status(2, 1, 5), "Ok")
     }
 
+    /// The client as the relay policy sees it.
+    fn policy_client(&self) -> Client<'_> {
+        Client { ip: self.peer.ip(), login: self.auth.as_ref().map(|u| u.login.as_str()) }
+    }
+
+    /// Whether the client is one Tern answers to: authenticated, from a trusted network, or
+    /// any client of the catcher (which never sends mail on). Only its sender gets notices.
+    pub(super) fn trusted_client(&self) -> bool {
+        self.ctx.mta.as_ref().is_none_or(|mta| mta.relay.may_relay(&self.policy_client()))
+    }
+
     /// Where a recipient's copies go — one, or one per alias target (with the target's
     /// address) — or the reply that refuses it.
     async fn route(&self, address: &str) -> Result<Vec<(Option<String>, Route)>, Reply> {
         let Some(mta) = &self.ctx.mta else { return Ok(vec![(None, Route::Capture)]) };
-        let client =
-            Client { ip: self.peer.ip(), login: self.auth.as_ref().map(|u| u.login.as_str()) };
-        match mta.relay.check_rcpt(address, &client) {
+        match mta.relay.check_rcpt(address, &self.policy_client()) {
             RcptVerdict::Deny(denial) => Err(denial_reply(&denial)),
             RcptVerdict::Relay { .. } => Ok(vec![(None, Route::Remote)]),
             RcptVerdict::Local { local_part, domain } => {
@@ -152,8 +161,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 for target in targets {
                     let domain = target.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
                     if mta.relay.is_local_domain(domain) {
-                        let expanded =
-                            Box::pin(self.expand(target.to_lowercase(), depth + 1, false)).await?;
+                        let expanded = Box::pin(self.expand(
+                            target.to_lowercase(),
+                            depth.saturating_add(1),
+                            false,
+                        ))
+                        .await?;
                         deliveries.extend(expanded);
                     } else {
                         deliveries.push((Some(target), Route::Remote));

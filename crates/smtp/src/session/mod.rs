@@ -54,6 +54,18 @@ struct Chunks {
     body: Vec<u8>,
 }
 
+impl Chunks {
+    /// Whether a further chunk of `size` bytes (the client's number, up to `u64::MAX`) keeps
+    /// the message within `max_bytes`. The sum is checked: a size near `u64::MAX` must not
+    /// wrap around into "fits" and let the client fill memory.
+    fn admits(&self, size: u64, max_bytes: usize) -> bool {
+        u64::try_from(self.body.len())
+            .ok()
+            .and_then(|len| len.checked_add(size))
+            .is_some_and(|total| total <= u64::try_from(max_bytes).unwrap_or(u64::MAX))
+    }
+}
+
 /// What the client said in HELO/EHLO.
 #[derive(Debug, Clone)]
 struct Hello {
@@ -106,6 +118,15 @@ pub struct Session<S> {
     deadline: Instant,
 }
 
+/// `now + wait`, or a year from now when a configured wait is too large to add (never a
+/// panic over a configuration value).
+fn later(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Longest TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         ctx: Arc<Context>,
         listener: Arc<ListenerConfig>,
     ) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(ctx.config.session_timeout_secs);
+        let deadline = later(Duration::from_secs(ctx.config.session_timeout_secs));
         Session {
             conn: Connection::new(stream),
             ctx,
@@ -222,6 +243,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Waits `delay` before going on (a tarpit or AUTH delay); shutdown cuts it short.
+    async fn pause(&self, delay: Duration) -> Result<(), Stop> {
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+
     /// Reads and answers one command.
     async fn step(&mut self) -> Result<Flow, Stop> {
         if self.conn.pending_write() > crate::connection::MAX_PENDING_WRITE {
@@ -230,10 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.tarpit.is_zero() {
             let delay = std::mem::take(&mut self.tarpit);
             self.flush().await?;
-            tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => return Err(Stop::Shutdown),
-                _ = tokio::time::sleep(delay) => {}
-            }
+            self.pause(delay).await?;
         }
         let input = self.read_line().await?;
         let reply = match input {
@@ -254,9 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn dispatch(&mut self, command: Command) -> Result<Flow, Stop> {
         if matches!(command, Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Help) {
-            self.junk_commands += 1;
+            self.junk_commands = self.junk_commands.saturating_add(1);
             if self.junk_commands > self.ctx.config.max_junk_commands {
-                self.bad_commands += 1;
+                self.bad_commands = self.bad_commands.saturating_add(1);
             }
         }
         let reply = match command {
@@ -307,7 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close;
         }
         if is_error {
-            self.bad_commands += 1;
+            self.bad_commands = self.bad_commands.saturating_add(1);
         }
         let over_junk = self.junk_commands > self.ctx.config.max_junk_commands;
         if (is_error || over_junk)
@@ -325,7 +351,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// When the current wait on the client must end: the idle timeout or the session deadline.
     fn wait_until(&self) -> Instant {
         let idle = Duration::from_secs(self.ctx.config.idle_timeout_secs);
-        (Instant::now() + idle).min(self.deadline)
+        later(idle).min(self.deadline)
     }
 
     async fn read_line(&mut self) -> Result<Input, Stop> {
@@ -381,5 +407,30 @@ async fn guarded<T>(
             Ok(Err(e)) => Err(Interrupted::Io(e)),
             Ok(Ok(v)) => Ok(v),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+
+    #[test]
+    fn chunk_sizes_never_wrap_into_fitting() {
+        let two = Chunks { body: b"ab".to_vec() };
+        let max = 26_214_400;
+        // (bytes so far, chunk size, limit, admitted)
+        let cases: &[(&Chunks, u64, usize, bool)] = &[
+            (&Chunks::default(), 0, max, true),
+            (&Chunks::default(), max as u64, max, true),
+            (&Chunks::default(), max as u64 + 1, max, false),
+            (&two, max as u64 - 2, max, true),
+            (&two, max as u64 - 1, max, false),
+            // 2 + (2^64 - 2) wraps to 0 in unchecked arithmetic.
+            (&two, u64::MAX - 1, max, false),
+            (&two, u64::MAX, max, false),
+        ];
+        for (i, (chunks, size, limit, want)) in cases.iter().enumerate() {
+            assert_eq!(chunks.admits(*size, *limit), *want, "case {i}: size {size}");
+        }
     }
 }

@@ -343,6 +343,19 @@ impl Client {
         queue_id(&reply).unwrap_or_else(|| panic!("not queued: {reply:?}"))
     }
 
+    /// True when the connection is still open and the server has said nothing within
+    /// `wait`: a read that times out, rather than end of stream or a reset.
+    pub fn is_open_and_silent(&mut self, wait: Duration) -> bool {
+        let mut buf = [0u8; 1];
+        self.reader.get_ref().set_read_timeout(Some(wait)).expect("timeout");
+        let silent = matches!(
+            self.reader.read(&mut buf),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        self.reader.get_ref().set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        silent
+    }
+
     /// True when the server closed the connection.
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
