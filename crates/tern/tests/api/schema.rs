@@ -30,10 +30,7 @@ pub fn mailpit() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| Spec {
         name: "Mailpit",
-        doc: load(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/api/reference/mailpit-swagger.json"
-        )),
+        doc: load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/reference/mailpit-swagger.json")),
         strict: false,
     })
 }
