@@ -1,5 +1,10 @@
 //! Live events: server-sent events at `/api/v1/events` (Tern) and the websocket at
-//! `/api/events` (Mailpit's framing: one `{"Type", "Data"}` JSON object per text frame).
+//! `/api/events` (Mailpit's framing: one `{"Type", "Data"}` JSON object per text frame). The
+//! websockets share one [`hub::SocketHub`], which computes each change's frames once per scope.
+
+mod hub;
+
+pub use hub::SocketHub;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,11 +18,10 @@ use futures_util::Stream;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tern_queue::Event;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::json::MessageSummary;
-use crate::{Access, State};
+use crate::{Access, Readers, State};
 
 /// How often an idle connection gets a keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -84,7 +88,7 @@ pub async fn sse(
             let (state, access) = (filter_state.clone(), access.clone());
             async move {
                 match item {
-                    Ok(event) => visible(&state, &access, event)
+                    Ok(event) => visible(&state.readers, access.account(), event)
                         .await
                         .map(|e| translate_sse(&e))
                         .unwrap_or_default(),
@@ -115,9 +119,11 @@ pub async fn websocket(
 }
 
 async fn serve_socket(state: State, access: Access, mut socket: WebSocket) {
-    let mut events = state.spool.subscribe();
-    if let Ok(stats) = stats_event(&state, &access).await
-        && socket.send(Message::Text(stats.to_string().into())).await.is_err()
+    let login = access.account().map(str::to_string);
+    let mut member =
+        state.socket_hub.join(&state.readers, &state.spool, &state.shutdown, login.clone());
+    if let Ok(stats) = stats(&state.readers, login.as_deref()).await
+        && socket.send(Message::Text(stats.into())).await.is_err()
     {
         return;
     }
@@ -138,56 +144,40 @@ async fn serve_socket(state: State, access: Access, mut socket: WebSocket) {
                     return;
                 }
             }
-            event = events.recv() => {
-                let frames = match event {
-                    Ok(event) => match visible(&state, &access, event).await {
-                        Some(event) => translate(&event)
-                            .into_iter()
-                            .map(|(kind, data)| json!({ "Type": kind, "Data": data }))
-                            .collect(),
-                        None => continue,
-                    },
-                    Err(RecvError::Lagged(_)) => vec![json!({ "Type": "prune", "Data": null })],
-                    Err(RecvError::Closed) => return,
-                };
-                for frame in frames {
-                    if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+            next = member.next() => {
+                let hub::Next::Frames(frames) = next else { return };
+                for frame in frames.iter() {
+                    if socket.send(Message::Text(frame.as_str().into())).await.is_err() {
                         return;
                     }
-                }
-                if let Ok(stats) = stats_event(&state, &access).await
-                    && socket.send(Message::Text(stats.to_string().into())).await.is_err()
-                {
-                    return;
                 }
             }
         }
     }
 }
 
-async fn stats_event(state: &State, access: &Access) -> Result<Value, crate::ApiError> {
-    let scope = access.scope(None);
-    let page = state.readers.run(move |store| store.page(scope.as_ref(), 0, 0)).await?;
-    let (total, unread) = match access {
-        Access::Everything => (page.total, page.unread),
-        Access::Account(_) => (page.matching, page.matching_unread),
+/// Mailpit's `stats` frame over everything, or over `login`'s mailbox.
+async fn stats(readers: &Readers, login: Option<&str>) -> Result<String, crate::ApiError> {
+    let scope = login.map(|login| tern_store::SearchQuery::default().for_account(login));
+    let page = readers.run(move |store| store.page(scope.as_ref(), 0, 0)).await?;
+    let (total, unread) = match login {
+        None => (page.total, page.unread),
+        Some(_) => (page.matching, page.matching_unread),
     };
-    Ok(json!({
-        "Type": "stats",
-        "Data": { "Total": total, "Unread": unread, "Version": env!("CARGO_PKG_VERSION") }
-    }))
+    let data = json!({ "Total": total, "Unread": unread, "Version": env!("CARGO_PKG_VERSION") });
+    Ok(hub::frame("stats", data))
 }
 
-/// The part of `event` this request may see: an account hears of new messages in its own
-/// mailbox only (ids of changed or deleted messages reveal nothing and pass through).
-async fn visible(state: &State, access: &Access, event: Event) -> Option<Event> {
-    let (Some(login), Event::Committed(rows)) = (access.account(), &event) else {
+/// The part of `event` `login` may see (everything without one): an account hears of new
+/// messages in its own mailbox only (ids of changed or deleted messages reveal nothing and pass
+/// through).
+async fn visible(readers: &Readers, login: Option<&str>, event: Event) -> Option<Event> {
+    let (Some(login), Event::Committed(rows)) = (login, &event) else {
         return Some(event);
     };
     let mine = tern_store::SearchQuery::default().for_account(login);
     let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
-    let visible =
-        state.readers.run(move |store| store.matching_among(Some(&mine), &ids)).await.ok()?;
+    let visible = readers.run(move |store| store.matching_among(Some(&mine), &ids)).await.ok()?;
     let keep: std::collections::HashSet<_> = visible.iter().map(|row| row.id).collect();
     let rows: Vec<_> = rows.iter().filter(|row| keep.contains(&row.id)).cloned().collect();
     (!rows.is_empty()).then(|| Event::Committed(std::sync::Arc::new(rows)))

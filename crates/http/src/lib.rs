@@ -25,6 +25,7 @@ use std::time::Instant;
 pub use access::{Access, HttpAuth, PasswordCheck};
 pub use api::{ROUTES, router};
 pub use error::ApiError;
+pub use events::SocketHub;
 pub use readers::{OpenReader, Readers};
 use tern_queue::Spool;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     /// The smarthost released mail goes through (`[outbound] relay_host`), shown in
     /// `/api/v1/webui` as Mailpit's `SMTPServer`; `None` when it goes to each domain's MX.
     pub release_relay: Option<String>,
+    /// What the Mailpit websockets share (`SocketHub::default()`; it starts with the first).
+    pub socket_hub: SocketHub,
 }
 
 /// Shared state handle.

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tern_http::{HttpAuth, PasswordCheck};
 use tern_queue::Event;
-use tern_store::{Envelope, MessageId, NewMessage, QueueFilter, Recipient, Route, Summary};
+use tern_store::{MessageId, QueueFilter, Route};
 use tower::ServiceExt as _;
 
 use common::Harness;
@@ -29,45 +29,6 @@ impl PasswordCheck for Accounts {
 }
 
 impl Harness {
-    /// Stores a message from `mail_from` with a `From:` header `from_header`.
-    async fn submit(&self, mail_from: &str, from_header: &str, to: &[(&str, Route)]) -> String {
-        let raw = format!(
-            "From: {from_header}\r\nTo: someone@example.com\r\nSubject: queue test\r\n\r\nbody\r\n"
-        )
-        .into_bytes();
-        let (summary, search_text) = Summary::extract_with_text(&raw);
-        let message = NewMessage {
-            id: MessageId::generate(),
-            envelope: Envelope {
-                mail_from: mail_from.into(),
-                recipients: to
-                    .iter()
-                    .map(|(address, route)| Recipient {
-                        address: address.to_string(),
-                        notify: vec![],
-                        orcpt: None,
-                        route: route.clone(),
-                    })
-                    .collect(),
-                body: None,
-                smtputf8: false,
-                ret: None,
-                envid: None,
-                client: "127.0.0.1:1".parse().expect("literal"),
-                helo: "client.test".into(),
-                tls: None,
-                auth: None,
-                trusted_client: true,
-                received_at_ms: 1_600_000_000_000,
-            },
-            received_header: b"Received: from client.test by tern.test\r\n".to_vec(),
-            raw,
-            summary,
-            search_text,
-        };
-        self.state.spool.submit(message).await.expect("stored").to_string()
-    }
-
     /// Sends one request; returns the status and the body (JSON when it parses, else a string).
     async fn call_with(
         &self,

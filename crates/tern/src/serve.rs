@@ -219,6 +219,7 @@ fn http_state(
                     .to_string()
             }),
         release_relay: config.outbound.relay_host.clone(),
+        socket_hub: Default::default(),
     })
 }
 

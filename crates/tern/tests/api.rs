@@ -510,6 +510,7 @@ fn parts_download_decoded_with_safe_headers() {
     assert_eq!(pdf.body, PDF, "decoded from base64");
     assert_eq!(pdf.header("content-type"), Some("application/pdf"));
     assert_eq!(pdf.header("content-disposition"), Some("inline; filename=\"report.pdf\""));
+    assert_eq!(pdf.header("content-security-policy"), Some("sandbox; default-src 'none'"));
 
     let png = part("2");
     assert_eq!((png.status, png.body.as_slice()), (200, PNG));
@@ -518,13 +519,110 @@ fn parts_download_decoded_with_safe_headers() {
     let html = part("4");
     assert_eq!(html.status, 200);
     assert!(html.text().starts_with("<script>alert(1)</script>"), "{}", html.text());
-    assert_eq!(html.header("content-type"), Some("application/octet-stream"), "never rendered");
+    assert_eq!(html.header("content-type"), Some("text/html"), "declared, but downloaded");
     assert_eq!(html.header("content-disposition"), Some("attachment; filename=\"page.html\""));
     assert_eq!(html.header("x-content-type-options"), Some("nosniff"));
 
     assert_error(&part("9"), 404);
     assert_error(&part("1.1"), 404);
     assert!(!is_read(&server, &id), "downloading a part leaves the message unread");
+}
+
+/// An XHTML document whose script a browser would run if it rendered it as a page.
+const XHTML_SCRIPT: &str = "<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><script>window.ran = 1</script></body></html>";
+
+/// A part of [`active_parts`]: its Content-Type line, file name and body.
+const ACTIVE_PARTS: &[(&str, &str, &str)] = &[
+    ("application/foo+xml", "a.xml", XHTML_SCRIPT),
+    ("application/rss+xml", "feed.rss", XHTML_SCRIPT),
+    ("application/vnd.wap.xhtml+xml", "wap.xhtml", XHTML_SCRIPT),
+    (
+        "image/svg+xml",
+        "logo.svg",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>window.ran = 1</script></svg>",
+    ),
+    ("text/html", "page.html", "<script>window.ran = 1</script>"),
+    ("multipart/x-mixed-replace", "stream", "<script>window.ran = 1</script>"),
+    // A browser takes the last type of a list: this one would be HTML.
+    ("text/plain,text/html", "list.txt", "<script>window.ran = 1</script>"),
+    ("image/png", "pixel.png", "not really a png"),
+    ("application/pdf", "doc.pdf", "%PDF-1.4"),
+    ("text/plain", "notes.txt", "plain notes"),
+    ("text/csv", "r\u{e9}sum\u{e9} \"1\".csv", "a,b"),
+];
+
+/// A message carrying each of [`ACTIVE_PARTS`] as an inline part with a file name; PartID
+/// `n + 2` is entry `n` (PartID 1 is the text body).
+fn active_parts() -> String {
+    let mut message = String::from(
+        "From: stranger@example.org\nTo: bob@example.com\nSubject: Active content\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"ZZ\"\n\n--ZZ\nContent-Type: text/plain\n\nSee the parts.\n",
+    );
+    for (content_type, name, body) in ACTIVE_PARTS {
+        message.push_str(&format!(
+            "--ZZ\nContent-Type: {content_type}\nContent-Disposition: inline; filename*=UTF-8''{}\n\n{body}\n",
+            enc(name)
+        ));
+    }
+    message.push_str("--ZZ--\n");
+    message
+}
+
+#[test]
+fn only_displayable_parts_open_inline_and_every_part_is_sandboxed() {
+    let server = TernServer::start("");
+    let id = deliver(&server, "stranger@example.org", &["bob@example.com"], &active_parts());
+    // (served Content-Type, inline?) for each entry of ACTIVE_PARTS.
+    let expected = [
+        ("application/foo+xml", false),
+        ("application/rss+xml", false),
+        ("application/vnd.wap.xhtml+xml", false),
+        ("image/svg+xml", false),
+        ("text/html", false),
+        ("multipart/x-mixed-replace", false),
+        ("application/octet-stream", false),
+        ("image/png", true),
+        ("application/pdf", true),
+        ("text/plain; charset=utf-8", true),
+        ("text/csv", false),
+    ];
+    for (n, ((declared, name, body), (served, inline))) in
+        ACTIVE_PARTS.iter().zip(expected).enumerate()
+    {
+        let part = http::get(server.http, &format!("/api/v1/message/{id}/part/{}", n + 2));
+        assert_eq!(part.status, 200, "{declared}: {}", part.text());
+        assert_eq!(part.text(), *body, "{declared}: the bytes are served unchanged");
+        assert_eq!(part.header("content-type"), Some(served), "{declared}");
+        assert_eq!(
+            part.header("content-security-policy"),
+            Some("sandbox; default-src 'none'"),
+            "{declared}"
+        );
+        assert_eq!(part.header("x-content-type-options"), Some("nosniff"), "{declared}");
+        let disposition = part.header("content-disposition").unwrap_or_default();
+        let kind = if inline { "inline;" } else { "attachment;" };
+        assert!(disposition.starts_with(kind), "{declared}: {disposition}");
+        if name.is_ascii() {
+            assert!(disposition.ends_with(&format!("filename=\"{name}\"")), "{disposition}");
+        }
+    }
+    let csv = http::get(server.http, &format!("/api/v1/message/{id}/part/12"));
+    assert_eq!(
+        csv.header("content-disposition"),
+        Some(
+            "attachment; filename=\"r_sum_ _1_.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.csv"
+        )
+    );
+
+    for path in [format!("/api/v1/message/{id}/raw"), format!("/view/{id}.txt")] {
+        let response = http::get(server.http, &path);
+        assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"), "{path}");
+        assert_eq!(
+            response.header("content-security-policy"),
+            Some("sandbox; default-src 'none'"),
+            "{path}"
+        );
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"), "{path}");
+    }
 }
 
 #[test]
@@ -535,6 +633,7 @@ fn html_view_blocks_remote_content_unless_asked_and_rewrites_cid() {
     assert_eq!(view.status, 200);
     assert_eq!(view.header("content-type"), Some("text/html; charset=utf-8"));
     let csp = view.header("content-security-policy").expect("a Content-Security-Policy");
+    assert!(csp.starts_with("sandbox allow-popups;"), "opened on its own, still sandboxed: {csp}");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("img-src 'self' data:") && !csp.contains("img-src *"), "{csp}");
     assert!(!csp.contains("script-src"), "no scripts: {csp}");
@@ -550,6 +649,7 @@ fn html_view_blocks_remote_content_unless_asked_and_rewrites_cid() {
     let csp = remote.header("content-security-policy").expect("a Content-Security-Policy");
     assert!(csp.contains("img-src *"), "remote=1 allows remote images: {csp}");
     assert!(csp.contains("default-src 'none'"), "still no scripts: {csp}");
+    assert!(csp.starts_with("sandbox allow-popups;"), "{csp}");
 
     let txt = http::get(server.http, &format!("/view/{id}.txt"));
     assert_eq!(txt.status, 200);

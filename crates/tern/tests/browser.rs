@@ -11,6 +11,10 @@
 //! with its attempts and the DNS error text, Hold and Release change its state, Delete removes
 //! it. Its screenshots land in `$CARGO_TARGET_TMPDIR/browser-screenshots-queue`.
 //!
+//! A third (`--scenario active-content`) mails parts a browser would run script in if it
+//! rendered them (XHTML in `+xml` types, SVG, HTML, a type list ending in `text/html`) and opens
+//! each part's URL as a page of its own: none runs a script, the dangerous ones download.
+//!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
 
@@ -35,6 +39,11 @@ fn web_ui_end_to_end_in_headless_chromium() {
 #[test]
 fn queue_page_end_to_end_in_headless_chromium() {
     run_e2e(&Server::start_mta(), "queue", "browser-screenshots-queue");
+}
+
+#[test]
+fn message_parts_run_no_script_when_opened_in_headless_chromium() {
+    run_e2e(&Server::start(), "active-content", "browser-screenshots-active");
 }
 
 /// Runs `e2e.mjs --scenario SCENARIO` against `server`, screenshots into `$CARGO_TARGET_TMPDIR/

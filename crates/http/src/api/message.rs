@@ -17,15 +17,7 @@ use crate::json::{Address, addresses, rfc3339_ms};
 use crate::mime::{Parsed, PartInfo};
 use crate::{Access, State};
 
-/// Content types a browser would execute; served as downloads, never rendered (XSS guard).
-const ACTIVE_TYPES: &[&str] = &[
-    "text/html",
-    "text/xml",
-    "application/xhtml+xml",
-    "image/svg+xml",
-    "application/xml",
-    "text/xsl",
-];
+mod disposition;
 
 /// Resolves `{ID}` (an id or `latest`) and loads the message.
 pub(super) async fn load(
@@ -184,16 +176,16 @@ pub async fn raw(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let message = load(&state, &access, &id, &params).await?;
-    let mut response = message.full_message().into_response();
-    let headers = response.headers_mut();
+    let mut headers = disposition::sandboxed();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if params.get("dl").is_some_and(|v| v == "1") {
-        let value = format!("attachment; filename=\"{}.eml\"", message.id);
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(header::CONTENT_DISPOSITION, value);
-        }
+        let name = format!("{}.eml", message.id);
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            disposition::content_disposition("attachment", &name),
+        );
     }
-    Ok(response)
+    Ok((headers, message.full_message()).into_response())
 }
 
 /// `GET /api/v1/message/{ID}/part/{PartID}`: the decoded part.
@@ -208,29 +200,8 @@ pub async fn part(
     let parsed = parse(&full)?;
     let (info, part) =
         parsed.part(&part_id).ok_or_else(|| ApiError::NotFound("Part not found".into()))?;
-    let active = ACTIVE_TYPES.contains(&info.content_type.as_str());
-    let content_type =
-        if active { "application/octet-stream".to_string() } else { info.content_type.clone() };
-    let name: String = info
-        .file_name
-        .chars()
-        .map(|c| if c.is_control() || c == '"' || c == '\\' { '_' } else { c })
-        .collect();
-    let disposition =
-        format!("{}; filename=\"{name}\"", if active { "attachment" } else { "inline" });
-    let mut response = part.contents().to_vec().into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment")),
-    );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(response)
+    let headers = disposition::part_headers(&info.content_type, &info.file_name);
+    Ok((headers, part.contents().to_vec()).into_response())
 }
 
 /// `GET /view/{ID}.html` and `/view/{ID}.txt`: the bodies alone, for tests and the UI's frame.
@@ -254,11 +225,9 @@ pub async fn view(
     let full = message.full_message();
     let parsed = parse(&full)?;
     if !html {
-        let mut response = parsed.text().into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        return Ok(response);
+        let mut headers = disposition::sandboxed();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        return Ok((headers, parsed.text()).into_response());
     }
     let body = parsed
         .html()
@@ -266,21 +235,21 @@ pub async fn view(
     let body =
         with_base_target(&rewrite_cids(&body, &message.id.to_string(), &parsed.content_ids()));
     let remote = params.get("remote").is_some_and(|v| v == "1");
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
+    let mut headers = disposition::sandboxed();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp(remote)));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(response)
+    Ok((headers, body).into_response())
 }
 
 /// The policy for rendered mail: no scripts ever; remote images, styles and fonts only when
-/// the reader asked for them.
-pub fn csp(remote: bool) -> &'static str {
+/// the reader asked for them. `sandbox allow-popups` gives the page the flags of the UI's frame
+/// even when it is opened on its own: an opaque origin, no scripts, links may open new windows
+/// (which stay sandboxed).
+fn csp(remote: bool) -> &'static str {
     if remote {
-        "default-src 'none'; img-src * data: blob:; style-src * 'unsafe-inline'; font-src * data:; media-src *; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+        "sandbox allow-popups; default-src 'none'; img-src * data: blob:; style-src * 'unsafe-inline'; font-src * data:; media-src *; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
     } else {
-        "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+        "sandbox allow-popups; default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
     }
 }
 

@@ -17,7 +17,14 @@
  * the attempts and the DNS error text → Hold makes it held → Release queues it again → its
  * link opens the message → it fits a phone → Delete (confirmed) removes it.
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025
+ * With `--scenario active-content` it mails parts whose scripts a browser would run if it
+ * rendered them (XHTML in `+xml` types, SVG, HTML, `multipart/x-mixed-replace`, a type list
+ * ending in `text/html`) beside harmless ones (PNG, PDF, text), opens each part's URL as a page
+ * of its own, and checks that no script ran (no console line, no `window.ran`): the dangerous
+ * ones download, the harmless ones display, sandboxed. The HTML view opened on its own runs no
+ * script either and still shows its `cid:` image.
+ *
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content] --http http://127.0.0.1:8025
  *        --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
  * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
@@ -74,7 +81,8 @@ async function main() {
   watch(page);
   const started = Date.now();
   try {
-    await (config.scenario === 'queue' ? queueScenario(page) : scenario(page));
+    const scenarios = { mailbox: scenario, queue: queueScenario, 'active-content': activeContentScenario };
+    await scenarios[config.scenario](page);
   } catch (error) {
     await page.screenshot({ path: path.join(config.out, 'failure.png'), fullPage: true }).catch(() => {});
     console.error(`e2e: screenshot of the failure: ${path.join(config.out, 'failure.png')}`);
@@ -362,6 +370,109 @@ async function queueDelete(page) {
   await screenshot(page, 'queue-deleted');
 }
 
+// ---- active content -------------------------------------------------------------------------
+
+/** What every script of the active-content mail does when it runs: a line the driver hears. */
+const RAN = 'tern-e2e-script-ran';
+const SCRIPT = `<script>console.log('${RAN} ' + location.pathname); window.ran = 1;</script>`;
+const XHTML = `<html xmlns="http://www.w3.org/1999/xhtml"><body><p>xhtml</p>${SCRIPT}</body></html>`;
+/** A one-page PDF that says "Hello PDF". */
+const PDF = [
+  '%PDF-1.1',
+  '1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj',
+  '2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj',
+  '3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj',
+  'trailer<</Root 1 0 R>>',
+  '%%EOF',
+].join('\r\n');
+/** [Content-Type, file name, body, shown inline?]: the parts of the active-content mail. */
+const ACTIVE_PARTS = [
+  ['application/foo+xml', 'a.xml', XHTML, false],
+  ['application/rss+xml', 'feed.rss', XHTML, false],
+  ['application/vnd.wap.xhtml+xml', 'wap.xhtml', XHTML, false],
+  ['text/xml', 'doc.xml', XHTML, false],
+  ['image/svg+xml', 'logo.svg', `<svg xmlns="http://www.w3.org/2000/svg">${SCRIPT}</svg>`, false],
+  ['text/html', 'page.html', SCRIPT, false],
+  ['multipart/x-mixed-replace', 'stream', SCRIPT, false],
+  // A browser reads the last type of a list: this one is HTML to Chromium.
+  ['text/plain,text/html', 'list.txt', SCRIPT, false],
+  ['image/png', 'pixel.png', null, true],
+  ['application/pdf', 'doc.pdf', PDF, true],
+  ['text/plain', 'notes.txt', SCRIPT, true],
+];
+
+async function activeContentScenario(page) {
+  const ran = [];
+  page.on('console', (message) => {
+    if (message.text().startsWith(RAN)) ran.push(message.text());
+  });
+  const mail = { token: `numbat${run}`, subject: `Active content numbat${run}` };
+  let message;
+  await step('a mail with active parts arrives', async () => {
+    const id = await sendMail(activeContentMail(mail));
+    message = await fetchJson(`/api/v1/message/${id}`);
+  });
+  await step('no part runs script when opened as a page', async () => {
+    const parts = [...(message.Attachments || []), ...(message.Inline || [])];
+    for (const [type, name, , inline] of ACTIVE_PARTS) {
+      const part = parts.find((item) => item.FileName === name);
+      if (!part) fail(`the part ${name} (${type}) is not listed`);
+      const shown = await openAsPage(page, `/api/v1/message/${message.ID}/part/${part.PartID}`);
+      if (shown && (await page.evaluate(() => window.ran))) fail(`${type} ran its script`);
+      if (shown !== inline) fail(`${type} was ${shown ? 'displayed' : 'downloaded'}`);
+      console.log(`e2e:   ${type}: ${shown ? 'displayed' : 'downloaded'}`);
+      if (shown) await screenshot(page, `part-${name}`);
+    }
+    if (ran.length) fail(`scripts ran: ${ran.join('; ')}`);
+  });
+  await step('the HTML view on its own runs nothing and shows its cid image', async () => {
+    if (!(await openAsPage(page, `/view/${message.ID}.html`))) fail('the HTML view downloaded');
+    await expectText(page.locator('h1'), mail.token);
+    const width = await page.locator('img').evaluate((img) => img.naturalWidth);
+    if (width !== 2) fail(`the cid image did not load (naturalWidth ${width})`);
+    if (await page.evaluate(() => window.ran)) fail('the HTML view ran its script');
+    await screenshot(page, 'html-view-alone');
+    if (ran.length) fail(`scripts ran: ${ran.join('; ')}`);
+  });
+}
+
+/** Navigates the tab to `pathAndQuery`; true when it displayed a page, false when it downloaded. */
+async function openAsPage(page, pathAndQuery) {
+  try {
+    await page.goto(`${config.http}${pathAndQuery}`, { waitUntil: 'load' });
+    return true;
+  } catch (error) {
+    if (/Download is starting/.test(error.message)) return false;
+    throw error;
+  }
+}
+
+function activeContentMail(mail) {
+  const parts = ACTIVE_PARTS.map(([type, name, body]) => [
+    '--active-b',
+    `Content-Type: ${type}`,
+    `Content-Disposition: inline; filename="${name}"`,
+    ...(body === null ? ['Content-Transfer-Encoding: base64', '', PIXEL_PNG.toString('base64')] : ['', body]),
+  ]);
+  return [
+    ...headers(mail, 'multipart/mixed; boundary="active-b"'),
+    '',
+    '--active-b',
+    'Content-Type: text/html; charset=utf-8',
+    '',
+    `<html><body><h1>Hello ${mail.token}</h1><img src="cid:pixel@e2e.test" alt="pixel">${SCRIPT}</body></html>`,
+    ...parts.flat(),
+    '--active-b',
+    'Content-Type: image/png',
+    'Content-ID: <pixel@e2e.test>',
+    'Content-Transfer-Encoding: base64',
+    '',
+    PIXEL_PNG.toString('base64'),
+    '--active-b--',
+    '',
+  ].join('\r\n');
+}
+
 // ---- mail -----------------------------------------------------------------------------------
 
 function mailWithAttachments(mail) {
@@ -588,8 +699,8 @@ function readConfig() {
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  if (!http || !smtp || !['mailbox', 'queue'].includes(values.scenario)) {
-    console.error('usage: node e2e.mjs [--scenario mailbox|queue] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR]');
+  if (!http || !smtp || !['mailbox', 'queue', 'active-content'].includes(values.scenario)) {
+    console.error('usage: node e2e.mjs [--scenario mailbox|queue|active-content] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR]');
     process.exit(2);
   }
   return { http: http.replace(/\/$/, ''), smtp, out, relay: values.relay, scenario: values.scenario, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
