@@ -6,6 +6,9 @@
 //! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
 //! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
 //! is attempted again after restart: an entry is never lost, and its result is recorded once.
+//! Leases belong to the task that runs the attempt and are released when the task ends, however
+//! it ends: a job that panics frees its connection at once and has its entries recorded as a
+//! temporary failure (retried after the usual wait, since it may have delivered some of them).
 //! The scheduler idles on a timer set to the next due entry, so a large deferred queue costs
 //! nothing between attempts. Each look at the queue reads a bounded number of due entries and
 //! skips the domains of destinations whose connections are all busy, so one destination's
@@ -16,9 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
-use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead, StoredMessage};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tern_store::{Envelope, MessageId, Mutation, QueueEntry, StoreError, StoreRead};
+use tokio::task::{self, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -93,10 +95,13 @@ struct Shared<T> {
 /// A message with its due entries at one destination.
 type MessageEntries = (MessageId, Vec<QueueEntry>);
 
-/// A finished job: its destination and the entries it held.
-struct Finished {
-    destination: String,
-    entries: Vec<i64>,
+/// What a running task holds, so it is released however the task ends (even by a panic).
+enum Lease {
+    /// A delivery attempt over one connection to `destination`.
+    Attempt { destination: String, batch: Vec<MessageEntries> },
+    /// Recording a deferral for the entries of an attempt that panicked: they stay leased
+    /// until it is recorded, so they are not attempted again at once.
+    Deferral { entries: Vec<i64> },
 }
 
 /// Runs until `shutdown`.
@@ -112,9 +117,8 @@ pub async fn run<T: Transport>(
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     loop {
-        let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs, &done_tx).await {
+        let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs).await {
             Ok(wait) => wait,
             Err(e) => {
                 warn!(error = %e, "queue: cannot read due entries");
@@ -125,13 +129,14 @@ pub async fn run<T: Transport>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
-            Some(finished) = done_rx.recv() => finish(finished, &mut in_flight, &mut active),
+            Some(ended) = jobs.join_next_with_id() => {
+                finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
+            }
             _ = shared.spool.queue_changed().notified() => {}
         }
-        while let Ok(finished) = done_rx.try_recv() {
-            finish(finished, &mut in_flight, &mut active);
+        while let Some(ended) = jobs.try_join_next_with_id() {
+            finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
         }
-        while jobs.try_join_next().is_some() {}
     }
     // Let attempts in progress record their results; whatever is cut off is retried later.
     let _ =
@@ -140,11 +145,13 @@ pub async fn run<T: Transport>(
     jobs.abort_all();
 }
 
-/// Connections open per destination, and the domains each one's work came from.
+/// Connections open per destination, the domains each one's work came from, and what each
+/// running task holds.
 #[derive(Default)]
 struct Active {
     connections: HashMap<String, usize>,
     domains: HashMap<String, HashSet<String>>,
+    leases: HashMap<task::Id, Lease>,
 }
 
 impl Active {
@@ -168,19 +175,72 @@ impl Active {
             .cloned()
             .collect()
     }
-}
 
-fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut Active) {
-    for entry in &finished.entries {
-        in_flight.remove(entry);
-    }
-    if let Some(n) = active.connections.get_mut(&finished.destination) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            active.connections.remove(&finished.destination);
-            active.domains.remove(&finished.destination);
+    fn close(&mut self, destination: &str) {
+        if let Some(n) = self.connections.get_mut(destination) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.connections.remove(destination);
+                self.domains.remove(destination);
+            }
         }
     }
+}
+
+/// Releases what an ended task held. An attempt that panicked frees its connection at once,
+/// but its entries stay leased until a deferral is recorded for them: the attempt may have
+/// delivered some of them, so retrying at once could deliver twice, and the job must not
+/// stay counted against its destination.
+fn finish<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    ended: Result<(task::Id, ()), JoinError>,
+    in_flight: &mut HashSet<i64>,
+    active: &mut Active,
+    jobs: &mut JoinSet<()>,
+) {
+    let (id, panic) = match ended {
+        Ok((id, ())) => (id, None),
+        Err(e) => (e.id(), e.try_into_panic().ok()),
+    };
+    let Some(lease) = active.leases.remove(&id) else { return };
+    let entries: Vec<i64> = match lease {
+        Lease::Attempt { destination, batch } => {
+            active.close(&destination);
+            let entries = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
+            if let Some(panic) = panic {
+                let queue_ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+                error!(
+                    destination,
+                    queue_ids = %queue_ids.join(","),
+                    panic = panic_text(&*panic),
+                    "queue: delivery job panicked; its recipients are deferred"
+                );
+                let shared = shared.clone();
+                let handle =
+                    jobs.spawn(async move { defer_all(&shared, &destination, batch).await });
+                active.leases.insert(handle.id(), Lease::Deferral { entries });
+                return;
+            }
+            entries
+        }
+        Lease::Deferral { entries } => {
+            if let Some(panic) = panic {
+                error!(panic = panic_text(&*panic), "queue: recording a deferral panicked");
+            }
+            entries
+        }
+    };
+    for entry in &entries {
+        in_flight.remove(entry);
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }
 
 /// Starts jobs for due entries within the limits; returns how long to sleep at most.
@@ -189,7 +249,6 @@ async fn dispatch<T: Transport>(
     in_flight: &mut HashSet<i64>,
     active: &mut Active,
     jobs: &mut JoinSet<()>,
-    done: &mpsc::UnboundedSender<Finished>,
 ) -> Result<Duration, StoreError> {
     let config = &shared.config;
     let now = now_ms();
@@ -207,21 +266,22 @@ async fn dispatch<T: Transport>(
             {
                 let batch: Vec<_> =
                     messages.by_ref().take(config.messages_per_connection).collect();
-                let entries: Vec<i64> =
-                    batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
-                in_flight.extend(&entries);
+                in_flight.extend(batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)));
                 *active.connections.entry(destination.clone()).or_default() += 1;
                 let domains = active.domains.entry(destination.clone()).or_default();
                 for (_, message_entries) in &batch {
                     domains.extend(message_entries.iter().map(|e| e.domain.clone()));
                 }
                 running += 1;
-                let (shared, done, destination) =
-                    (shared.clone(), done.clone(), destination.clone());
-                jobs.spawn(async move {
-                    attempt(&shared, &destination, batch).await;
-                    let _ = done.send(Finished { destination, entries });
+                let (task_shared, task_destination, task_batch) =
+                    (shared.clone(), destination.clone(), batch.clone());
+                let handle = jobs.spawn(async move {
+                    attempt(&task_shared, &task_destination, task_batch).await;
                 });
+                active.leases.insert(
+                    handle.id(),
+                    Lease::Attempt { destination: destination.clone(), batch },
+                );
             }
         }
     }
@@ -259,8 +319,57 @@ fn group<T: Transport>(
     destinations
 }
 
+/// A message an attempt carries, with its entries at the attempt's destination.
+struct Loaded {
+    id: MessageId,
+    envelope: Envelope,
+    /// The bytes the job sends (notices quote them), not a second copy of the message.
+    data: Arc<Vec<u8>>,
+    entries: Vec<QueueEntry>,
+}
+
 /// One connection's worth of work: load the messages, send them, record what happened.
 async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
+    let Some(messages) = load(shared, destination, batch).await else { return };
+    if messages.is_empty() {
+        return;
+    }
+    let job = Job {
+        domain: destination.to_string(),
+        messages: messages.iter().map(job_message).collect(),
+    };
+    let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
+    record(shared, destination, &messages, &outcomes).await;
+}
+
+/// Records a temporary failure for every entry of an attempt that panicked: they are tried
+/// again after the usual wait.
+async fn defer_all<T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) {
+    let Some(messages) = load(shared, destination, batch).await else { return };
+    let failure = Failure {
+        status: "4.3.0".into(),
+        remote_mta: None,
+        diagnostic: "the delivery attempt failed unexpectedly (an internal error); will retry"
+            .into(),
+    };
+    let outcomes = messages
+        .iter()
+        .flat_map(|m| m.entries.iter().map(|e| (e.id, Outcome::Temporary(failure.clone()))))
+        .collect();
+    record(shared, destination, &messages, &outcomes).await;
+}
+
+/// Reads the batch's messages; a message deleted meanwhile took its entries with it and is
+/// left out. `None` when the store cannot be read (the entries stay due).
+async fn load<T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) -> Option<Vec<Loaded>> {
     let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
     let pool = shared.readers.clone();
     let loaded = blocking(move || {
@@ -272,28 +381,29 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
         Err(e) => {
             warn!(destination, error = %e, "queue: cannot load messages; will retry");
             tokio::time::sleep(STORE_RETRY).await;
-            return;
+            return None;
         }
     };
-    // Kept for the results: each message's envelope and the bytes the job sends (notices
-    // quote them), not a second copy of the stored message.
-    let mut messages = Vec::new();
-    let mut job = Job { domain: destination.to_string(), messages: Vec::new() };
-    // A message deleted meanwhile took its entries with it: nothing to send.
-    for ((_, entries), stored) in batch.into_iter().zip(loaded) {
-        let Some(stored) = stored else { continue };
-        let message = job_message(&stored, &entries);
-        messages.push((stored.id, stored.envelope, message.data.clone(), entries));
-        job.messages.push(message);
-    }
-    if messages.is_empty() {
-        return;
-    }
-    let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
+    let messages = batch.into_iter().zip(loaded).filter_map(|((_, entries), stored)| {
+        let stored = stored?;
+        let data = Arc::new(stored.full_message());
+        Some(Loaded { id: stored.id, envelope: stored.envelope, data, entries })
+    });
+    Some(messages.collect())
+}
+
+/// Decides what each outcome means and records it, with the notices it produces, in one
+/// change.
+async fn record<T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    messages: &[Loaded],
+    outcomes: &HashMap<i64, Outcome>,
+) {
     let now = now_ms();
     let mut updates = Vec::new();
     let mut notices = Vec::new();
-    for (id, envelope, data, entries) in &messages {
+    for Loaded { id, envelope, data, entries } in messages {
         let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
         for entry in entries {
             let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
@@ -346,12 +456,12 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
     );
 }
 
-fn job_message(stored: &StoredMessage, entries: &[QueueEntry]) -> JobMessage {
-    let envelope = &stored.envelope;
+fn job_message(message: &Loaded) -> JobMessage {
+    let Loaded { id, envelope, data, entries } = message;
     JobMessage {
-        id: stored.id,
+        id: *id,
         sender: entries.first().map(|e| e.sender.clone()).unwrap_or_default(),
-        data: Arc::new(stored.full_message()),
+        data: data.clone(),
         smtputf8: envelope.smtputf8,
         eight_bit: envelope.body.as_deref().is_some_and(|b| b.eq_ignore_ascii_case("8BITMIME")),
         envid: envelope.envid.clone(),

@@ -1,6 +1,6 @@
 //! The scheduler over a real store and spool, with a scripted transport: grouping by
 //! destination, per-recipient results, retries, bounces committed with the results, and
-//! in-flight leases.
+//! in-flight leases; a job that panics.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -294,4 +294,84 @@ async fn a_busy_destination_with_a_long_backlog_does_not_starve_the_others() {
     })
     .await;
     shutdown.cancel();
+}
+
+/// Panics on its first job; delivers everything after that.
+#[derive(Default)]
+struct PanicsOnce {
+    calls: Mutex<u32>,
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Transport for PanicsOnce {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        let first = {
+            let mut calls = self.calls.lock().expect("lock");
+            *calls += 1;
+            *calls == 1
+        };
+        assert!(!first, "the transport fails unexpectedly");
+        let mut out = Vec::new();
+        for message in &job.messages {
+            for rcpt in &message.recipients {
+                self.delivered.lock().expect("lock").push(rcpt.address.clone());
+                let delivered = Outcome::Delivered {
+                    remote_mta: "mx.test".into(),
+                    reply: "250 ok".into(),
+                    peer_dsn: false,
+                };
+                out.push((rcpt.entry, delivered));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_panics_is_deferred_and_its_destination_stays_open() {
+    let s = setup(Duration::ZERO);
+    let first = message(&["bob@a.test"]);
+    s.spool.submit(first.clone()).await.expect("queued");
+    let transport = Arc::new(PanicsOnce::default());
+    // One connection per destination: a leaked one would block a.test for good.
+    let config = SchedulerConfig {
+        max_per_destination: 1,
+        retry: RetryPolicy {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        ..SchedulerConfig::new("mx.tern.test")
+    };
+    tokio::spawn(scheduler::run(
+        s.readers.clone(),
+        s.spool.clone(),
+        transport.clone(),
+        Arc::new(ToAlice),
+        config,
+        s.shutdown.clone(),
+    ));
+    // The panic is recorded as a temporary failure, not lost and not retried at once.
+    let readers = s.readers.clone();
+    let deferred = until("the panicked attempt to be recorded", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        entries.into_iter().find(|e| e.attempts == 1)
+    })
+    .await;
+    assert!(deferred.last_error.expect("error").contains("failed unexpectedly"));
+    // Then delivered on the retry, and another message to the same destination goes too.
+    let second = message(&["carol@a.test"]);
+    s.spool.submit(second.clone()).await.expect("queued");
+    until("both messages delivered and gone", || {
+        let gone = |id| readers.with(|r| r.message(&id)).ok().flatten().is_none();
+        (gone(first.id) && gone(second.id)).then_some(())
+    })
+    .await;
+    let delivered = transport.delivered.lock().expect("lock").clone();
+    assert_eq!(delivered.iter().filter(|a| *a == "bob@a.test").count(), 1, "{delivered:?}");
+    s.shutdown.cancel();
 }
