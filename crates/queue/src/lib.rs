@@ -11,6 +11,7 @@
 //! and waiters.
 #![forbid(unsafe_code)]
 
+mod bodies;
 pub mod dsn;
 pub mod notice;
 pub mod retry;
@@ -404,7 +405,8 @@ mod tests {
         }
     }
 
-    fn message() -> NewMessage {
+    /// A message with an empty envelope, for tests in this crate.
+    pub(crate) fn message() -> NewMessage {
         NewMessage {
             id: MessageId::generate(),
             envelope: Envelope {

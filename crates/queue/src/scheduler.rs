@@ -3,6 +3,9 @@
 //! records each attempt's results together with the notices (bounces, delay warnings) they
 //! produce, in one durable change.
 //!
+//! Concurrent jobs carrying the same message (its recipients at several destinations) share
+//! one copy of it, read once and dropped when the last of them ends (see [`crate::bodies`]).
+//!
 //! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
 //! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
 //! is attempted again after restart: an entry is never lost, and its result is recorded once.
@@ -19,12 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
-use tern_store::{Envelope, MessageId, Mutation, QueueEntry, StoreError, StoreRead};
+use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead};
 use tokio::task::{self, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Spool;
+use crate::bodies::{Bodies, Body, BodyRef};
 use crate::dsn::{ReportKind, ReportRecipient};
 use crate::notice::Original;
 pub use crate::notice::Router;
@@ -90,6 +94,7 @@ struct Shared<T> {
     transport: Arc<T>,
     router: Arc<dyn Router>,
     config: SchedulerConfig,
+    bodies: Bodies,
 }
 
 /// A message with its due entries at one destination.
@@ -113,7 +118,8 @@ pub async fn run<T: Transport>(
     config: SchedulerConfig,
     shutdown: CancellationToken,
 ) {
-    let shared = Arc::new(Shared { readers, spool, transport, router, config });
+    let bodies = Bodies::default();
+    let shared = Arc::new(Shared { readers, spool, transport, router, config, bodies });
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
@@ -320,11 +326,11 @@ fn group<T: Transport>(
 }
 
 /// A message an attempt carries, with its entries at the attempt's destination.
-struct Loaded {
+struct Loaded<'a> {
     id: MessageId,
-    envelope: Envelope,
-    /// The bytes the job sends (notices quote them), not a second copy of the message.
-    data: Arc<Vec<u8>>,
+    /// Keeps `body` the one copy other jobs carrying this message share.
+    _hold: BodyRef<'a>,
+    body: Arc<Body>,
     entries: Vec<QueueEntry>,
 }
 
@@ -365,31 +371,26 @@ async fn defer_all<T: Transport>(
 
 /// Reads the batch's messages; a message deleted meanwhile took its entries with it and is
 /// left out. `None` when the store cannot be read (the entries stay due).
-async fn load<T: Transport>(
-    shared: &Shared<T>,
+async fn load<'a, T: Transport>(
+    shared: &'a Shared<T>,
     destination: &str,
     batch: Vec<MessageEntries>,
-) -> Option<Vec<Loaded>> {
-    let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
-    let pool = shared.readers.clone();
-    let loaded = blocking(move || {
-        pool.with(|r| ids.iter().map(|id| r.message(id)).collect::<Result<Vec<_>, _>>())
-    })
-    .await;
-    let loaded = match loaded {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            warn!(destination, error = %e, "queue: cannot load messages; will retry");
-            tokio::time::sleep(STORE_RETRY).await;
-            return None;
+) -> Option<Vec<Loaded<'a>>> {
+    let mut messages = Vec::with_capacity(batch.len());
+    for (id, entries) in batch {
+        let hold = shared.bodies.hold(id);
+        let pool = shared.readers.clone();
+        match hold.load(|| blocking(move || pool.with(|r| r.message(&id)))).await {
+            Ok(Some(body)) => messages.push(Loaded { id, _hold: hold, body, entries }),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(destination, error = %e, "queue: cannot load messages; will retry");
+                tokio::time::sleep(STORE_RETRY).await;
+                return None;
+            }
         }
-    };
-    let messages = batch.into_iter().zip(loaded).filter_map(|((_, entries), stored)| {
-        let stored = stored?;
-        let data = Arc::new(stored.full_message());
-        Some(Loaded { id: stored.id, envelope: stored.envelope, data, entries })
-    });
-    Some(messages.collect())
+    }
+    Some(messages)
 }
 
 /// Decides what each outcome means and records it, with the notices it produces, in one
@@ -397,13 +398,13 @@ async fn load<T: Transport>(
 async fn record<T: Transport>(
     shared: &Shared<T>,
     destination: &str,
-    messages: &[Loaded],
+    messages: &[Loaded<'_>],
     outcomes: &HashMap<i64, Outcome>,
 ) {
     let now = now_ms();
     let mut updates = Vec::new();
     let mut notices = Vec::new();
-    for Loaded { id, envelope, data, entries } in messages {
+    for Loaded { id, body, entries, .. } in messages {
         let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
         for entry in entries {
             let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
@@ -425,7 +426,7 @@ async fn record<T: Transport>(
             }
         }
         for (kind, recipients) in reports {
-            let about = Original { id: *id, envelope, data };
+            let about = Original { id: *id, envelope: &body.envelope, data: &body.data };
             let sender = &entries[0].sender;
             notices.push(about.notice(
                 &shared.config.hostname,
@@ -457,11 +458,12 @@ async fn record<T: Transport>(
 }
 
 fn job_message(message: &Loaded) -> JobMessage {
-    let Loaded { id, envelope, data, entries } = message;
+    let Loaded { id, body, entries, .. } = message;
+    let envelope = &body.envelope;
     JobMessage {
         id: *id,
         sender: entries.first().map(|e| e.sender.clone()).unwrap_or_default(),
-        data: data.clone(),
+        data: body.data.clone(),
         smtputf8: envelope.smtputf8,
         eight_bit: envelope.body.as_deref().is_some_and(|b| b.eq_ignore_ascii_case("8BITMIME")),
         envid: envelope.envid.clone(),

@@ -375,3 +375,60 @@ async fn a_job_that_panics_is_deferred_and_its_destination_stays_open() {
     assert_eq!(delivered.iter().filter(|a| *a == "bob@a.test").count(), 1, "{delivered:?}");
     s.shutdown.cancel();
 }
+
+/// Holds every job until `together` jobs are in progress at once, then delivers them all.
+struct Together {
+    barrier: tokio::sync::Barrier,
+    jobs: Mutex<Vec<Job>>,
+}
+
+impl Transport for Together {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        self.barrier.wait().await;
+        let delivered = Outcome::Delivered {
+            remote_mta: "mx.test".into(),
+            reply: "250 ok".into(),
+            peer_dsn: false,
+        };
+        let out = job.messages[0].recipients.iter().map(|r| (r.entry, delivered.clone())).collect();
+        self.jobs.lock().expect("lock").push(job);
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_for_one_message_share_one_copy_of_it() {
+    let s = setup(Duration::ZERO);
+    let domains = 3;
+    let to: Vec<String> = (0..domains).map(|n| format!("bob@d{n}.test")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let sent = message(&to);
+    s.spool.submit(sent.clone()).await.expect("queued");
+    let transport =
+        Arc::new(Together { barrier: tokio::sync::Barrier::new(domains), jobs: Mutex::default() });
+    tokio::spawn(scheduler::run(
+        s.readers.clone(),
+        s.spool.clone(),
+        transport.clone(),
+        Arc::new(ToAlice),
+        SchedulerConfig::new("mx.tern.test"),
+        s.shutdown.clone(),
+    ));
+    let readers = s.readers.clone();
+    until("the message to be delivered everywhere", || {
+        readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
+    })
+    .await;
+    let jobs = transport.jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), domains, "one job per destination, all in progress at once");
+    let first = &jobs[0].messages[0].data;
+    assert_eq!(first.as_slice(), [sent.received_header.as_slice(), &sent.raw].concat());
+    for job in jobs.iter() {
+        assert!(Arc::ptr_eq(first, &job.messages[0].data), "{} has its own copy", job.domain);
+    }
+    s.shutdown.cancel();
+}
