@@ -1,10 +1,12 @@
 //! The outbound scheduler: finds due queue entries, groups them by destination so messages
 //! share connections, runs them through a [`Transport`] within the connection limits, and
-//! records each attempt's results together with the notices (bounces, delay warnings) they
-//! produce, in one durable change.
+//! records each attempt's results together with what the sender is to hear of them, in one
+//! durable change. Notices are per message, not per destination: once none of a message's
+//! entries is due, its waiting reports become one bounce, one delay warning and one "relayed"
+//! report at most (see `reports.rs` for why they are kept in the store meanwhile).
 //!
 //! Concurrent jobs carrying the same message (its recipients at several destinations) share
-//! one copy of it, read once and dropped when the last of them ends (see [`crate::bodies`]).
+//! one copy of it, read once and dropped when the last of them ends (see `bodies.rs`).
 //!
 //! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
 //! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
@@ -22,18 +24,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
-use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead};
+use tern_store::{
+    MessageId, Mutation, QueueEntry, QueueFilter, QueueReport, StoreError, StoreRead,
+};
 use tokio::task::{self, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::Spool;
 use crate::bodies::{Bodies, Body, BodyRef};
-use crate::dsn::{ReportKind, ReportRecipient};
 use crate::notice::Original;
 pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
 use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
+use crate::{Spool, reports};
 
 /// Default most outbound connections at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
@@ -43,6 +46,8 @@ pub const DEFAULT_MAX_PER_DESTINATION: usize = 20;
 pub const DEFAULT_MESSAGES_PER_CONNECTION: usize = 100;
 /// Due entries read per scheduling round (beyond those already in flight).
 const FETCH: u64 = 2_000;
+/// Messages whose notices one scheduling round starts sending, at most.
+const NOTICES_PER_ROUND: u64 = 100;
 /// Longest sleep between two looks at the queue, as a safety net.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Pause before retrying when the store cannot be read or written.
@@ -107,6 +112,8 @@ enum Lease {
     /// Recording a deferral for the entries of an attempt that panicked: they stay leased
     /// until it is recorded, so they are not attempted again at once.
     Deferral { entries: Vec<i64> },
+    /// Sending a message's waiting reports as its notices.
+    Notices { message: MessageId },
 }
 
 /// Runs until `shutdown`.
@@ -158,6 +165,8 @@ struct Active {
     connections: HashMap<String, usize>,
     domains: HashMap<String, HashSet<String>>,
     leases: HashMap<task::Id, Lease>,
+    /// Messages whose notices are being sent.
+    notifying: HashSet<MessageId>,
 }
 
 impl Active {
@@ -235,6 +244,14 @@ fn finish<T: Transport>(
             }
             entries
         }
+        Lease::Notices { message } => {
+            if let Some(panic) = panic {
+                // The reports stay in the store: the next round tries again.
+                error!(queue_id = %message, panic = panic_text(&*panic), "queue: sending notices panicked");
+            }
+            active.notifying.remove(&message);
+            return;
+        }
     };
     for entry in &entries {
         in_flight.remove(entry);
@@ -291,12 +308,35 @@ async fn dispatch<T: Transport>(
             }
         }
     }
+    start_notices(shared, active, jobs, now).await?;
     let pool = shared.readers.clone();
     let next = blocking(move || pool.with(|r| r.next_due_ms(now))).await?;
     Ok(match next {
         Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE),
         None => MAX_IDLE,
     })
+}
+
+/// Starts sending the notices of messages whose reports wait and which have nothing due
+/// that could add to them.
+async fn start_notices<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    active: &mut Active,
+    jobs: &mut JoinSet<()>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let pool = shared.readers.clone();
+    let ready =
+        blocking(move || pool.with(|r| r.reported_messages(now, NOTICES_PER_ROUND))).await?;
+    for message in ready {
+        if !active.notifying.insert(message) {
+            continue;
+        }
+        let shared = shared.clone();
+        let handle = jobs.spawn(async move { notify(&shared, message).await });
+        active.leases.insert(handle.id(), Lease::Notices { message });
+    }
+    Ok(())
 }
 
 /// Due entries not in flight, by destination, then by message (in due order), so one job
@@ -345,7 +385,8 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
         messages: messages.iter().map(job_message).collect(),
     };
     let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
-    record(shared, destination, &messages, &outcomes).await;
+    let entries = messages.iter().flat_map(|m| &m.entries);
+    record(shared, destination, entries, &outcomes).await;
 }
 
 /// Records a temporary failure for every entry of an attempt that panicked: they are tried
@@ -355,18 +396,15 @@ async fn defer_all<T: Transport>(
     destination: &str,
     batch: Vec<MessageEntries>,
 ) {
-    let Some(messages) = load(shared, destination, batch).await else { return };
     let failure = Failure {
         status: "4.3.0".into(),
         remote_mta: None,
         diagnostic: "the delivery attempt failed unexpectedly (an internal error); will retry"
             .into(),
     };
-    let outcomes = messages
-        .iter()
-        .flat_map(|m| m.entries.iter().map(|e| (e.id, Outcome::Temporary(failure.clone()))))
-        .collect();
-    record(shared, destination, &messages, &outcomes).await;
+    let entries = batch.iter().flat_map(|(_, entries)| entries);
+    let outcomes = entries.clone().map(|e| (e.id, Outcome::Temporary(failure.clone()))).collect();
+    record(shared, destination, entries, &outcomes).await;
 }
 
 /// Reads the batch's messages; a message deleted meanwhile took its entries with it and is
@@ -393,68 +431,113 @@ async fn load<'a, T: Transport>(
     Some(messages)
 }
 
-/// Decides what each outcome means and records it, with the notices it produces, in one
-/// change.
-async fn record<T: Transport>(
+/// Decides what each outcome means and records it, with what the sender is to be told of
+/// it, in one change.
+async fn record<'e, T: Transport>(
     shared: &Shared<T>,
     destination: &str,
-    messages: &[Loaded<'_>],
+    entries: impl Iterator<Item = &'e QueueEntry>,
     outcomes: &HashMap<i64, Outcome>,
 ) {
     let now = now_ms();
     let mut updates = Vec::new();
-    let mut notices = Vec::new();
-    for Loaded { id, body, entries, .. } in messages {
-        let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
-        for entry in entries {
-            let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
-                Outcome::Temporary(Failure {
-                    status: "4.0.0".into(),
-                    remote_mta: None,
-                    diagnostic: "no result from the delivery attempt".into(),
-                })
-            });
-            let Decision { update, report, verdict } =
-                decide(&shared.config.retry, entry, &outcome, now);
-            log_attempt(entry, &outcome, verdict);
-            updates.push((entry.id, update));
-            if let Some(report) = report {
-                match reports.iter_mut().find(|(kind, _)| *kind == report.action) {
-                    Some((_, same)) => same.push(report),
-                    None => reports.push((report.action, vec![report])),
-                }
-            }
-        }
-        for (kind, recipients) in reports {
-            let about = Original { id: *id, envelope: &body.envelope, data: &body.data };
-            let sender = &entries[0].sender;
-            notices.push(about.notice(
-                &shared.config.hostname,
-                &*shared.router,
-                sender,
-                kind,
-                &recipients,
-                now,
-            ));
+    let mut reports = Vec::new();
+    for entry in entries {
+        let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
+            Outcome::Temporary(Failure {
+                status: "4.0.0".into(),
+                remote_mta: None,
+                diagnostic: "no result from the delivery attempt".into(),
+            })
+        });
+        let Decision { update, report, verdict } =
+            decide(&shared.config.retry, entry, &outcome, now);
+        log_attempt(entry, &outcome, verdict);
+        updates.push((entry.id, update));
+        if let Some(report) = report {
+            reports.push(reports::to_store(entry.message_id, &entry.sender, report));
         }
     }
-    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, notices };
+    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, reports };
     // What happened must be recorded, not re-enacted: attempting again would deliver twice.
     // So the record is retried; only if the store keeps failing do the entries, still due,
     // get attempted again.
+    if !apply_durably(&shared.spool, mutation).await {
+        error!(
+            destination,
+            "queue: delivery results not recorded; these entries will be attempted again"
+        );
+    }
+}
+
+/// Sends `message`'s waiting reports as its notices (one per kind), stored in the same
+/// change that drops the reports.
+async fn notify<T: Transport>(shared: &Shared<T>, message: MessageId) {
+    let pool = shared.readers.clone();
+    let read = blocking(move || {
+        pool.with(|r| {
+            let filter = QueueFilter { message: Some(message), ..QueueFilter::default() };
+            Ok((r.queue_reports(&message)?, r.queue_entries(&filter)?.0))
+        })
+    })
+    .await;
+    let (reports, entries) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            warn!(queue_id = %message, error = %e, "queue: cannot read reports; will retry");
+            return;
+        }
+    };
+    if reports.is_empty() {
+        return;
+    }
+    let hold = shared.bodies.hold(message);
+    let pool = shared.readers.clone();
+    let body = match hold.load(|| blocking(move || pool.with(|r| r.message(&message)))).await {
+        Ok(Some(body)) => body,
+        // Deleted: its reports went with it.
+        Ok(None) => return,
+        Err(e) => {
+            warn!(queue_id = %message, error = %e, "queue: cannot load a message to report on");
+            return;
+        }
+    };
+    let now = now_ms();
+    let original = Original { id: message, envelope: &body.envelope, data: &body.data };
+    let (ids, reports): (Vec<i64>, Vec<QueueReport>) = reports.into_iter().unzip();
+    let config = &shared.config;
+    let notices = reports::notices(
+        &original,
+        &config.hostname,
+        &*shared.router,
+        &reports,
+        &entries,
+        &config.retry,
+        now,
+    );
+    let mutation = Mutation::QueueNotified {
+        message,
+        reports: ids,
+        notices: notices.messages,
+        delay_warned: notices.delay_warned,
+    };
+    if !apply_durably(&shared.spool, mutation).await {
+        error!(queue_id = %message, "queue: notices not stored; they will be sent later");
+    }
+}
+
+/// Applies `mutation`, retrying while the store fails; whether it was applied.
+async fn apply_durably(spool: &Spool, mutation: Mutation) -> bool {
     for pause in RECORD_RETRIES {
-        match shared.spool.apply(mutation.clone()).await {
-            Ok(_) => return,
+        match spool.apply(mutation.clone()).await {
+            Ok(_) => return true,
             Err(e) => {
-                warn!(destination, error = %e, retry_in = ?pause, "queue: cannot record delivery results");
+                warn!(error = %e, retry_in = ?pause, "queue: cannot record a change; retrying");
                 tokio::time::sleep(pause).await;
             }
         }
     }
-    error!(
-        destination,
-        "queue: delivery results not recorded; these entries will be attempted again"
-    );
+    false
 }
 
 fn job_message(message: &Loaded) -> JobMessage {

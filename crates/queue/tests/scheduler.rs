@@ -432,3 +432,94 @@ async fn concurrent_jobs_for_one_message_share_one_copy_of_it() {
     }
     s.shutdown.cancel();
 }
+
+/// The notices in the store (messages from `<>`), as text.
+fn notices(readers: &Pool<Box<dyn StoreRead>>) -> Vec<String> {
+    let ids = readers.with(|r| r.list_ids(1_000)).expect("list");
+    ids.iter()
+        .filter_map(|id| readers.with(|r| r.message(id)).expect("read"))
+        .filter(|m| m.envelope.mail_from.is_empty())
+        .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+        .collect()
+}
+
+fn of_kind<'a>(notices: &'a [String], action: &str) -> Vec<&'a String> {
+    notices.iter().filter(|n| n.contains(&format!("Action: {action}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_at_thirty_destinations_gets_one_bounce_listing_them_all() {
+    let s = setup(Duration::ZERO);
+    let to: Vec<String> = (0..30).map(|n| format!("perm{n}@d{n}.test")).collect();
+    let sent = message(&to.iter().map(String::as_str).collect::<Vec<_>>());
+    s.spool.submit(sent.clone()).await.expect("queued");
+    start(&s, RetryPolicy::default());
+    let readers = s.readers.clone();
+    // The original stays until its notice is stored, then goes: nothing else keeps it.
+    until("the original to go", || {
+        readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
+    })
+    .await;
+    let notices = notices(&s.readers);
+    assert_eq!(notices.len(), 1, "one bounce for the message, not one per destination");
+    for address in &to {
+        let line = format!("Final-Recipient: rfc822; {address}\r\nAction: failed");
+        assert!(notices[0].contains(&line), "{address} missing:\n{}", notices[0]);
+    }
+    assert_eq!(s.transport.jobs.lock().expect("lock").len(), 30, "one job per destination");
+    s.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_failed_and_deferred_recipients_get_one_notice_of_each_kind() {
+    let s = setup(Duration::ZERO);
+    let mut sent = message(&[
+        "bob@a.test",
+        "perm1@b.test",
+        "perm2@c.test",
+        "temp1@d.test",
+        "temp2@e.test",
+        "carol@f.test",
+    ]);
+    // Carol's sender asked to hear of success (the scripted next hop does not speak DSN).
+    sent.envelope.recipients[5].notify = vec!["SUCCESS".into()];
+    s.spool.submit(sent.clone()).await.expect("queued");
+    // Warn at the first deferral; retry soon, to see that the warning is not repeated.
+    let retry = RetryPolicy {
+        first: Duration::from_millis(200),
+        max: Duration::from_millis(200),
+        delay_warning: Some(Duration::ZERO),
+        ..RetryPolicy::default()
+    };
+    start(&s, retry);
+    let readers = s.readers.clone();
+    until("both deferred recipients retried", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        (entries.len() == 2 && entries.iter().all(|e| e.attempts >= 2)).then_some(())
+    })
+    .await;
+    let notices = notices(&s.readers);
+    let failed = of_kind(&notices, "failed");
+    assert_eq!(failed.len(), 1, "one bounce: {notices:#?}");
+    for (address, listed) in [
+        ("perm1@b.test", true),
+        ("perm2@c.test", true),
+        ("temp1@d.test", false),
+        ("bob@a.test", false),
+    ] {
+        let line = format!("Final-Recipient: rfc822; {address}");
+        assert_eq!(failed[0].contains(&line), listed, "{address} in the bounce:\n{}", failed[0]);
+    }
+    let delayed = of_kind(&notices, "delayed");
+    assert_eq!(delayed.len(), 1, "one delay warning for the message: {notices:#?}");
+    for address in ["temp1@d.test", "temp2@e.test"] {
+        let line = format!("Final-Recipient: rfc822; {address}\r\nAction: delayed");
+        assert!(delayed[0].contains(&line), "{address} not in the warning:\n{}", delayed[0]);
+    }
+    assert!(!delayed[0].contains("perm1@b.test"), "{}", delayed[0]);
+    let relayed = of_kind(&notices, "relayed");
+    assert_eq!(relayed.len(), 1, "{notices:#?}");
+    assert!(relayed[0].contains("Final-Recipient: rfc822; carol@f.test"), "{}", relayed[0]);
+    assert_eq!(notices.len(), 3, "{notices:#?}");
+    s.shutdown.cancel();
+}
