@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tern_http::{HttpAuth, PasswordCheck};
 use tern_store::model::MaildirCopy;
 use tern_store::{
-    InboxCount, MessageId, MessagePage, MessageRow, QueueCounts, QueueEntry, QueueFilter, Route,
-    SearchQuery, StoreError, StoreRead, StoredMessage,
+    InboxCount, MessageId, MessagePage, MessageRow, QueueCounts, QueueEntry, QueueFilter,
+    QueueReport, Route, SearchQuery, StoreError, StoreRead, StoredMessage,
 };
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -72,6 +72,12 @@ impl StoreRead for CountingPages {
     }
     fn pending_maildir(&self, limit: u64) -> Result<Vec<MaildirCopy>, StoreError> {
         self.inner.pending_maildir(limit)
+    }
+    fn reported_messages(&self, now_ms: i64, limit: u64) -> Result<Vec<MessageId>, StoreError> {
+        self.inner.reported_messages(now_ms, limit)
+    }
+    fn queue_reports(&self, message: &MessageId) -> Result<Vec<(i64, QueueReport)>, StoreError> {
+        self.inner.queue_reports(message)
     }
     fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError> {
         self.inner.inboxes(account)

@@ -11,8 +11,10 @@
 //! and waiters.
 #![forbid(unsafe_code)]
 
+mod bodies;
 pub mod dsn;
 pub mod notice;
+mod reports;
 pub mod retry;
 pub mod scheduler;
 pub mod transport;
@@ -328,8 +330,8 @@ impl<S: Store> Writer<S> {
 
     fn mutate(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, SpoolError> {
         let ids = self.store.apply(mutation).map_err(|e| SpoolError::Store(Arc::new(e)))?;
-        // Notices (bounces) a queue attempt stored are new mail like any other.
-        if let Mutation::QueueAttempted { notices, .. } = mutation
+        // Notices (bounces) the queue stored are new mail like any other.
+        if let Mutation::QueueNotified { notices, .. } = mutation
             && !notices.is_empty()
         {
             metrics::counter!("tern_notices_generated_total").increment(notices.len() as u64);
@@ -341,6 +343,7 @@ impl<S: Store> Writer<S> {
         if matches!(
             mutation,
             Mutation::QueueAttempted { .. }
+                | Mutation::QueueNotified { .. }
                 | Mutation::QueueCommand { .. }
                 | Mutation::Enqueue { .. }
         ) {
@@ -354,6 +357,7 @@ impl<S: Store> Writer<S> {
                 Mutation::Delete(_)
                 | Mutation::Prune { .. }
                 | Mutation::QueueAttempted { .. }
+                | Mutation::QueueNotified { .. }
                 | Mutation::QueueCommand { .. } => Some(Event::Deleted(touched)),
                 Mutation::SetRead(_, read) => Some(Event::ReadChanged(touched, *read)),
                 Mutation::SetTags(..) | Mutation::RenameTag { .. } | Mutation::DeleteTag(_) => {
@@ -404,7 +408,8 @@ mod tests {
         }
     }
 
-    fn message() -> NewMessage {
+    /// A message with an empty envelope, for tests in this crate.
+    pub(crate) fn message() -> NewMessage {
         NewMessage {
             id: MessageId::generate(),
             envelope: Envelope {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tern_store::{EntryUpdate, QueueEntry};
+use tern_store::{EntryState, EntryUpdate, QueueEntry};
 
 use crate::dsn::{ReportKind, ReportRecipient};
 use crate::transport::{Failure, Outcome};
@@ -95,7 +95,7 @@ pub fn decide(
     outcome: &Outcome,
     now_ms: i64,
 ) -> Decision {
-    let age = Duration::from_millis(u64::try_from(now_ms - entry.created_at_ms).unwrap_or(0));
+    let age = age(entry, now_ms);
     match outcome {
         Outcome::Delivered { remote_mta, reply, peer_dsn } => {
             // A next hop that speaks DSN takes the success report over (RFC 3461 §4.2).
@@ -126,9 +126,7 @@ pub fn decide(
         }
         Outcome::Temporary(failure) => {
             let next_attempt_ms = now_ms + millis(policy.backoff(entry.attempts + 1));
-            let warn = policy.delay_warning.is_some_and(|after| age >= after)
-                && !entry.delay_warned
-                && may_notify(entry, ReportKind::Delayed);
+            let warn = warns(policy, entry, now_ms);
             let report = warn.then(|| ReportRecipient {
                 address: entry.recipient.clone(),
                 orcpt: entry.orcpt.clone(),
@@ -157,6 +155,52 @@ pub fn decide(
 /// address given by anyone else may be forged, and a notice would carry the message to it.
 fn may_notify(entry: &QueueEntry, kind: ReportKind) -> bool {
     entry.trusted_client && !entry.sender.is_empty() && wants(&entry.notify, kind)
+}
+
+/// The sender is owed a delay warning about `entry` at `now_ms` if it is still failing.
+fn warns(policy: &RetryPolicy, entry: &QueueEntry, now_ms: i64) -> bool {
+    policy.delay_warning.is_some_and(|after| age(entry, now_ms) >= after)
+        && !entry.delay_warned
+        && may_notify(entry, ReportKind::Delayed)
+}
+
+/// `entry` as a delay warning lists it when the warning comes from an attempt at another of
+/// the message's destinations: a recipient already retried, not yet warned about, whose
+/// last error stands for its state. `None` if it has not failed yet or is owed no warning.
+pub fn still_delayed(
+    policy: &RetryPolicy,
+    entry: &QueueEntry,
+    now_ms: i64,
+) -> Option<ReportRecipient> {
+    let last_attempt_ms = entry.last_attempt_ms?;
+    if entry.state != EntryState::Queued || !warns(policy, entry, now_ms) {
+        return None;
+    }
+    let error = entry.last_error.clone().unwrap_or_default();
+    let status = error.split_whitespace().find(|t| is_temporary_status(t)).unwrap_or("4.0.0");
+    Some(ReportRecipient {
+        address: entry.recipient.clone(),
+        orcpt: entry.orcpt.clone(),
+        action: ReportKind::Delayed,
+        status: status.to_string(),
+        remote_mta: None,
+        diagnostic: Some(error),
+        last_attempt_ms: Some(last_attempt_ms),
+        will_retry_until_ms: Some(entry.created_at_ms + millis(policy.lifetime)),
+    })
+}
+
+/// `4.x.y`: an RFC 3463 code for a temporary failure, as it appears in a remote reply.
+fn is_temporary_status(token: &str) -> bool {
+    let mut fields = token.split('.');
+    fields.next() == Some("4")
+        && fields
+            .by_ref()
+            .take(2)
+            .filter(|f| (1..=3).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()))
+            .count()
+            == 2
+        && fields.next().is_none()
 }
 
 /// A recipient that will not be delivered: bounce it, unless the mail is itself a bounce
@@ -190,6 +234,11 @@ fn give_up(entry: &QueueEntry, failure: &Failure, status: String, now_ms: i64) -
         will_retry_until_ms: None,
     });
     Decision { update: EntryUpdate::Done, report, verdict: Verdict::Bounced }
+}
+
+/// How long `entry` has been queued at `now_ms`.
+fn age(entry: &QueueEntry, now_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms - entry.created_at_ms).unwrap_or(0))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -389,5 +438,28 @@ mod tests {
                 .report
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_warning_lists_other_recipients_still_retried_with_their_last_error() {
+        let p = RetryPolicy::default();
+        let now = 1_000 * HOUR;
+        let mut e = entry(&[], "alice@tern.test", 5 * HOUR, now);
+        assert!(still_delayed(&p, &e, now).is_none(), "not attempted yet: nothing to report");
+        e.attempts = 2;
+        e.last_attempt_ms = Some(now - HOUR);
+        e.last_error = Some("smtp; 451 4.7.1 greylisted".into());
+        let report = still_delayed(&p, &e, now).expect("listed");
+        assert_eq!((report.action, report.status.as_str()), (ReportKind::Delayed, "4.7.1"));
+        assert_eq!(report.diagnostic.as_deref(), Some("smtp; 451 4.7.1 greylisted"));
+        assert_eq!(report.last_attempt_ms, Some(now - HOUR));
+        e.last_error = Some("connection refused".into());
+        assert_eq!(still_delayed(&p, &e, now).expect("listed").status, "4.0.0");
+        let young = QueueEntry { created_at_ms: now - HOUR, ..e.clone() };
+        assert!(still_delayed(&p, &young, now).is_none(), "too young for a warning");
+        let warned = QueueEntry { delay_warned: true, ..e.clone() };
+        assert!(still_delayed(&p, &warned, now).is_none(), "warned already");
+        let held = QueueEntry { state: EntryState::Held, ..e };
+        assert!(still_delayed(&p, &held, now).is_none(), "held, not retried");
     }
 }

@@ -1,11 +1,19 @@
 //! The outbound scheduler: finds due queue entries, groups them by destination so messages
 //! share connections, runs them through a [`Transport`] within the connection limits, and
-//! records each attempt's results together with the notices (bounces, delay warnings) they
-//! produce, in one durable change.
+//! records each attempt's results together with what the sender is to hear of them, in one
+//! durable change. Notices are per message, not per destination: once none of a message's
+//! entries is due, its waiting reports become one bounce, one delay warning and one "relayed"
+//! report at most (see `reports.rs` for why they are kept in the store meanwhile).
+//!
+//! Concurrent jobs carrying the same message (its recipients at several destinations) share
+//! one copy of it, read once and dropped when the last of them ends (see `bodies.rs`).
 //!
 //! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
 //! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
 //! is attempted again after restart: an entry is never lost, and its result is recorded once.
+//! Leases belong to the task that runs the attempt and are released when the task ends, however
+//! it ends: a job that panics frees its connection at once and has its entries recorded as a
+//! temporary failure (retried after the usual wait, since it may have delivered some of them).
 //! The scheduler idles on a timer set to the next due entry, so a large deferred queue costs
 //! nothing between attempts. Each look at the queue reads a bounded number of due entries and
 //! skips the domains of destinations whose connections are all busy, so one destination's
@@ -16,18 +24,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
-use tern_store::{MessageId, Mutation, QueueEntry, StoreError, StoreRead, StoredMessage};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tern_store::{
+    MessageId, Mutation, QueueEntry, QueueFilter, QueueReport, StoreError, StoreRead,
+};
+use tokio::task::{self, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::Spool;
-use crate::dsn::{ReportKind, ReportRecipient};
+use crate::bodies::{Bodies, Body, BodyRef};
 use crate::notice::Original;
 pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
 use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
+use crate::{Spool, reports};
 
 /// Default most outbound connections at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
@@ -37,6 +46,8 @@ pub const DEFAULT_MAX_PER_DESTINATION: usize = 20;
 pub const DEFAULT_MESSAGES_PER_CONNECTION: usize = 100;
 /// Due entries read per scheduling round (beyond those already in flight).
 const FETCH: u64 = 2_000;
+/// Messages whose notices one scheduling round starts sending, at most.
+const NOTICES_PER_ROUND: u64 = 100;
 /// Longest sleep between two looks at the queue, as a safety net.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Pause before retrying when the store cannot be read or written.
@@ -88,15 +99,21 @@ struct Shared<T> {
     transport: Arc<T>,
     router: Arc<dyn Router>,
     config: SchedulerConfig,
+    bodies: Bodies,
 }
 
 /// A message with its due entries at one destination.
 type MessageEntries = (MessageId, Vec<QueueEntry>);
 
-/// A finished job: its destination and the entries it held.
-struct Finished {
-    destination: String,
-    entries: Vec<i64>,
+/// What a running task holds, so it is released however the task ends (even by a panic).
+enum Lease {
+    /// A delivery attempt over one connection to `destination`.
+    Attempt { destination: String, batch: Vec<MessageEntries> },
+    /// Recording a deferral for the entries of an attempt that panicked: they stay leased
+    /// until it is recorded, so they are not attempted again at once.
+    Deferral { entries: Vec<i64> },
+    /// Sending a message's waiting reports as its notices.
+    Notices { message: MessageId },
 }
 
 /// Runs until `shutdown`.
@@ -108,13 +125,13 @@ pub async fn run<T: Transport>(
     config: SchedulerConfig,
     shutdown: CancellationToken,
 ) {
-    let shared = Arc::new(Shared { readers, spool, transport, router, config });
+    let bodies = Bodies::default();
+    let shared = Arc::new(Shared { readers, spool, transport, router, config, bodies });
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     loop {
-        let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs, &done_tx).await {
+        let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs).await {
             Ok(wait) => wait,
             Err(e) => {
                 warn!(error = %e, "queue: cannot read due entries");
@@ -125,13 +142,14 @@ pub async fn run<T: Transport>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
-            Some(finished) = done_rx.recv() => finish(finished, &mut in_flight, &mut active),
+            Some(ended) = jobs.join_next_with_id() => {
+                finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
+            }
             _ = shared.spool.queue_changed().notified() => {}
         }
-        while let Ok(finished) = done_rx.try_recv() {
-            finish(finished, &mut in_flight, &mut active);
+        while let Some(ended) = jobs.try_join_next_with_id() {
+            finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
         }
-        while jobs.try_join_next().is_some() {}
     }
     // Let attempts in progress record their results; whatever is cut off is retried later.
     let _ =
@@ -140,11 +158,15 @@ pub async fn run<T: Transport>(
     jobs.abort_all();
 }
 
-/// Connections open per destination, and the domains each one's work came from.
+/// Connections open per destination, the domains each one's work came from, and what each
+/// running task holds.
 #[derive(Default)]
 struct Active {
     connections: HashMap<String, usize>,
     domains: HashMap<String, HashSet<String>>,
+    leases: HashMap<task::Id, Lease>,
+    /// Messages whose notices are being sent.
+    notifying: HashSet<MessageId>,
 }
 
 impl Active {
@@ -168,19 +190,80 @@ impl Active {
             .cloned()
             .collect()
     }
-}
 
-fn finish(finished: Finished, in_flight: &mut HashSet<i64>, active: &mut Active) {
-    for entry in &finished.entries {
-        in_flight.remove(entry);
-    }
-    if let Some(n) = active.connections.get_mut(&finished.destination) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            active.connections.remove(&finished.destination);
-            active.domains.remove(&finished.destination);
+    fn close(&mut self, destination: &str) {
+        if let Some(n) = self.connections.get_mut(destination) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.connections.remove(destination);
+                self.domains.remove(destination);
+            }
         }
     }
+}
+
+/// Releases what an ended task held. An attempt that panicked frees its connection at once,
+/// but its entries stay leased until a deferral is recorded for them: the attempt may have
+/// delivered some of them, so retrying at once could deliver twice, and the job must not
+/// stay counted against its destination.
+fn finish<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    ended: Result<(task::Id, ()), JoinError>,
+    in_flight: &mut HashSet<i64>,
+    active: &mut Active,
+    jobs: &mut JoinSet<()>,
+) {
+    let (id, panic) = match ended {
+        Ok((id, ())) => (id, None),
+        Err(e) => (e.id(), e.try_into_panic().ok()),
+    };
+    let Some(lease) = active.leases.remove(&id) else { return };
+    let entries: Vec<i64> = match lease {
+        Lease::Attempt { destination, batch } => {
+            active.close(&destination);
+            let entries = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
+            if let Some(panic) = panic {
+                let queue_ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+                error!(
+                    destination,
+                    queue_ids = %queue_ids.join(","),
+                    panic = panic_text(&*panic),
+                    "queue: delivery job panicked; its recipients are deferred"
+                );
+                let shared = shared.clone();
+                let handle =
+                    jobs.spawn(async move { defer_all(&shared, &destination, batch).await });
+                active.leases.insert(handle.id(), Lease::Deferral { entries });
+                return;
+            }
+            entries
+        }
+        Lease::Deferral { entries } => {
+            if let Some(panic) = panic {
+                error!(panic = panic_text(&*panic), "queue: recording a deferral panicked");
+            }
+            entries
+        }
+        Lease::Notices { message } => {
+            if let Some(panic) = panic {
+                // The reports stay in the store: the next round tries again.
+                error!(queue_id = %message, panic = panic_text(&*panic), "queue: sending notices panicked");
+            }
+            active.notifying.remove(&message);
+            return;
+        }
+    };
+    for entry in &entries {
+        in_flight.remove(entry);
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }
 
 /// Starts jobs for due entries within the limits; returns how long to sleep at most.
@@ -189,7 +272,6 @@ async fn dispatch<T: Transport>(
     in_flight: &mut HashSet<i64>,
     active: &mut Active,
     jobs: &mut JoinSet<()>,
-    done: &mpsc::UnboundedSender<Finished>,
 ) -> Result<Duration, StoreError> {
     let config = &shared.config;
     let now = now_ms();
@@ -207,30 +289,54 @@ async fn dispatch<T: Transport>(
             {
                 let batch: Vec<_> =
                     messages.by_ref().take(config.messages_per_connection).collect();
-                let entries: Vec<i64> =
-                    batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
-                in_flight.extend(&entries);
+                in_flight.extend(batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)));
                 *active.connections.entry(destination.clone()).or_default() += 1;
                 let domains = active.domains.entry(destination.clone()).or_default();
                 for (_, message_entries) in &batch {
                     domains.extend(message_entries.iter().map(|e| e.domain.clone()));
                 }
                 running += 1;
-                let (shared, done, destination) =
-                    (shared.clone(), done.clone(), destination.clone());
-                jobs.spawn(async move {
-                    attempt(&shared, &destination, batch).await;
-                    let _ = done.send(Finished { destination, entries });
+                let (task_shared, task_destination, task_batch) =
+                    (shared.clone(), destination.clone(), batch.clone());
+                let handle = jobs.spawn(async move {
+                    attempt(&task_shared, &task_destination, task_batch).await;
                 });
+                active.leases.insert(
+                    handle.id(),
+                    Lease::Attempt { destination: destination.clone(), batch },
+                );
             }
         }
     }
+    start_notices(shared, active, jobs, now).await?;
     let pool = shared.readers.clone();
     let next = blocking(move || pool.with(|r| r.next_due_ms(now))).await?;
     Ok(match next {
         Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE),
         None => MAX_IDLE,
     })
+}
+
+/// Starts sending the notices of messages whose reports wait and which have nothing due
+/// that could add to them.
+async fn start_notices<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    active: &mut Active,
+    jobs: &mut JoinSet<()>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let pool = shared.readers.clone();
+    let ready =
+        blocking(move || pool.with(|r| r.reported_messages(now, NOTICES_PER_ROUND))).await?;
+    for message in ready {
+        if !active.notifying.insert(message) {
+            continue;
+        }
+        let shared = shared.clone();
+        let handle = jobs.spawn(async move { notify(&shared, message).await });
+        active.leases.insert(handle.id(), Lease::Notices { message });
+    }
+    Ok(())
 }
 
 /// Due entries not in flight, by destination, then by message (in due order), so one job
@@ -259,99 +365,188 @@ fn group<T: Transport>(
     destinations
 }
 
+/// A message an attempt carries, with its entries at the attempt's destination.
+struct Loaded<'a> {
+    id: MessageId,
+    /// Keeps `body` the one copy other jobs carrying this message share.
+    _hold: BodyRef<'a>,
+    body: Arc<Body>,
+    entries: Vec<QueueEntry>,
+}
+
 /// One connection's worth of work: load the messages, send them, record what happened.
 async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
-    let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
-    let pool = shared.readers.clone();
-    let loaded = blocking(move || {
-        pool.with(|r| ids.iter().map(|id| r.message(id)).collect::<Result<Vec<_>, _>>())
-    })
-    .await;
-    let loaded = match loaded {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            warn!(destination, error = %e, "queue: cannot load messages; will retry");
-            tokio::time::sleep(STORE_RETRY).await;
-            return;
-        }
-    };
-    // Kept for the results: each message's envelope and the bytes the job sends (notices
-    // quote them), not a second copy of the stored message.
-    let mut messages = Vec::new();
-    let mut job = Job { domain: destination.to_string(), messages: Vec::new() };
-    // A message deleted meanwhile took its entries with it: nothing to send.
-    for ((_, entries), stored) in batch.into_iter().zip(loaded) {
-        let Some(stored) = stored else { continue };
-        let message = job_message(&stored, &entries);
-        messages.push((stored.id, stored.envelope, message.data.clone(), entries));
-        job.messages.push(message);
-    }
+    let Some(messages) = load(shared, destination, batch).await else { return };
     if messages.is_empty() {
         return;
     }
+    let job = Job {
+        domain: destination.to_string(),
+        messages: messages.iter().map(job_message).collect(),
+    };
     let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
-    let now = now_ms();
-    let mut updates = Vec::new();
-    let mut notices = Vec::new();
-    for (id, envelope, data, entries) in &messages {
-        let mut reports: Vec<(ReportKind, Vec<ReportRecipient>)> = Vec::new();
-        for entry in entries {
-            let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
-                Outcome::Temporary(Failure {
-                    status: "4.0.0".into(),
-                    remote_mta: None,
-                    diagnostic: "no result from the delivery attempt".into(),
-                })
-            });
-            let Decision { update, report, verdict } =
-                decide(&shared.config.retry, entry, &outcome, now);
-            log_attempt(entry, &outcome, verdict);
-            updates.push((entry.id, update));
-            if let Some(report) = report {
-                match reports.iter_mut().find(|(kind, _)| *kind == report.action) {
-                    Some((_, same)) => same.push(report),
-                    None => reports.push((report.action, vec![report])),
-                }
+    let entries = messages.iter().flat_map(|m| &m.entries);
+    record(shared, destination, entries, &outcomes).await;
+}
+
+/// Records a temporary failure for every entry of an attempt that panicked: they are tried
+/// again after the usual wait.
+async fn defer_all<T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) {
+    let failure = Failure {
+        status: "4.3.0".into(),
+        remote_mta: None,
+        diagnostic: "the delivery attempt failed unexpectedly (an internal error); will retry"
+            .into(),
+    };
+    let entries = batch.iter().flat_map(|(_, entries)| entries);
+    let outcomes = entries.clone().map(|e| (e.id, Outcome::Temporary(failure.clone()))).collect();
+    record(shared, destination, entries, &outcomes).await;
+}
+
+/// Reads the batch's messages; a message deleted meanwhile took its entries with it and is
+/// left out. `None` when the store cannot be read (the entries stay due).
+async fn load<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) -> Option<Vec<Loaded<'a>>> {
+    let mut messages = Vec::with_capacity(batch.len());
+    for (id, entries) in batch {
+        let hold = shared.bodies.hold(id);
+        let pool = shared.readers.clone();
+        match hold.load(|| blocking(move || pool.with(|r| r.message(&id)))).await {
+            Ok(Some(body)) => messages.push(Loaded { id, _hold: hold, body, entries }),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(destination, error = %e, "queue: cannot load messages; will retry");
+                tokio::time::sleep(STORE_RETRY).await;
+                return None;
             }
         }
-        for (kind, recipients) in reports {
-            let about = Original { id: *id, envelope, data };
-            let sender = &entries[0].sender;
-            notices.push(about.notice(
-                &shared.config.hostname,
-                &*shared.router,
-                sender,
-                kind,
-                &recipients,
-                now,
-            ));
+    }
+    Some(messages)
+}
+
+/// Decides what each outcome means and records it, with what the sender is to be told of
+/// it, in one change.
+async fn record<'e, T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    entries: impl Iterator<Item = &'e QueueEntry>,
+    outcomes: &HashMap<i64, Outcome>,
+) {
+    let now = now_ms();
+    let mut updates = Vec::new();
+    let mut reports = Vec::new();
+    for entry in entries {
+        let outcome = outcomes.get(&entry.id).cloned().unwrap_or_else(|| {
+            Outcome::Temporary(Failure {
+                status: "4.0.0".into(),
+                remote_mta: None,
+                diagnostic: "no result from the delivery attempt".into(),
+            })
+        });
+        let Decision { update, report, verdict } =
+            decide(&shared.config.retry, entry, &outcome, now);
+        log_attempt(entry, &outcome, verdict);
+        updates.push((entry.id, update));
+        if let Some(report) = report {
+            reports.push(reports::to_store(entry.message_id, &entry.sender, report));
         }
     }
-    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, notices };
+    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, reports };
     // What happened must be recorded, not re-enacted: attempting again would deliver twice.
     // So the record is retried; only if the store keeps failing do the entries, still due,
     // get attempted again.
+    if !apply_durably(&shared.spool, mutation).await {
+        error!(
+            destination,
+            "queue: delivery results not recorded; these entries will be attempted again"
+        );
+    }
+}
+
+/// Sends `message`'s waiting reports as its notices (one per kind), stored in the same
+/// change that drops the reports.
+async fn notify<T: Transport>(shared: &Shared<T>, message: MessageId) {
+    let pool = shared.readers.clone();
+    let read = blocking(move || {
+        pool.with(|r| {
+            let filter = QueueFilter { message: Some(message), ..QueueFilter::default() };
+            Ok((r.queue_reports(&message)?, r.queue_entries(&filter)?.0))
+        })
+    })
+    .await;
+    let (reports, entries) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            warn!(queue_id = %message, error = %e, "queue: cannot read reports; will retry");
+            return;
+        }
+    };
+    if reports.is_empty() {
+        return;
+    }
+    let hold = shared.bodies.hold(message);
+    let pool = shared.readers.clone();
+    let body = match hold.load(|| blocking(move || pool.with(|r| r.message(&message)))).await {
+        Ok(Some(body)) => body,
+        // Deleted: its reports went with it.
+        Ok(None) => return,
+        Err(e) => {
+            warn!(queue_id = %message, error = %e, "queue: cannot load a message to report on");
+            return;
+        }
+    };
+    let now = now_ms();
+    let original = Original { id: message, envelope: &body.envelope, data: &body.data };
+    let (ids, reports): (Vec<i64>, Vec<QueueReport>) = reports.into_iter().unzip();
+    let config = &shared.config;
+    let notices = reports::notices(
+        &original,
+        &config.hostname,
+        &*shared.router,
+        &reports,
+        &entries,
+        &config.retry,
+        now,
+    );
+    let mutation = Mutation::QueueNotified {
+        message,
+        reports: ids,
+        notices: notices.messages,
+        delay_warned: notices.delay_warned,
+    };
+    if !apply_durably(&shared.spool, mutation).await {
+        error!(queue_id = %message, "queue: notices not stored; they will be sent later");
+    }
+}
+
+/// Applies `mutation`, retrying while the store fails; whether it was applied.
+async fn apply_durably(spool: &Spool, mutation: Mutation) -> bool {
     for pause in RECORD_RETRIES {
-        match shared.spool.apply(mutation.clone()).await {
-            Ok(_) => return,
+        match spool.apply(mutation.clone()).await {
+            Ok(_) => return true,
             Err(e) => {
-                warn!(destination, error = %e, retry_in = ?pause, "queue: cannot record delivery results");
+                warn!(error = %e, retry_in = ?pause, "queue: cannot record a change; retrying");
                 tokio::time::sleep(pause).await;
             }
         }
     }
-    error!(
-        destination,
-        "queue: delivery results not recorded; these entries will be attempted again"
-    );
+    false
 }
 
-fn job_message(stored: &StoredMessage, entries: &[QueueEntry]) -> JobMessage {
-    let envelope = &stored.envelope;
+fn job_message(message: &Loaded) -> JobMessage {
+    let Loaded { id, body, entries, .. } = message;
+    let envelope = &body.envelope;
     JobMessage {
-        id: stored.id,
+        id: *id,
         sender: entries.first().map(|e| e.sender.clone()).unwrap_or_default(),
-        data: Arc::new(stored.full_message()),
+        data: body.data.clone(),
         smtputf8: envelope.smtputf8,
         eight_bit: envelope.body.as_deref().is_some_and(|b| b.eq_ignore_ascii_case("8BITMIME")),
         envid: envelope.envid.clone(),

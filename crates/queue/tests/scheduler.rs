@@ -1,6 +1,6 @@
 //! The scheduler over a real store and spool, with a scripted transport: grouping by
 //! destination, per-recipient results, retries, bounces committed with the results, and
-//! in-flight leases.
+//! in-flight leases; a job that panics.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -295,4 +295,232 @@ async fn a_busy_destination_with_a_long_backlog_does_not_starve_the_others() {
     })
     .await;
     shutdown.cancel();
+}
+
+/// Panics on its first job; delivers everything after that.
+#[derive(Default)]
+struct PanicsOnce {
+    calls: Mutex<u32>,
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Transport for PanicsOnce {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        let first = {
+            let mut calls = self.calls.lock().expect("lock");
+            *calls += 1;
+            *calls == 1
+        };
+        assert!(!first, "the transport fails unexpectedly");
+        let mut out = Vec::new();
+        for message in &job.messages {
+            for rcpt in &message.recipients {
+                self.delivered.lock().expect("lock").push(rcpt.address.clone());
+                let delivered = Outcome::Delivered {
+                    remote_mta: "mx.test".into(),
+                    reply: "250 ok".into(),
+                    peer_dsn: false,
+                };
+                out.push((rcpt.entry, delivered));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_panics_is_deferred_and_its_destination_stays_open() {
+    let s = setup(Duration::ZERO);
+    let first = message(&["bob@a.test"]);
+    s.spool.submit(first.clone()).await.expect("queued");
+    let transport = Arc::new(PanicsOnce::default());
+    // One connection per destination: a leaked one would block a.test for good.
+    let config = SchedulerConfig {
+        max_per_destination: 1,
+        retry: RetryPolicy {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        ..SchedulerConfig::new("mx.tern.test")
+    };
+    tokio::spawn(scheduler::run(
+        s.readers.clone(),
+        s.spool.clone(),
+        transport.clone(),
+        Arc::new(ToAlice),
+        config,
+        s.shutdown.clone(),
+    ));
+    // The panic is recorded as a temporary failure, not lost and not retried at once.
+    let readers = s.readers.clone();
+    let deferred = until("the panicked attempt to be recorded", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        entries.into_iter().find(|e| e.attempts == 1)
+    })
+    .await;
+    assert!(deferred.last_error.expect("error").contains("failed unexpectedly"));
+    // Then delivered on the retry, and another message to the same destination goes too.
+    let second = message(&["carol@a.test"]);
+    s.spool.submit(second.clone()).await.expect("queued");
+    until("both messages delivered and gone", || {
+        let gone = |id| readers.with(|r| r.message(&id)).ok().flatten().is_none();
+        (gone(first.id) && gone(second.id)).then_some(())
+    })
+    .await;
+    let delivered = transport.delivered.lock().expect("lock").clone();
+    assert_eq!(delivered.iter().filter(|a| *a == "bob@a.test").count(), 1, "{delivered:?}");
+    s.shutdown.cancel();
+}
+
+/// Holds every job until `together` jobs are in progress at once, then delivers them all.
+struct Together {
+    barrier: tokio::sync::Barrier,
+    jobs: Mutex<Vec<Job>>,
+}
+
+impl Transport for Together {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        self.barrier.wait().await;
+        let delivered = Outcome::Delivered {
+            remote_mta: "mx.test".into(),
+            reply: "250 ok".into(),
+            peer_dsn: false,
+        };
+        let out = job.messages[0].recipients.iter().map(|r| (r.entry, delivered.clone())).collect();
+        self.jobs.lock().expect("lock").push(job);
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_for_one_message_share_one_copy_of_it() {
+    let s = setup(Duration::ZERO);
+    let domains = 3;
+    let to: Vec<String> = (0..domains).map(|n| format!("bob@d{n}.test")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let sent = message(&to);
+    s.spool.submit(sent.clone()).await.expect("queued");
+    let transport =
+        Arc::new(Together { barrier: tokio::sync::Barrier::new(domains), jobs: Mutex::default() });
+    tokio::spawn(scheduler::run(
+        s.readers.clone(),
+        s.spool.clone(),
+        transport.clone(),
+        Arc::new(ToAlice),
+        SchedulerConfig::new("mx.tern.test"),
+        s.shutdown.clone(),
+    ));
+    let readers = s.readers.clone();
+    until("the message to be delivered everywhere", || {
+        readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
+    })
+    .await;
+    let jobs = transport.jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), domains, "one job per destination, all in progress at once");
+    let first = &jobs[0].messages[0].data;
+    assert_eq!(first.as_slice(), [sent.received_header.as_slice(), &sent.raw].concat());
+    for job in jobs.iter() {
+        assert!(Arc::ptr_eq(first, &job.messages[0].data), "{} has its own copy", job.domain);
+    }
+    s.shutdown.cancel();
+}
+
+/// The notices in the store (messages from `<>`), as text.
+fn notices(readers: &Pool<Box<dyn StoreRead>>) -> Vec<String> {
+    let ids = readers.with(|r| r.list_ids(1_000)).expect("list");
+    ids.iter()
+        .filter_map(|id| readers.with(|r| r.message(id)).expect("read"))
+        .filter(|m| m.envelope.mail_from.is_empty())
+        .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+        .collect()
+}
+
+fn of_kind<'a>(notices: &'a [String], action: &str) -> Vec<&'a String> {
+    notices.iter().filter(|n| n.contains(&format!("Action: {action}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_at_thirty_destinations_gets_one_bounce_listing_them_all() {
+    let s = setup(Duration::ZERO);
+    let to: Vec<String> = (0..30).map(|n| format!("perm{n}@d{n}.test")).collect();
+    let sent = message(&to.iter().map(String::as_str).collect::<Vec<_>>());
+    s.spool.submit(sent.clone()).await.expect("queued");
+    start(&s, RetryPolicy::default());
+    let readers = s.readers.clone();
+    // The original stays until its notice is stored, then goes: nothing else keeps it.
+    until("the original to go", || {
+        readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
+    })
+    .await;
+    let notices = notices(&s.readers);
+    assert_eq!(notices.len(), 1, "one bounce for the message, not one per destination");
+    for address in &to {
+        let line = format!("Final-Recipient: rfc822; {address}\r\nAction: failed");
+        assert!(notices[0].contains(&line), "{address} missing:\n{}", notices[0]);
+    }
+    assert_eq!(s.transport.jobs.lock().expect("lock").len(), 30, "one job per destination");
+    s.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_failed_and_deferred_recipients_get_one_notice_of_each_kind() {
+    let s = setup(Duration::ZERO);
+    let mut sent = message(&[
+        "bob@a.test",
+        "perm1@b.test",
+        "perm2@c.test",
+        "temp1@d.test",
+        "temp2@e.test",
+        "carol@f.test",
+    ]);
+    // Carol's sender asked to hear of success (the scripted next hop does not speak DSN).
+    sent.envelope.recipients[5].notify = vec!["SUCCESS".into()];
+    s.spool.submit(sent.clone()).await.expect("queued");
+    // Warn at the first deferral; retry soon, to see that the warning is not repeated.
+    let retry = RetryPolicy {
+        first: Duration::from_millis(200),
+        max: Duration::from_millis(200),
+        delay_warning: Some(Duration::ZERO),
+        ..RetryPolicy::default()
+    };
+    start(&s, retry);
+    let readers = s.readers.clone();
+    until("both deferred recipients retried", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        (entries.len() == 2 && entries.iter().all(|e| e.attempts >= 2)).then_some(())
+    })
+    .await;
+    let notices = notices(&s.readers);
+    let failed = of_kind(&notices, "failed");
+    assert_eq!(failed.len(), 1, "one bounce: {notices:#?}");
+    for (address, listed) in [
+        ("perm1@b.test", true),
+        ("perm2@c.test", true),
+        ("temp1@d.test", false),
+        ("bob@a.test", false),
+    ] {
+        let line = format!("Final-Recipient: rfc822; {address}");
+        assert_eq!(failed[0].contains(&line), listed, "{address} in the bounce:\n{}", failed[0]);
+    }
+    let delayed = of_kind(&notices, "delayed");
+    assert_eq!(delayed.len(), 1, "one delay warning for the message: {notices:#?}");
+    for address in ["temp1@d.test", "temp2@e.test"] {
+        let line = format!("Final-Recipient: rfc822; {address}\r\nAction: delayed");
+        assert!(delayed[0].contains(&line), "{address} not in the warning:\n{}", delayed[0]);
+    }
+    assert!(!delayed[0].contains("perm1@b.test"), "{}", delayed[0]);
+    let relayed = of_kind(&notices, "relayed");
+    assert_eq!(relayed.len(), 1, "{notices:#?}");
+    assert!(relayed[0].contains("Final-Recipient: rfc822; carol@f.test"), "{}", relayed[0]);
+    assert_eq!(notices.len(), 3, "{notices:#?}");
+    s.shutdown.cancel();
 }

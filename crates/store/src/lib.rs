@@ -25,7 +25,7 @@ pub use model::{
 };
 pub use queue::{
     EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
-    QueueTarget,
+    QueueReport, QueueTarget, ReportAction,
 };
 pub use search::{SearchError, SearchQuery};
 pub use sqlite::SqliteStore;
@@ -144,6 +144,13 @@ pub trait StoreRead: Send + 'static {
 
     /// Counts over the whole outbound queue.
     fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Messages with reports waiting for their notice and no queued entry due at `now_ms`
+    /// (nothing being attempted whose outcome could still join the notice), at most `limit`.
+    fn reported_messages(&self, now_ms: i64, limit: u64) -> Result<Vec<MessageId>, StoreError>;
+
+    /// The reports waiting for `message`'s notice, with their ids, oldest first.
+    fn queue_reports(&self, message: &MessageId) -> Result<Vec<(i64, QueueReport)>, StoreError>;
 
     /// The newest message's id.
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError>;

@@ -308,16 +308,30 @@ pub enum Mutation {
         /// Most messages deleted by one prune step.
         batch: u64,
     },
-    /// Record a delivery attempt's results and store the notices (bounces, delay warnings)
-    /// it produced, atomically: a crash leaves either both or neither. Messages with nothing
-    /// left to deliver or keep are removed.
+    /// Record a delivery attempt's results and what the sender must hear of them, atomically:
+    /// a crash leaves either both or neither. The reports wait with the message until
+    /// [`Mutation::QueueNotified`] turns them into notices. Messages with nothing left to
+    /// deliver, report or keep are removed.
     QueueAttempted {
         /// What happened to each entry attempted.
         updates: Vec<(i64, crate::queue::EntryUpdate)>,
         /// When the attempt ran (ms since the epoch).
         attempted_at_ms: i64,
-        /// New messages for the senders (DSNs), routed like any other message.
+        /// Recipients the sender is to be told about.
+        reports: Vec<crate::queue::QueueReport>,
+    },
+    /// Send a message's waiting reports: store the notices (DSNs) made of them and drop the
+    /// reports, atomically, so each is sent once. Nothing changes if any of `reports` is gone
+    /// (sent already). The message goes if nothing else keeps it.
+    QueueNotified {
+        /// The message the reports are about.
+        message: MessageId,
+        /// The reports the notices carry (ids from `StoreRead::queue_reports`).
+        reports: Vec<i64>,
+        /// New messages for the sender, routed like any other message.
         notices: Vec<NewMessage>,
+        /// A delay warning is among them: no entry of the message warns again.
+        delay_warned: bool,
     },
     /// An operator's queue command (retry, hold, release, delete).
     QueueCommand {

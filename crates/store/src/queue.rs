@@ -5,7 +5,13 @@
 //! The store keeps the facts (state, attempts, next attempt, last error); when to retry and
 //! what to tell the sender is decided by the scheduler in `tern-queue`. Finished entries are
 //! removed, and a message whose last entry finishes is removed too unless it also has a copy
-//! that stays (a local mailbox or the catcher).
+//! that stays (a local mailbox or the catcher) or reports waiting for their notice.
+//!
+//! What the sender is to hear of (a failed, delayed or relayed recipient) is written as a
+//! report in the same transaction as the attempt's results, and kept with the message until
+//! the scheduler sends one notice for all of a message's waiting reports: then the notice is
+//! stored and the reports dropped in one transaction, so a crash loses no report and sends
+//! none twice.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, Transaction, params, params_from_iter};
@@ -111,6 +117,66 @@ pub enum EntryUpdate {
         /// Why.
         error: String,
     },
+}
+
+/// What a report says happened to a recipient (RFC 3464 `Action:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportAction {
+    /// Given up on.
+    Failed,
+    /// Still being retried.
+    Delayed,
+    /// Delivered to a local mailbox.
+    Delivered,
+    /// Handed to a next hop that will not report further.
+    Relayed,
+}
+
+impl ReportAction {
+    /// The name stored in the database (the RFC 3464 action).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportAction::Failed => "failed",
+            ReportAction::Delayed => "delayed",
+            ReportAction::Delivered => "delivered",
+            ReportAction::Relayed => "relayed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "failed" => Some(ReportAction::Failed),
+            "delayed" => Some(ReportAction::Delayed),
+            "delivered" => Some(ReportAction::Delivered),
+            "relayed" => Some(ReportAction::Relayed),
+            _ => None,
+        }
+    }
+}
+
+/// One recipient the sender is to be told about, waiting for its message's notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueReport {
+    /// The message it is about.
+    pub message_id: MessageId,
+    /// The entry's reverse path: the notice goes there.
+    pub sender: String,
+    /// The recipient.
+    pub recipient: String,
+    /// DSN `ORCPT=`, with its type.
+    pub orcpt: Option<String>,
+    /// What happened.
+    pub action: ReportAction,
+    /// RFC 3463 status code.
+    pub status: String,
+    /// The server that answered, if one did.
+    pub remote_mta: Option<String>,
+    /// Its answer, or what went wrong.
+    pub diagnostic: Option<String>,
+    /// When the attempt ran (ms since the Unix epoch).
+    pub last_attempt_ms: Option<i64>,
+    /// Until when it is retried (ms since the Unix epoch), for delayed recipients.
+    pub retry_until_ms: Option<i64>,
 }
 
 /// Which entries a queue command applies to.
@@ -287,6 +353,74 @@ pub(crate) fn queue_entries(
     Ok((entries(conn, &sql, values)?, total as u64))
 }
 
+/// Messages with waiting reports and no queued entry due at `now_ms`, at most `limit`.
+pub(crate) fn reported_messages(
+    conn: &Connection,
+    now_ms: i64,
+    limit: u64,
+) -> Result<Vec<MessageId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT r.message_id FROM queue_reports r
+         WHERE NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = r.message_id
+                               AND q.state = 'queued' AND q.next_attempt <= ?1)
+         LIMIT ?2",
+    )?;
+    let ids = stmt.query_map(params![now_ms, clamp(limit)], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for id in ids {
+        let id = id?;
+        let id = id.parse().map_err(|_| StoreError::Corrupt {
+            id: format!("queue report of {id}"),
+            reason: "bad message id".into(),
+        })?;
+        out.push(id);
+    }
+    Ok(out)
+}
+
+/// The reports waiting for `message`'s notice, oldest first.
+pub(crate) fn queue_reports(
+    conn: &Connection,
+    message: &MessageId,
+) -> Result<Vec<(i64, QueueReport)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, sender, recipient, orcpt, action, status, remote_mta, diagnostic,
+                last_attempt, retry_until
+         FROM queue_reports WHERE message_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([message.to_string()], |row| read_report(row, message))?;
+    rows.map(|row| row?).collect()
+}
+
+fn read_report(
+    row: &rusqlite::Row<'_>,
+    message: &MessageId,
+) -> rusqlite::Result<Result<(i64, QueueReport), StoreError>> {
+    let id: i64 = row.get(0)?;
+    let action: String = row.get(4)?;
+    let Some(action) = ReportAction::parse(&action) else {
+        return Ok(Err(StoreError::Corrupt {
+            id: format!("queue report {id}"),
+            reason: "bad action".into(),
+        }));
+    };
+    Ok(Ok((
+        id,
+        QueueReport {
+            message_id: *message,
+            sender: row.get(1)?,
+            recipient: row.get(2)?,
+            orcpt: row.get(3)?,
+            action,
+            status: row.get(5)?,
+            remote_mta: row.get(6)?,
+            diagnostic: row.get(7)?,
+            last_attempt_ms: row.get(8)?,
+            retry_until_ms: row.get(9)?,
+        },
+    )))
+}
+
 /// Counts over the whole queue.
 pub(crate) fn queue_counts(conn: &Connection) -> Result<QueueCounts, StoreError> {
     Ok(conn.query_row(
@@ -314,14 +448,14 @@ fn entries(
 }
 
 impl SqliteStore {
-    /// Records an attempt's results and stores the notices it produced (bounces, delay
-    /// warnings), all in one transaction; returns the messages removed because nothing
-    /// keeps them any more.
+    /// Records an attempt's results and the reports they produced (bounces, delay warnings),
+    /// all in one transaction; returns the messages removed because nothing keeps them any
+    /// more.
     pub(crate) fn record_attempt(
         &mut self,
         updates: &[(i64, EntryUpdate)],
         attempted_at_ms: i64,
-        notices: &[NewMessage],
+        reports: &[QueueReport],
     ) -> Result<Vec<MessageId>, StoreError> {
         let tx = crate::sqlite::write_transaction(&mut self.conn)?;
         let mut touched = Vec::new();
@@ -368,12 +502,45 @@ impl SqliteStore {
                 }
             }
         }
-        for notice in notices {
-            SqliteStore::insert(&tx, notice)?;
-        }
+        insert_reports(&tx, reports)?;
         touched.sort();
         touched.dedup();
         let removed = remove_finished(&tx, &touched)?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Stores `message`'s notices and drops the reports they carry, in one transaction;
+    /// does nothing if a report is gone (its notice was sent). Returns the message if it was
+    /// removed because nothing keeps it any more.
+    pub(crate) fn record_notices(
+        &mut self,
+        message: &MessageId,
+        reports: &[i64],
+        notices: &[NewMessage],
+        delay_warned: bool,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let tx = crate::sqlite::write_transaction(&mut self.conn)?;
+        {
+            let mut drop_report =
+                tx.prepare_cached("DELETE FROM queue_reports WHERE id = ?1 AND message_id = ?2")?;
+            for report in reports {
+                if drop_report.execute(params![report, message.to_string()])? == 0 {
+                    // Sent already: the transaction is rolled back when dropped.
+                    return Ok(vec![]);
+                }
+            }
+        }
+        if delay_warned {
+            tx.execute(
+                "UPDATE queue SET delay_warned = 1 WHERE message_id = ?1",
+                [message.to_string()],
+            )?;
+        }
+        for notice in notices {
+            SqliteStore::insert(&tx, notice)?;
+        }
+        let removed = remove_finished(&tx, &[message.to_string()])?;
         tx.commit()?;
         Ok(removed)
     }
@@ -460,14 +627,42 @@ impl SqliteStore {
     }
 }
 
-/// Removes those of `messages` that have no queue entry left and no copy that stays (every
-/// recipient was remote); returns the removed ids.
+fn insert_reports(tx: &Transaction<'_>, reports: &[QueueReport]) -> Result<(), StoreError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO queue_reports (message_id, sender, recipient, orcpt, action, status,
+            remote_mta, diagnostic, last_attempt, retry_until)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+         WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
+    )?;
+    for r in reports {
+        insert.execute(params![
+            r.message_id.to_string(),
+            r.sender,
+            r.recipient,
+            r.orcpt,
+            r.action.as_str(),
+            r.status,
+            r.remote_mta,
+            r.diagnostic,
+            r.last_attempt_ms,
+            r.retry_until_ms,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Removes those of `messages` that have no queue entry left, no report waiting for its
+/// notice and no copy that stays (every recipient was remote); returns the removed ids.
 fn remove_finished(
     tx: &Transaction<'_>,
     messages: &[String],
 ) -> Result<Vec<MessageId>, StoreError> {
     let mut finished = tx.prepare_cached(
         "SELECT NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1)
+            AND NOT EXISTS (SELECT 1 FROM queue_reports WHERE message_id = ?1)
             AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1 AND route != 'remote')
             AND EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
     )?;
@@ -566,7 +761,7 @@ mod tests {
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(e.id, defer)],
                 attempted_at_ms: 2_000,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("record");
         assert!(removed.is_empty());
@@ -584,34 +779,52 @@ mod tests {
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(e.id, EntryUpdate::Done)],
                 attempted_at_ms: 5_000,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("record");
         assert_eq!(store.queue_counts().expect("counts"), QueueCounts::default());
         assert!(store.message(&msg.id).expect("read").is_some(), "the local copy stays");
     }
 
+    fn report(msg: &NewMessage, recipient: &str, action: ReportAction) -> QueueReport {
+        QueueReport {
+            message_id: msg.id,
+            sender: msg.envelope.mail_from.clone(),
+            recipient: recipient.into(),
+            orcpt: None,
+            action,
+            status: "5.1.1".into(),
+            remote_mta: Some("mx.x.test".into()),
+            diagnostic: Some("smtp; 550 5.1.1 no".into()),
+            last_attempt_ms: Some(2_000),
+            retry_until_ms: None,
+        }
+    }
+
     #[test]
-    fn a_message_leaves_with_its_last_remote_entry_and_notices_commit_with_the_results() {
+    fn reports_wait_with_their_message_until_one_notice_sends_them() {
         let mut store = open();
         let msg = message(&[("a@x.test", Route::Remote), ("b@y.test", Route::Remote)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
         let due = store.due_entries(1_000, 10, &[]).expect("due");
-        let bounce = message(&[("alice@tern.test", Route::Local { account: "alice".into() })]);
+        let failed = report(&msg, "a@x.test", ReportAction::Failed);
         let removed = store
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(due[0].id, EntryUpdate::Done)],
                 attempted_at_ms: 2_000,
-                notices: vec![bounce.clone()],
+                reports: vec![failed.clone()],
             })
             .expect("record");
         assert!(removed.is_empty(), "one entry left");
-        assert!(store.message(&bounce.id).expect("read").is_some(), "notice stored");
+        assert!(
+            store.reported_messages(2_000, 10).expect("reported").is_empty(),
+            "b@y.test is still due: its outcome may join the notice"
+        );
         let removed = store
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(due[1].id, EntryUpdate::Hold { error: "x".into() })],
                 attempted_at_ms: 2_000,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("record");
         assert!(removed.is_empty(), "held entries keep their message");
@@ -619,15 +832,64 @@ mod tests {
             store.queue_counts().expect("counts"),
             QueueCounts { queued: 0, held: 1, messages: 1 }
         );
+        assert_eq!(store.reported_messages(2_000, 10).expect("reported"), [msg.id]);
+        let reports = store.queue_reports(&msg.id).expect("reports");
+        assert_eq!(reports.iter().map(|(_, r)| r).collect::<Vec<_>>(), [&failed]);
+
+        // The notice and the reports it carries change together, once.
+        let bounce = message(&[("alice@tern.test", Route::Local { account: "alice".into() })]);
+        let notified = |bounce: &NewMessage| Mutation::QueueNotified {
+            message: msg.id,
+            reports: reports.iter().map(|(id, _)| *id).collect(),
+            notices: vec![bounce.clone()],
+            delay_warned: true,
+        };
+        let removed = store.apply(&notified(&bounce)).expect("notify");
+        assert!(removed.is_empty(), "the held entry keeps the message");
+        assert!(store.message(&bounce.id).expect("read").is_some(), "notice stored");
+        assert!(store.queue_reports(&msg.id).expect("reports").is_empty());
+        let (entries, _) = store.queue_entries(&QueueFilter::default()).expect("list");
+        assert!(entries[0].delay_warned, "no entry of the message warns again");
+        let again = message(&[("alice@tern.test", Route::Local { account: "alice".into() })]);
+        store.apply(&notified(&again)).expect("notify again");
+        assert!(store.message(&again.id).expect("read").is_none(), "sent once");
+
         let removed = store
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(due[1].id, EntryUpdate::Done), (12345, EntryUpdate::Done)],
                 attempted_at_ms: 3_000,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("unknown entries are ignored");
         assert_eq!(removed, vec![msg.id]);
         assert!(store.message(&msg.id).expect("read").is_none());
+    }
+
+    #[test]
+    fn a_finished_message_stays_until_its_notice_is_stored() {
+        let mut store = open();
+        let msg = message(&[("a@x.test", Route::Remote)]);
+        store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
+        let due = store.due_entries(1_000, 10, &[]).expect("due");
+        let removed = store
+            .apply(&Mutation::QueueAttempted {
+                updates: vec![(due[0].id, EntryUpdate::Done)],
+                attempted_at_ms: 2_000,
+                reports: vec![report(&msg, "a@x.test", ReportAction::Failed)],
+            })
+            .expect("record");
+        assert!(removed.is_empty(), "the notice still needs the original");
+        assert!(store.message(&msg.id).expect("read").is_some());
+        let reports = store.queue_reports(&msg.id).expect("reports");
+        let removed = store
+            .apply(&Mutation::QueueNotified {
+                message: msg.id,
+                reports: reports.iter().map(|(id, _)| *id).collect(),
+                notices: vec![],
+                delay_warned: false,
+            })
+            .expect("notify");
+        assert_eq!(removed, vec![msg.id], "gone with its last report");
     }
 
     #[test]
@@ -652,7 +914,7 @@ mod tests {
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(due[0].id, defer)],
                 attempted_at_ms: 2_000,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("record");
         command(&mut store, QueueTarget::All, QueueCommand::Retry, 3_000);
@@ -691,7 +953,7 @@ mod tests {
             .apply(&Mutation::QueueAttempted {
                 updates: vec![(due[0].id, EntryUpdate::Done)],
                 attempted_at_ms: 8,
-                notices: vec![],
+                reports: vec![],
             })
             .expect("record");
         assert!(store.message(&msg.id).expect("read").is_some(), "the captured copy stays");

@@ -14,7 +14,7 @@ use crate::model::{
     Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
     Selection, StoredMessage,
 };
-use crate::queue::{QueueCounts, QueueEntry, QueueFilter};
+use crate::queue::{QueueCounts, QueueEntry, QueueFilter, QueueReport};
 use crate::search::SearchQuery;
 use crate::summary::{Mailbox, Summary};
 use crate::{Store, StoreError, StoreRead};
@@ -143,7 +143,23 @@ const MIGRATIONS: &[&str] = &[
     // 8: the due scan can skip busy destinations' entries on the index alone.
     "DROP INDEX queue_due;
     CREATE INDEX queue_due ON queue(next_attempt, id, domain) WHERE state = 'queued';",
-    // 9: whether the message's sender may be sent notices (`Envelope::trusted_client`);
+    // 9: what the sender is to be told, kept with the message until its notice is sent, so
+    // one notice covers the recipients at every destination (see `queue.rs`).
+    "CREATE TABLE queue_reports (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        orcpt TEXT,
+        action TEXT NOT NULL,          -- failed | delayed | delivered | relayed
+        status TEXT NOT NULL,
+        remote_mta TEXT,
+        diagnostic TEXT,
+        last_attempt INTEGER,          -- ms since the Unix epoch
+        retry_until INTEGER            -- ms since the Unix epoch
+    );
+    CREATE INDEX queue_reports_message ON queue_reports(message_id);",
+    // 10: whether the message's sender may be sent notices (`Envelope::trusted_client`);
     // entries queued before are kept as they were (notices allowed).
     "ALTER TABLE queue ADD COLUMN trusted_client INTEGER NOT NULL DEFAULT 1;",
 ];
@@ -644,8 +660,11 @@ impl SqliteStore {
                 self.delete(&ids)?;
                 Ok(ids)
             }
-            Mutation::QueueAttempted { updates, attempted_at_ms, notices } => {
-                self.record_attempt(updates, *attempted_at_ms, notices)
+            Mutation::QueueAttempted { updates, attempted_at_ms, reports } => {
+                self.record_attempt(updates, *attempted_at_ms, reports)
+            }
+            Mutation::QueueNotified { message, reports, notices, delay_warned } => {
+                self.record_notices(message, reports, notices, *delay_warned)
             }
             Mutation::QueueCommand { target, command, now_ms } => {
                 self.queue_command(target, *command, *now_ms)
@@ -831,6 +850,14 @@ impl StoreRead for SqliteStore {
 
     fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
         crate::queue::queue_counts(&self.conn)
+    }
+
+    fn reported_messages(&self, now_ms: i64, limit: u64) -> Result<Vec<MessageId>, StoreError> {
+        crate::queue::reported_messages(&self.conn, now_ms, limit)
+    }
+
+    fn queue_reports(&self, message: &MessageId) -> Result<Vec<(i64, QueueReport)>, StoreError> {
+        crate::queue::queue_reports(&self.conn, message)
     }
 
     fn tags_of(&self, query: Option<&SearchQuery>) -> Result<Vec<String>, StoreError> {
