@@ -12,6 +12,7 @@ pub mod api;
 mod error;
 mod events;
 mod extract;
+mod guard;
 mod json;
 mod mime;
 mod readers;
@@ -25,6 +26,7 @@ use std::time::Instant;
 pub use access::{Access, HttpAuth, PasswordCheck};
 pub use api::{ROUTES, router};
 pub use error::ApiError;
+pub use guard::{BrowserPolicy, PolicyError};
 pub use readers::{OpenReader, Readers};
 use tern_queue::Spool;
 
@@ -52,6 +54,8 @@ pub struct AppState {
     /// The smarthost released mail goes through (`[outbound] relay_host`), shown in
     /// `/api/v1/webui` as Mailpit's `SMTPServer`; `None` when it goes to each domain's MX.
     pub release_relay: Option<String>,
+    /// Which Host names and page origins are answered (see `guard`).
+    pub browser: BrowserPolicy,
 }
 
 /// Shared state handle.

@@ -238,6 +238,13 @@ pub struct HttpSection {
     pub require_auth: bool,
     /// The admin API key (`Authorization: Bearer KEY`: sees and manages everything).
     pub api_key: Option<String>,
+    /// Host names answered besides IP addresses, `localhost` and `hostname` (DNS rebinding
+    /// protection: other Hosts get 421); `"*"` answers every Host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) of web pages that may use the API across origins:
+    /// their preflights are answered and their writes allowed. Pages of any other origin may
+    /// not write, nor open the websocket.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpSection {
@@ -246,7 +253,19 @@ impl Default for HttpSection {
             listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address"),
             require_auth: false,
             api_key: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
+    }
+}
+
+impl HttpSection {
+    /// Which Host names and page origins are answered, for a server called `hostname`.
+    pub fn browser_policy(
+        &self,
+        hostname: &str,
+    ) -> Result<tern_http::BrowserPolicy, tern_http::PolicyError> {
+        tern_http::BrowserPolicy::new(hostname, &self.allowed_hosts, &self.cors_origins)
     }
 }
 
@@ -457,6 +476,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.validate_http()?;
         let o = &self.outbound;
         let outbound_checks: [(bool, &'static str, &str); 6] = [
             (o.dns_timeout_secs == 0, "outbound.dns_timeout_secs", "must be greater than 0"),
@@ -501,6 +521,15 @@ impl Config {
             return Err(("hostname", "must be a non-empty name without spaces".into()));
         }
         Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), (&'static str, String)> {
+        let h = &self.http;
+        match h.browser_policy("localhost") {
+            Err(e @ tern_http::PolicyError::Host(_)) => Err(("http.allowed_hosts", e.to_string())),
+            Err(e @ tern_http::PolicyError::Origin(_)) => Err(("http.cors_origins", e.to_string())),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The mail server's policy from `[relay]`, `[limits]` and `[lists]`.
@@ -592,7 +621,7 @@ mod tests {
         assert_eq!(config.spool.max_batch_messages, defaults.spool.max_batch_messages);
         assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
         assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
-        assert_eq!(config.http.listen, defaults.http.listen);
+        assert_eq!(format!("{:?}", config.http), format!("{:?}", defaults.http));
         assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
         assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
         assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
@@ -651,6 +680,23 @@ mod tests {
         assert!(err("bogus = 1\n").starts_with("t.toml:1: bogus"));
         assert!(err("[log]\nformat = \"xml\"\n").starts_with("t.toml:2: log.format"));
         assert!(err("[smtp\n").starts_with("t.toml:1: (syntax)"));
+    }
+
+    #[test]
+    fn http_errors_name_their_keys() {
+        let e = err("[http]\nallowed_hosts = [\"http://x.test\"]\n");
+        assert!(
+            e.starts_with("t.toml:2: http.allowed_hosts: \"http://x.test\" is not a host"),
+            "{e}"
+        );
+        let e = err("[http]\ncors_origins = [\"*\"]\n");
+        assert!(e.starts_with("t.toml:2: http.cors_origins: \"*\" is not an origin"), "{e}");
+        let ok = Config::parse(
+            "[http]\nallowed_hosts = [\"*\"]\ncors_origins = [\"http://localhost:3000\"]\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert!(ok.http.browser_policy("tern.test").is_ok());
     }
 
     #[test]

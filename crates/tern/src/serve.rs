@@ -96,7 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = http_state(&config, &hostname, &spool, shutdown.clone());
+    let state = http_state(&config, &hostname, &spool, shutdown.clone())?;
     let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
@@ -196,12 +196,16 @@ fn http_state(
     hostname: &str,
     spool: &Spool,
     shutdown: CancellationToken,
-) -> tern_http::State {
+) -> anyhow::Result<tern_http::State> {
     let dir = config.data_dir.clone();
     let open: Arc<tern_http::OpenReader> = Arc::new(move || {
         SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
     });
-    Arc::new(tern_http::AppState {
+    let browser = config
+        .http
+        .browser_policy(hostname)
+        .with_context(|| format!("hostname {hostname:?} cannot be answered as an HTTP Host"))?;
+    Ok(Arc::new(tern_http::AppState {
         readers: tern_http::Readers::new(open),
         spool: spool.clone(),
         database: config.data_dir.join(tern_store::sqlite::DATABASE_FILE).display().to_string(),
@@ -219,7 +223,8 @@ fn http_state(
                     .to_string()
             }),
         release_relay: config.outbound.relay_host.clone(),
-    })
+        browser,
+    }))
 }
 
 /// HTTP credentials: required when configured, and always in MTA mode off loopback (the API

@@ -38,6 +38,7 @@ impl Harness {
             auth,
             release_refused: release_refused.map(str::to_string),
             release_relay: None,
+            browser: tern_http::BrowserPolicy::default(),
         });
         Harness { dir, state }
     }
