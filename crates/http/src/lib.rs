@@ -17,6 +17,7 @@ mod json;
 mod mime;
 mod readers;
 mod send;
+pub mod server;
 mod ui;
 mod wait;
 
@@ -28,6 +29,7 @@ pub use api::{ROUTES, router};
 pub use error::ApiError;
 pub use guard::{BrowserPolicy, PolicyError};
 pub use readers::{OpenReader, Readers};
+pub use server::ServerLimits;
 use tern_queue::Spool;
 
 /// What every request handler shares.

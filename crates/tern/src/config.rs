@@ -245,21 +245,46 @@ pub struct HttpSection {
     /// their preflights are answered and their writes allowed. Pages of any other origin may
     /// not write, nor open the websocket.
     pub cors_origins: Vec<String>,
+    /// Seconds a client has to send a complete request head once the connection is ready for
+    /// one; also the longest idle time of a keep-alive connection.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive, counted from its head.
+    pub body_timeout_secs: u64,
+    /// Most open HTTP connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds connections get to finish at shutdown before they are closed.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        use tern_http::server;
         HttpSection {
             listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address"),
             require_auth: false,
             api_key: None,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
+            header_timeout_secs: server::DEFAULT_HEADER_TIMEOUT_SECS,
+            body_timeout_secs: server::DEFAULT_BODY_TIMEOUT_SECS,
+            max_connections: server::DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace_secs: server::DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 }
 
 impl HttpSection {
+    /// The listener's bounds.
+    pub fn limits(&self) -> tern_http::ServerLimits {
+        use std::time::Duration;
+        tern_http::ServerLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_connections: self.max_connections,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+
     /// Which Host names and page origins are answered, for a server called `hostname`.
     pub fn browser_policy(
         &self,
@@ -525,6 +550,15 @@ impl Config {
 
     fn validate_http(&self) -> Result<(), (&'static str, String)> {
         let h = &self.http;
+        let checks: [(bool, &'static str, &str); 4] = [
+            (h.header_timeout_secs == 0, "http.header_timeout_secs", "must be greater than 0"),
+            (h.body_timeout_secs == 0, "http.body_timeout_secs", "must be greater than 0"),
+            (h.max_connections == 0, "http.max_connections", "must be greater than 0"),
+            (h.shutdown_grace_secs == 0, "http.shutdown_grace_secs", "must be greater than 0"),
+        ];
+        if let Some((_, key, message)) = checks.iter().find(|(bad, _, _)| *bad) {
+            return Err((key, (*message).to_string()));
+        }
         match h.browser_policy("localhost") {
             Err(e @ tern_http::PolicyError::Host(_)) => Err(("http.allowed_hosts", e.to_string())),
             Err(e @ tern_http::PolicyError::Origin(_)) => Err(("http.cors_origins", e.to_string())),
@@ -691,6 +725,10 @@ mod tests {
         );
         let e = err("[http]\ncors_origins = [\"*\"]\n");
         assert!(e.starts_with("t.toml:2: http.cors_origins: \"*\" is not an origin"), "{e}");
+        let e = err("[http]\nmax_connections = 0\n");
+        assert!(e.starts_with("t.toml:2: http.max_connections: must be greater than 0"), "{e}");
+        let e = err("[http]\n\nheader_timeout_secs = 0\n");
+        assert!(e.starts_with("t.toml:3: http.header_timeout_secs: "), "{e}");
         let ok = Config::parse(
             "[http]\nallowed_hosts = [\"*\"]\ncors_origins = [\"http://localhost:3000\"]\n",
             Path::new("t.toml"),

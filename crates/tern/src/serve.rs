@@ -1,6 +1,7 @@
 //! `tern serve`: load configuration, open the store, start the spool and the SMTP listeners,
 //! and shut down cleanly on SIGINT/SIGTERM: stop accepting, answer `421 4.3.0` to sessions
-//! still talking, let commits in flight finish, then exit 0.
+//! still talking, give HTTP connections `http.shutdown_grace_secs` to finish, let commits in
+//! flight finish, then exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +98,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let state = http_state(&config, &hostname, &spool, shutdown.clone())?;
-    let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
+    let http = tokio::spawn(tern_http::server::serve(
+        http_listener,
+        tern_http::router(state),
+        config.http.limits(),
+        shutdown.clone(),
+    ));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
     let readers = {
@@ -243,21 +249,6 @@ fn http_auth(config: &Config) -> Option<Arc<tern_http::HttpAuth>> {
         warn!("http.require_auth is set but there is no api_key and no account can log in");
     }
     Some(Arc::new(tern_http::HttpAuth::new(api_key, accounts)))
-}
-
-/// Serves the API and UI until shutdown; open event streams are closed then too.
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    state: tern_http::State,
-    shutdown: CancellationToken,
-) {
-    let app =
-        tern_http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    if let Err(e) = result {
-        warn!(error = %e, "HTTP server stopped");
-    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -5,10 +5,13 @@
 //! a rebinding `Host`, CORS preflights), and headless Chromium opens a page of another origin
 //! (`tests/browser/crossorigin.mjs`) that tries to send mail, delete and open the websocket.
 //! Nothing it tries may be stored or received; non-browser clients keep working unchanged.
+//!
+//! Connection side: a client stuck in its request head does not hold up shutdown, head and body
+//! deadlines close slow clients, and connections over the cap are answered `503`.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -327,4 +330,124 @@ fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect to the HTTP port");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
     stream
+}
+
+/// Reads one response with a `Content-Length` body from a kept-alive connection.
+fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read the response head");
+        assert!(!line.is_empty(), "the server closed before answering: {head:?}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("read the body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether the server closes `stream` (end of file or reset) before the read deadline.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// A request for `/livez` on a kept-alive connection; proves the server serves it.
+fn livez(reader: &mut BufReader<TcpStream>) -> u16 {
+    reader.get_mut().write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+    read_response(reader).0
+}
+
+#[test]
+fn shutdown_is_bounded_while_a_client_is_stuck_in_its_request_head() {
+    // The head deadline stays long: the grace alone must end the stuck connection.
+    let mut server =
+        TernServer::start("[http]\nheader_timeout_secs = 300\nshutdown_grace_secs = 1\n");
+    // A new connection with half a head: hyper counts it busy, so it never closes by itself.
+    let mut stuck = connect(server.http);
+    stuck.write_all(b"GET /api/v1/messages HTTP/1.1\r\nHost: 127.").expect("half a head");
+    // The half head must be read by the server before the signal (no event shows when).
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    support::run("kill", &["-TERM", &pid], None);
+    let status = wait_for_exit(&mut server.child, Duration::from_secs(15));
+    let status = status.unwrap_or_else(|| {
+        panic!("tern still runs 15 s after SIGTERM; stderr:\n{}", server.stderr())
+    });
+    assert!(status.success(), "{status}");
+    println!("exited {:.1} s after SIGTERM", signalled.elapsed().as_secs_f64());
+    assert!(closed_by_server(&mut stuck));
+}
+
+#[test]
+fn slow_heads_and_idle_connections_are_closed_after_the_head_deadline() {
+    let server = TernServer::start("[http]\nheader_timeout_secs = 1\n");
+    let mut slow = connect(server.http);
+    slow.write_all(b"GET /api/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").expect("write");
+    assert!(closed_by_server(&mut slow), "a half-sent head is closed");
+    // A kept-alive connection idle after its answer is closed the same way.
+    let mut idle = BufReader::new(connect(server.http));
+    assert_eq!(livez(&mut idle), 200);
+    assert!(closed_by_server(idle.get_mut()), "an idle keep-alive connection is closed");
+    // Prompt clients are unaffected.
+    assert_eq!(livez(&mut BufReader::new(connect(server.http))), 200);
+}
+
+#[test]
+fn a_body_shorter_than_its_length_is_cut_off_by_the_body_deadline() {
+    let server = TernServer::start("[http]\nbody_timeout_secs = 1\n");
+    let mut short = connect(server.http);
+    let head = "POST /api/v1/send HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"From\":";
+    short.write_all(head.as_bytes()).expect("write");
+    let mut reader = BufReader::new(short);
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("request body"), "{body}");
+    assert!(closed_by_server(reader.get_mut()), "the connection is closed after the answer");
+    assert_eq!(server.count(), 0);
+}
+
+#[test]
+fn connections_over_the_cap_get_503_and_clients_return_after() {
+    let server = TernServer::start("[http]\nmax_connections = 2\n");
+    let mut held: Vec<_> = (0..2).map(|_| BufReader::new(connect(server.http))).collect();
+    for connection in &mut held {
+        assert_eq!(livez(connection), 200, "under the cap");
+    }
+    let mut over = BufReader::new(connect(server.http));
+    over.get_mut().write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+    let (status, body) = read_response(&mut over);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("http.max_connections"), "{body}");
+    drop(held);
+    // The server frees the places when it sees the closes: poll, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = BufReader::new(connect(server.http));
+        client
+            .get_mut()
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        match read_response(&mut client).0 {
+            200 => break,
+            status => assert!(Instant::now() < deadline, "still {status} after the others left"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
