@@ -20,6 +20,12 @@ pub enum ApiError {
     /// No such message, part or inbox.
     #[error("{0}")]
     NotFound(String),
+    /// The Host does not name this server (DNS rebinding protection).
+    #[error("{0}")]
+    Misdirected(String),
+    /// The request body is not declared JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A wait ended without enough matches.
     #[error("{0}")]
     Timeout(String),
@@ -67,6 +73,8 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(detail) => {

@@ -12,10 +12,12 @@ pub mod api;
 mod error;
 mod events;
 mod extract;
+mod guard;
 mod json;
 mod mime;
 mod readers;
 mod send;
+pub mod server;
 mod ui;
 mod wait;
 
@@ -26,7 +28,9 @@ pub use access::{Access, HttpAuth, PasswordCheck};
 pub use api::{ROUTES, router};
 pub use error::ApiError;
 pub use events::SocketHub;
+pub use guard::{BrowserPolicy, PolicyError};
 pub use readers::{OpenReader, Readers};
+pub use server::ServerLimits;
 use tern_queue::Spool;
 
 /// What every request handler shares.
@@ -55,6 +59,8 @@ pub struct AppState {
     pub release_relay: Option<String>,
     /// What the Mailpit websockets share (`SocketHub::default()`; it starts with the first).
     pub socket_hub: SocketHub,
+    /// Which Host names and page origins are answered (see `guard`).
+    pub browser: BrowserPolicy,
 }
 
 /// Shared state handle.

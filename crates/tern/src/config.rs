@@ -238,15 +238,59 @@ pub struct HttpSection {
     pub require_auth: bool,
     /// The admin API key (`Authorization: Bearer KEY`: sees and manages everything).
     pub api_key: Option<String>,
+    /// Host names answered besides IP addresses, `localhost` and `hostname` (DNS rebinding
+    /// protection: other Hosts get 421); `"*"` answers every Host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) of web pages that may use the API across origins:
+    /// their preflights are answered and their writes allowed. Pages of any other origin may
+    /// not write, nor open the websocket.
+    pub cors_origins: Vec<String>,
+    /// Seconds a client has to send a complete request head once the connection is ready for
+    /// one; also the longest idle time of a keep-alive connection.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive, counted from its head.
+    pub body_timeout_secs: u64,
+    /// Most open HTTP connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds connections get to finish at shutdown before they are closed.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        use tern_http::server;
         HttpSection {
             listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address"),
             require_auth: false,
             api_key: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            header_timeout_secs: server::DEFAULT_HEADER_TIMEOUT_SECS,
+            body_timeout_secs: server::DEFAULT_BODY_TIMEOUT_SECS,
+            max_connections: server::DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace_secs: server::DEFAULT_SHUTDOWN_GRACE_SECS,
         }
+    }
+}
+
+impl HttpSection {
+    /// The listener's bounds.
+    pub fn limits(&self) -> tern_http::ServerLimits {
+        use std::time::Duration;
+        tern_http::ServerLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_connections: self.max_connections,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+
+    /// Which Host names and page origins are answered, for a server called `hostname`.
+    pub fn browser_policy(
+        &self,
+        hostname: &str,
+    ) -> Result<tern_http::BrowserPolicy, tern_http::PolicyError> {
+        tern_http::BrowserPolicy::new(hostname, &self.allowed_hosts, &self.cors_origins)
     }
 }
 
@@ -457,6 +501,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.validate_http()?;
         let o = &self.outbound;
         let outbound_checks: [(bool, &'static str, &str); 6] = [
             (o.dns_timeout_secs == 0, "outbound.dns_timeout_secs", "must be greater than 0"),
@@ -501,6 +546,24 @@ impl Config {
             return Err(("hostname", "must be a non-empty name without spaces".into()));
         }
         Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), (&'static str, String)> {
+        let h = &self.http;
+        let checks: [(bool, &'static str, &str); 4] = [
+            (h.header_timeout_secs == 0, "http.header_timeout_secs", "must be greater than 0"),
+            (h.body_timeout_secs == 0, "http.body_timeout_secs", "must be greater than 0"),
+            (h.max_connections == 0, "http.max_connections", "must be greater than 0"),
+            (h.shutdown_grace_secs == 0, "http.shutdown_grace_secs", "must be greater than 0"),
+        ];
+        if let Some((_, key, message)) = checks.iter().find(|(bad, _, _)| *bad) {
+            return Err((key, (*message).to_string()));
+        }
+        match h.browser_policy("localhost") {
+            Err(e @ tern_http::PolicyError::Host(_)) => Err(("http.allowed_hosts", e.to_string())),
+            Err(e @ tern_http::PolicyError::Origin(_)) => Err(("http.cors_origins", e.to_string())),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The mail server's policy from `[relay]`, `[limits]` and `[lists]`.
@@ -592,7 +655,7 @@ mod tests {
         assert_eq!(config.spool.max_batch_messages, defaults.spool.max_batch_messages);
         assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
         assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
-        assert_eq!(config.http.listen, defaults.http.listen);
+        assert_eq!(format!("{:?}", config.http), format!("{:?}", defaults.http));
         assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
         assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
         assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
@@ -651,6 +714,27 @@ mod tests {
         assert!(err("bogus = 1\n").starts_with("t.toml:1: bogus"));
         assert!(err("[log]\nformat = \"xml\"\n").starts_with("t.toml:2: log.format"));
         assert!(err("[smtp\n").starts_with("t.toml:1: (syntax)"));
+    }
+
+    #[test]
+    fn http_errors_name_their_keys() {
+        let e = err("[http]\nallowed_hosts = [\"http://x.test\"]\n");
+        assert!(
+            e.starts_with("t.toml:2: http.allowed_hosts: \"http://x.test\" is not a host"),
+            "{e}"
+        );
+        let e = err("[http]\ncors_origins = [\"*\"]\n");
+        assert!(e.starts_with("t.toml:2: http.cors_origins: \"*\" is not an origin"), "{e}");
+        let e = err("[http]\nmax_connections = 0\n");
+        assert!(e.starts_with("t.toml:2: http.max_connections: must be greater than 0"), "{e}");
+        let e = err("[http]\n\nheader_timeout_secs = 0\n");
+        assert!(e.starts_with("t.toml:3: http.header_timeout_secs: "), "{e}");
+        let ok = Config::parse(
+            "[http]\nallowed_hosts = [\"*\"]\ncors_origins = [\"http://localhost:3000\"]\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert!(ok.http.browser_policy("tern.test").is_ok());
     }
 
     #[test]

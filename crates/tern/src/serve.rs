@@ -1,6 +1,7 @@
 //! `tern serve`: load configuration, open the store, start the spool and the SMTP listeners,
 //! and shut down cleanly on SIGINT/SIGTERM: stop accepting, answer `421 4.3.0` to sessions
-//! still talking, let commits in flight finish, then exit 0.
+//! still talking, give HTTP connections `http.shutdown_grace_secs` to finish, let commits in
+//! flight finish, then exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,8 +97,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = http_state(&config, &hostname, &spool, shutdown.clone());
-    let http = tokio::spawn(serve_http(http_listener, state, shutdown.clone()));
+    let state = http_state(&config, &hostname, &spool, shutdown.clone())?;
+    let http = tokio::spawn(tern_http::server::serve(
+        http_listener,
+        tern_http::router(state),
+        config.http.limits(),
+        shutdown.clone(),
+    ));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
     let readers = {
@@ -196,12 +202,16 @@ fn http_state(
     hostname: &str,
     spool: &Spool,
     shutdown: CancellationToken,
-) -> tern_http::State {
+) -> anyhow::Result<tern_http::State> {
     let dir = config.data_dir.clone();
     let open: Arc<tern_http::OpenReader> = Arc::new(move || {
         SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
     });
-    Arc::new(tern_http::AppState {
+    let browser = config
+        .http
+        .browser_policy(hostname)
+        .with_context(|| format!("hostname {hostname:?} cannot be answered as an HTTP Host"))?;
+    Ok(Arc::new(tern_http::AppState {
         readers: tern_http::Readers::new(open),
         spool: spool.clone(),
         database: config.data_dir.join(tern_store::sqlite::DATABASE_FILE).display().to_string(),
@@ -220,7 +230,8 @@ fn http_state(
             }),
         release_relay: config.outbound.relay_host.clone(),
         socket_hub: Default::default(),
-    })
+        browser,
+    }))
 }
 
 /// HTTP credentials: required when configured, and always in MTA mode off loopback (the API
@@ -239,21 +250,6 @@ fn http_auth(config: &Config) -> Option<Arc<tern_http::HttpAuth>> {
         warn!("http.require_auth is set but there is no api_key and no account can log in");
     }
     Some(Arc::new(tern_http::HttpAuth::new(api_key, accounts)))
-}
-
-/// Serves the API and UI until shutdown; open event streams are closed then too.
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    state: tern_http::State,
-    shutdown: CancellationToken,
-) {
-    let app =
-        tern_http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    if let Err(e) = result {
-        warn!(error = %e, "HTTP server stopped");
-    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
-use crate::{State, events, send, ui, wait};
+use crate::{State, events, guard, send, ui, wait};
 
 /// Every route as (method, path), in the order of `openapi.json`; a test keeps the two equal
 /// and checks that each one answers.
@@ -58,7 +58,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The whole HTTP surface.
 pub fn router(state: State) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/api/v1/messages",
             get(messages::list).put(messages::set_read).delete(messages::delete),
@@ -96,6 +96,14 @@ pub fn router(state: State) -> Router {
         .fallback(app::not_found)
         .method_not_allowed_fallback(app::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::authenticate))
+        .layer(axum::middleware::from_fn(guard::require_json_body));
+    // Outside authentication: preflights carry no credentials.
+    let router = match state.browser.cors() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

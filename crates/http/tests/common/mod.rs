@@ -52,6 +52,7 @@ impl Harness {
             release_refused: release_refused.map(str::to_string),
             release_relay: None,
             socket_hub: Default::default(),
+            browser: tern_http::BrowserPolicy::default(),
         });
         Harness { dir, state }
     }
