@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const { values } = parseArgs({ options: { http: { type: 'string' } } });
 const tern = (values.http || process.env.TERN_HTTP || '').replace(/\/$/, '');
@@ -40,21 +40,7 @@ await new Promise((resolve) => attacker.listen(0, '127.0.0.1', resolve));
 const elsewhere = `http://127.0.0.1:${attacker.address().port}/`;
 
 const profile = mkdtempSync(path.join(os.tmpdir(), 'tern-crossorigin-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  timeout: 30_000,
-});
+const context = await launchChromium(executablePath, profile);
 
 try {
   const page = context.pages()[0] || (await context.newPage());

@@ -37,7 +37,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 /** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
@@ -599,23 +599,9 @@ function splitHostPort(address) {
 // ---- browser and helpers --------------------------------------------------------------------
 
 async function launch(profile) {
-  // Playwright refuses --user-data-dir in args: a persistent context takes the directory.
-  return chromium.launchPersistentContext(profile, {
-    executablePath: config.chromium,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+  return launchChromium(config.chromium, profile, {
     viewport: { width: 1360, height: 860 },
     acceptDownloads: true,
-    timeout: 30_000,
   });
 }
 
