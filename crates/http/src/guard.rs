@@ -144,9 +144,20 @@ fn origin(text: &str) -> Result<String, PolicyError> {
     valid.then_some(lower).ok_or_else(|| PolicyError::Origin(text.to_string()))
 }
 
+/// Marks a request a page of another site made (a read: writes from there are refused). Such
+/// a request may read what the browser lets it, but changes nothing as a side effect: opening a
+/// message through it does not mark the message read.
+#[derive(Debug, Clone, Copy)]
+pub struct ForeignPage;
+
 /// Middleware: answers only requests for this server's names, and refuses writes and
-/// websockets from pages of other origins (checks 1 and 2 of the module doc).
-pub async fn check(AxumState(state): AxumState<State>, request: Request, next: Next) -> Response {
+/// websockets from pages of other origins (checks 1 and 2 of the module doc). Every answer
+/// carries `X-Content-Type-Options: nosniff`: no browser guesses a type Tern did not declare.
+pub async fn check(
+    AxumState(state): AxumState<State>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .uri()
         .authority()
@@ -163,9 +174,31 @@ pub async fn check(AxumState(state): AxumState<State>, request: Request, next: N
             reason = %refusal,
             "HTTP request refused"
         );
-        return refusal.into_response();
+        return no_sniffing(refusal.into_response());
     }
-    next.run(request).await
+    if from_foreign_page(&state.browser, &request, host.as_deref()) {
+        request.extensions_mut().insert(ForeignPage);
+    }
+    no_sniffing(next.run(request).await)
+}
+
+fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Whether a page of another site (not a listed origin) made the request, by `Origin` or
+/// `Sec-Fetch-Site`.
+fn from_foreign_page(policy: &BrowserPolicy, request: &Request, host: Option<&str>) -> bool {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).map(text);
+    if origin.is_some_and(|o| policy.lists(o)) {
+        return false;
+    }
+    let site = headers.get(SEC_FETCH_SITE).map(text);
+    matches!(site, Some("cross-site" | "same-site")) || origin.is_some_and(|o| !is_own(o, host))
 }
 
 /// Check 1: the Host names this server (a request without one is not from a browser).
@@ -193,16 +226,11 @@ fn same_origin(
     if safe && !is_websocket(headers) && !is_preflight(request) {
         return Ok(());
     }
+    if !from_foreign_page(policy, request, host) {
+        return Ok(());
+    }
     let origin = headers.get(header::ORIGIN).map(text);
-    if origin.is_some_and(|o| policy.lists(o)) {
-        return Ok(());
-    }
     let site = headers.get(SEC_FETCH_SITE).map(text);
-    let foreign_site = matches!(site, Some("cross-site" | "same-site"));
-    let foreign_origin = origin.is_some_and(|o| !is_own(o, host));
-    if !(foreign_site || foreign_origin) {
-        return Ok(());
-    }
     let from = match (origin, site) {
         (Some(origin), _) => format!("a page of {origin}"),
         (None, site) => format!("a {} page", site.unwrap_or_default()),

@@ -195,6 +195,45 @@ fn only_hosts_that_name_this_server_are_answered() {
     }
 }
 
+/// A page of another site can make the browser GET a message (an `<img src>`): it cannot read
+/// the answer, and the request must change nothing — the message stays unread. Every answer,
+/// refusals included, forbids type sniffing.
+#[test]
+fn reads_from_another_site_change_nothing_and_no_answer_is_sniffed() {
+    let server = TernServer::start("");
+    let mut client = support::Client::greeted(server.addr);
+    client.cmd("EHLO client.example", "250");
+    let id =
+        client.send_message("a@example.org", &["b@example.com"], b"Subject: reset\r\n\r\nx\r\n");
+    let is_read = || {
+        let answer = curl(&server, "GET", "/api/v1/messages", &[], None);
+        let list: Value = serde_json::from_str(&answer.body).expect("JSON");
+        list["messages"][0]["Read"].as_bool().expect("Read")
+    };
+    for path in [format!("/api/v1/message/{id}"), format!("/view/{id}.txt")] {
+        for site in ["Sec-Fetch-Site: cross-site", "Sec-Fetch-Site: same-site"] {
+            let answer = curl(&server, "GET", &path, &[site], None);
+            assert_eq!(answer.status, 200, "{path} {site}: {}", answer.body);
+        }
+        let answer = curl(&server, "GET", &path, &[&format!("Origin: {EVIL}")], None);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert!(!is_read(), "{path} from another site marked the message read");
+    }
+    // The UI itself (same origin) and a script (no Origin) still mark it read.
+    curl(&server, "GET", &format!("/api/v1/message/{id}"), &["Sec-Fetch-Site: same-origin"], None);
+    assert!(is_read());
+
+    let port = server.http.port();
+    for answer in [
+        curl(&server, "GET", "/api/v1/info", &[], None),
+        curl(&server, "GET", "/api/v1/nowhere", &[], None),
+        curl(&server, "GET", "/api/v1/info", &[&format!("Host: evil.test:{port}")], None),
+        curl(&server, "GET", "/", &[], None),
+    ] {
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{}", answer.headers);
+    }
+}
+
 #[test]
 fn websocket_handshakes_from_another_origin_are_refused() {
     let server = TernServer::start("");

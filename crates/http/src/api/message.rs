@@ -13,6 +13,7 @@ use tern_store::{MessageId, Mutation, SearchQuery, Selection, StoredMessage};
 
 use crate::error::ApiError;
 use crate::extract;
+use crate::guard::ForeignPage;
 use crate::json::{Address, addresses, rfc3339_ms};
 use crate::mime::{Parsed, PartInfo};
 use crate::{Access, State};
@@ -49,9 +50,14 @@ pub(super) async fn load(
         .ok_or_else(|| ApiError::NotFound("Message not found".into()))
 }
 
-/// Opening a message marks it read, as in Mailpit.
-async fn mark_read(state: &State, message: &StoredMessage) -> Result<(), ApiError> {
-    if !message.read {
+/// Opening a message marks it read, as in Mailpit — unless a page of another site opened it
+/// (an `<img>` pointing at the API must change nothing).
+async fn mark_read(
+    state: &State,
+    message: &StoredMessage,
+    foreign: Option<Extension<ForeignPage>>,
+) -> Result<(), ApiError> {
+    if !message.read && foreign.is_none() {
         state.spool.apply(Mutation::SetRead(Selection::Ids(vec![message.id]), true)).await?;
     }
     Ok(())
@@ -93,11 +99,12 @@ struct MessageJson {
 pub async fn detail(
     AxumState(state): AxumState<State>,
     Extension(access): Extension<Access>,
+    foreign: Option<Extension<ForeignPage>>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let message = load(&state, &access, &id, &params).await?;
-    mark_read(&state, &message).await?;
+    mark_read(&state, &message, foreign).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
     let s = &message.summary;
@@ -210,6 +217,7 @@ pub async fn part(
 pub async fn view(
     AxumState(state): AxumState<State>,
     Extension(access): Extension<Access>,
+    foreign: Option<Extension<ForeignPage>>,
     Path(file): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -221,7 +229,7 @@ pub async fn view(
         return Err(ApiError::NotFound("no such view; use {ID}.html or {ID}.txt".into()));
     };
     let message = load(&state, &access, id, &params).await?;
-    mark_read(&state, &message).await?;
+    mark_read(&state, &message, foreign).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
     if !html {
