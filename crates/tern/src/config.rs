@@ -35,7 +35,7 @@ pub struct Config {
     pub http: HttpSection,
     /// How long captured mail is kept.
     #[serde(default)]
-    pub retention: RetentionSection,
+    pub retention: tern_queue::maintenance::RetentionConfig,
     /// `catcher` (capture everything; the default) or `mta` (serve domains, accounts, relay).
     #[serde(default)]
     pub mode: Mode,
@@ -224,8 +224,6 @@ pub enum Mode {
 
 /// Default HTTP listen address of the catcher.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8025";
-/// Default most messages kept (Mailpit's default too).
-pub const DEFAULT_MAX_MESSAGES: u64 = 50_000;
 
 /// The `[http]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,22 +292,6 @@ impl HttpSection {
     }
 }
 
-/// The `[retention]` section: pruning runs in the background, oldest first.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionSection {
-    /// Keep at most this many messages; 0 keeps all.
-    pub max_messages: u64,
-    /// Delete messages older than this many seconds; 0 keeps them forever.
-    pub max_age_secs: u64,
-}
-
-impl Default for RetentionSection {
-    fn default() -> Self {
-        RetentionSection { max_messages: DEFAULT_MAX_MESSAGES, max_age_secs: 0 }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -319,7 +301,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             spool: SpoolSection::default(),
             http: HttpSection::default(),
-            retention: RetentionSection::default(),
+            retention: tern_queue::maintenance::RetentionConfig::default(),
             mode: Mode::default(),
             listeners: Vec::new(),
             tls: tern_tls::TlsConfig::default(),
@@ -656,8 +638,7 @@ mod tests {
         assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
         assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
         assert_eq!(format!("{:?}", config.http), format!("{:?}", defaults.http));
-        assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
-        assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
+        assert_eq!(config.retention, defaults.retention);
         assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
         assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
     }

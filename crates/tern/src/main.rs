@@ -6,7 +6,6 @@ mod account;
 mod bench;
 mod config;
 mod directory;
-mod maintenance;
 mod messages;
 mod metrics;
 mod outbound;
@@ -18,6 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+// Retention and index upkeep live with the spool they maintain; `serve` starts them.
+use tern_queue::maintenance;
 
 use crate::config::LogFormat;
 
