@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod account;
-mod bench;
 mod config;
 mod directory;
 mod messages;
@@ -37,7 +36,7 @@ enum Command {
     /// Read messages from a store (the server may be running).
     Messages(messages::MessagesArgs),
     /// Load any SMTP server and report messages/s and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(tern_bench::BenchArgs),
     /// Manage accounts: logins, passwords and the addresses they own.
     Account(account::AccountArgs),
     /// Manage aliases: addresses that forward to others, and per-domain catch-alls.
@@ -87,7 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Messages(args) => messages::main(args),
-        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
+        Command::Bench(args) => runtime().and_then(|rt| Ok(rt.block_on(tern_bench::run(args))?)),
         Command::Account(args) => account::account_main(args),
         Command::Alias(args) => account::alias_main(args),
         Command::Queue(args) => queue::main(args),

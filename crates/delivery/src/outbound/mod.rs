@@ -5,7 +5,8 @@
 //! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `job.rs` walks
 //! the host list and keeps the connection for the job's messages; `client.rs` is one SMTP
 //! client connection; `mx.rs` resolves domains; `tls.rs` trusts and verifies certificates;
-//! `reply.rs`, `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over bytes and replies.
+//! `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over replies, which
+//! `tern_protocol::client_reply` parses.
 //!
 //! Delivery never decides retry timing: every recipient gets an
 //! [`Outcome`](tern_queue::transport::Outcome) and the scheduler in `tern-queue` takes it from
@@ -17,7 +18,6 @@ mod ehlo;
 mod job;
 mod mx;
 mod outcome;
-mod reply;
 mod tls;
 
 use std::collections::HashMap;
@@ -32,7 +32,6 @@ use tern_queue::transport::{Job, JobResult, Transport};
 
 pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
-pub use reply::{MAX_REPLY_LINE_BYTES, MAX_REPLY_LINES, Reply, ReplyError, parse_reply};
 
 /// Default time each DNS query may take.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
