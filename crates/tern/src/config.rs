@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tern_delivery::outbound::TlsPolicy;
 use tern_smtp::SmtpConfig;
 
 /// Default data directory, relative to where `tern` runs.
@@ -81,9 +82,9 @@ pub struct OutboundSection {
     /// Port MX hosts are contacted on (25; other values are for test setups).
     pub mx_port: u16,
     /// STARTTLS policy: `opportunistic`, `require` or `off`.
-    pub tls: String,
+    pub tls: TlsPolicy,
     /// Per-domain STARTTLS policy, e.g. `{ "bank.example" = "require" }`.
-    pub tls_domains: std::collections::BTreeMap<String, String>,
+    pub tls_domains: std::collections::BTreeMap<String, TlsPolicy>,
     /// Extra trusted CA certificates (PEM) for verifying remote servers.
     pub tls_ca_file: Option<PathBuf>,
     /// Seconds to connect (and finish the TLS handshake).
@@ -102,23 +103,25 @@ pub struct OutboundSection {
 
 impl Default for OutboundSection {
     fn default() -> Self {
+        use tern_delivery::outbound as delivery;
+        use tern_queue::scheduler;
         OutboundSection {
             relay_host: None,
             relay_implicit_tls: false,
             relay_username: None,
             relay_password: None,
             dns_servers: Vec::new(),
-            dns_timeout_secs: 5,
-            mx_port: 25,
-            tls: "opportunistic".into(),
+            dns_timeout_secs: delivery::DEFAULT_DNS_TIMEOUT.as_secs(),
+            mx_port: delivery::DEFAULT_MX_PORT,
+            tls: TlsPolicy::default(),
             tls_domains: Default::default(),
             tls_ca_file: None,
-            connect_timeout_secs: 30,
-            command_timeout_secs: 300,
-            data_timeout_secs: 600,
-            max_connections: tern_queue::scheduler::DEFAULT_MAX_CONNECTIONS,
-            max_per_destination: tern_queue::scheduler::DEFAULT_MAX_PER_DESTINATION,
-            messages_per_connection: tern_queue::scheduler::DEFAULT_MESSAGES_PER_CONNECTION,
+            connect_timeout_secs: delivery::DEFAULT_CONNECT_TIMEOUT.as_secs(),
+            command_timeout_secs: delivery::DEFAULT_COMMAND_TIMEOUT.as_secs(),
+            data_timeout_secs: delivery::DEFAULT_DATA_TIMEOUT.as_secs(),
+            max_connections: scheduler::DEFAULT_MAX_CONNECTIONS,
+            max_per_destination: scheduler::DEFAULT_MAX_PER_DESTINATION,
+            messages_per_connection: scheduler::DEFAULT_MESSAGES_PER_CONNECTION,
         }
     }
 }
@@ -154,8 +157,7 @@ impl OutboundSection {
     pub fn client(&self, helo_name: &str) -> tern_delivery::outbound::OutboundConfig {
         use std::time::Duration;
         use tern_delivery::outbound::{OutboundConfig, RelayHost};
-        // `validate` has checked the policies and the relay host.
-        let policy = |s: &str| tls_policy(s).unwrap_or_default();
+        // `validate` has checked the relay host; the policies were parsed with the file.
         OutboundConfig {
             dns_servers: self.dns_servers.clone(),
             dns_timeout: Duration::from_secs(self.dns_timeout_secs),
@@ -169,11 +171,11 @@ impl OutboundSection {
                     password: self.relay_password.clone(),
                 }
             }),
-            tls: policy(&self.tls),
+            tls: self.tls,
             tls_domains: self
                 .tls_domains
                 .iter()
-                .map(|(domain, p)| (domain.to_ascii_lowercase(), policy(p)))
+                .map(|(domain, &policy)| (domain.to_ascii_lowercase(), policy))
                 .collect(),
             tls_ca_file: self.tls_ca_file.clone(),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
@@ -182,11 +184,6 @@ impl OutboundSection {
             ..OutboundConfig::new(helo_name)
         }
     }
-}
-
-/// Parses a STARTTLS policy name.
-fn tls_policy(text: &str) -> Result<tern_delivery::outbound::TlsPolicy, String> {
-    text.parse().map_err(|e: tern_delivery::outbound::UnknownTlsPolicy| e.to_string())
 }
 
 /// Splits `host:port` (`[v6]:port` too).
@@ -504,12 +501,6 @@ impl Config {
         if let Some((_, key, message)) = outbound_checks.iter().find(|(bad, _, _)| *bad) {
             return Err((key, (*message).to_string()));
         }
-        if let Err(message) = tls_policy(&o.tls) {
-            return Err(("outbound.tls", message));
-        }
-        if let Some(message) = o.tls_domains.values().find_map(|v| tls_policy(v).err()) {
-            return Err(("outbound.tls_domains", message));
-        }
         if let Some(host) = &o.relay_host
             && host_port(host).is_none()
         {
@@ -722,8 +713,15 @@ mod tests {
     fn outbound_and_queue_errors_name_their_keys() {
         let e = err("[outbound]\nmx_port = 25\ntls = \"maybe\"\n");
         assert!(e.starts_with("t.toml:3: outbound.tls: unknown TLS policy \"maybe\""), "{e}");
+        // Parsed with the file: the key names the domain whose policy is wrong.
         let e = err("[outbound]\ntls_domains = { \"a.test\" = \"strict\" }\n");
-        assert!(e.starts_with("t.toml:2: outbound.tls_domains: "), "{e}");
+        assert!(
+            e.starts_with("t.toml:2: outbound.tls_domains.a.test: unknown TLS policy \"strict\""),
+            "{e}"
+        );
+        let ok =
+            Config::parse("[outbound]\ntls = \"Require\"\n", Path::new("t.toml")).expect("valid");
+        assert_eq!(ok.outbound.client("mx.test").tls, TlsPolicy::Require);
         let e = err("[outbound]\nrelay_host = \"smtp.example\"\n");
         assert!(e.starts_with("t.toml:2: outbound.relay_host: must be host:port"), "{e}");
         let e = err("[outbound]\nrelay_username = \"u\"\n");

@@ -104,8 +104,10 @@ impl OutboundConfig {
     }
 }
 
-/// When to use TLS towards a peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// When to use TLS towards a peer. In configuration files it is one of the names below, in
+/// any case; anything else is refused with [`UnknownTlsPolicy`] when the file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum TlsPolicy {
     /// STARTTLS and a verified certificate, or no delivery (the mail waits).
     Require,
@@ -149,6 +151,14 @@ impl FromStr for TlsPolicy {
             "off" => Ok(TlsPolicy::Off),
             _ => Err(UnknownTlsPolicy(s.to_owned())),
         }
+    }
+}
+
+impl TryFrom<String> for TlsPolicy {
+    type Error = UnknownTlsPolicy;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
