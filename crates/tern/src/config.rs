@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tern_delivery::outbound::TlsPolicy;
 use tern_smtp::SmtpConfig;
 
 /// Default data directory, relative to where `tern` runs.
@@ -57,155 +56,10 @@ pub struct Config {
     pub lists: tern_policy::ListsConfig,
     /// Delivery to other servers: DNS, smarthost, TLS, timeouts, connection limits.
     #[serde(default)]
-    pub outbound: OutboundSection,
+    pub outbound: tern_delivery::outbound::OutboundSection,
     /// The outbound queue's retry schedule and notices.
     #[serde(default)]
-    pub queue: QueueSection,
-}
-
-/// The `[outbound]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundSection {
-    /// Send everything through this smarthost (`host:port`) instead of the recipients' MX.
-    pub relay_host: Option<String>,
-    /// Speak TLS from the first byte to the smarthost (port 465) instead of STARTTLS.
-    pub relay_implicit_tls: bool,
-    /// Login for AUTH at the smarthost (sent only over TLS).
-    pub relay_username: Option<String>,
-    /// Password for AUTH at the smarthost.
-    pub relay_password: Option<String>,
-    /// DNS servers (`ip:port`) for MX lookups; empty uses /etc/resolv.conf.
-    pub dns_servers: Vec<std::net::SocketAddr>,
-    /// Seconds a DNS query may take before the attempt is retried later.
-    pub dns_timeout_secs: u64,
-    /// Port MX hosts are contacted on (25; other values are for test setups).
-    pub mx_port: u16,
-    /// STARTTLS policy: `opportunistic`, `require` or `off`.
-    pub tls: TlsPolicy,
-    /// Per-domain STARTTLS policy, e.g. `{ "bank.example" = "require" }`.
-    pub tls_domains: std::collections::BTreeMap<String, TlsPolicy>,
-    /// Extra trusted CA certificates (PEM) for verifying remote servers.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Seconds to connect (and finish the TLS handshake).
-    pub connect_timeout_secs: u64,
-    /// Seconds to wait for each reply.
-    pub command_timeout_secs: u64,
-    /// Seconds to wait for the reply after the message data.
-    pub data_timeout_secs: u64,
-    /// Most outbound connections at once.
-    pub max_connections: usize,
-    /// Most connections to one destination (domain, or the smarthost) at once.
-    pub max_per_destination: usize,
-    /// Most messages sent over one connection.
-    pub messages_per_connection: usize,
-}
-
-impl Default for OutboundSection {
-    fn default() -> Self {
-        use tern_delivery::outbound as delivery;
-        use tern_queue::scheduler;
-        OutboundSection {
-            relay_host: None,
-            relay_implicit_tls: false,
-            relay_username: None,
-            relay_password: None,
-            dns_servers: Vec::new(),
-            dns_timeout_secs: delivery::DEFAULT_DNS_TIMEOUT.as_secs(),
-            mx_port: delivery::DEFAULT_MX_PORT,
-            tls: TlsPolicy::default(),
-            tls_domains: Default::default(),
-            tls_ca_file: None,
-            connect_timeout_secs: delivery::DEFAULT_CONNECT_TIMEOUT.as_secs(),
-            command_timeout_secs: delivery::DEFAULT_COMMAND_TIMEOUT.as_secs(),
-            data_timeout_secs: delivery::DEFAULT_DATA_TIMEOUT.as_secs(),
-            max_connections: scheduler::DEFAULT_MAX_CONNECTIONS,
-            max_per_destination: scheduler::DEFAULT_MAX_PER_DESTINATION,
-            messages_per_connection: scheduler::DEFAULT_MESSAGES_PER_CONNECTION,
-        }
-    }
-}
-
-/// The `[queue]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueSection {
-    /// Seconds before the first retry; each later wait doubles.
-    pub retry_first_secs: u64,
-    /// Longest wait between retries, in seconds.
-    pub retry_max_secs: u64,
-    /// Seconds a message is retried before it bounces.
-    pub lifetime_secs: u64,
-    /// Seconds after which the sender is told of the delay; 0 turns warnings off.
-    pub delay_warning_secs: u64,
-}
-
-impl Default for QueueSection {
-    fn default() -> Self {
-        let retry = tern_queue::retry::RetryPolicy::default();
-        QueueSection {
-            retry_first_secs: retry.first.as_secs(),
-            retry_max_secs: retry.max.as_secs(),
-            lifetime_secs: retry.lifetime.as_secs(),
-            delay_warning_secs: retry.delay_warning.map_or(0, |d| d.as_secs()),
-        }
-    }
-}
-
-impl OutboundSection {
-    /// The SMTP client's settings; `helo_name` is this server's hostname.
-    pub fn client(&self, helo_name: &str) -> tern_delivery::outbound::OutboundConfig {
-        use std::time::Duration;
-        use tern_delivery::outbound::{OutboundConfig, RelayHost};
-        // `validate` has checked the relay host; the policies were parsed with the file.
-        OutboundConfig {
-            dns_servers: self.dns_servers.clone(),
-            dns_timeout: Duration::from_secs(self.dns_timeout_secs),
-            mx_port: self.mx_port,
-            relay_host: self.relay_host.as_deref().and_then(host_port).map(|(host, port)| {
-                RelayHost {
-                    host,
-                    port,
-                    implicit_tls: self.relay_implicit_tls,
-                    username: self.relay_username.clone(),
-                    password: self.relay_password.clone(),
-                }
-            }),
-            tls: self.tls,
-            tls_domains: self
-                .tls_domains
-                .iter()
-                .map(|(domain, &policy)| (domain.to_ascii_lowercase(), policy))
-                .collect(),
-            tls_ca_file: self.tls_ca_file.clone(),
-            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
-            command_timeout: Duration::from_secs(self.command_timeout_secs),
-            data_timeout: Duration::from_secs(self.data_timeout_secs),
-            ..OutboundConfig::new(helo_name)
-        }
-    }
-}
-
-/// Splits `host:port` (`[v6]:port` too).
-fn host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = port.parse().ok().filter(|p| *p > 0)?;
-    (!host.is_empty()).then(|| (host.to_string(), port))
-}
-
-impl QueueSection {
-    /// The scheduler's retry policy.
-    pub fn retry_policy(&self) -> tern_queue::retry::RetryPolicy {
-        use std::time::Duration;
-        tern_queue::retry::RetryPolicy {
-            first: Duration::from_secs(self.retry_first_secs),
-            max: Duration::from_secs(self.retry_max_secs),
-            lifetime: Duration::from_secs(self.lifetime_secs),
-            delay_warning: (self.delay_warning_secs > 0)
-                .then(|| Duration::from_secs(self.delay_warning_secs)),
-        }
-    }
+    pub queue: tern_queue::retry::QueueSection,
 }
 
 /// What Tern is running as.
@@ -305,8 +159,8 @@ impl Default for Config {
             relay: tern_policy::RelayConfig::default(),
             limits: tern_policy::LimitsConfig::default(),
             lists: tern_policy::ListsConfig::default(),
-            outbound: OutboundSection::default(),
-            queue: QueueSection::default(),
+            outbound: tern_delivery::outbound::OutboundSection::default(),
+            queue: tern_queue::retry::QueueSection::default(),
         }
     }
 }
@@ -502,7 +356,7 @@ impl Config {
             return Err((key, (*message).to_string()));
         }
         if let Some(host) = &o.relay_host
-            && host_port(host).is_none()
+            && tern_delivery::outbound::parse_host_port(host).is_none()
         {
             return Err(("outbound.relay_host", "must be host:port".into()));
         }
@@ -611,6 +465,7 @@ fn line_of_key(text: &str, key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_delivery::outbound::TlsPolicy;
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("t.toml")).expect_err("must fail").to_string()

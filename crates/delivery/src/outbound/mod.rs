@@ -2,7 +2,8 @@
 //! domain is routed through DNS (MX, or implicit MX) or to a configured smarthost, and its
 //! messages go over one SMTP connection, host after host until one answers.
 //!
-//! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `job.rs` walks
+//! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `section.rs` is
+//! the configuration file's `[outbound]` section; `job.rs` walks
 //! the host list and keeps the connection for the job's messages; `client.rs` is one SMTP
 //! client connection; `mx.rs` resolves domains; `tls.rs` trusts and verifies certificates;
 //! `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over replies, which
@@ -18,6 +19,7 @@ mod ehlo;
 mod job;
 mod mx;
 mod outcome;
+mod section;
 mod tls;
 
 use std::collections::HashMap;
@@ -32,6 +34,7 @@ use tern_queue::transport::{Job, JobResult, Transport};
 
 pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
+pub use section::{OutboundSection, parse_host_port};
 
 /// Default time each DNS query may take.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
