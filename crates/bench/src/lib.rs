@@ -133,7 +133,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Why a benchmark could not run or found nothing to measure.
+/// Why a benchmark could not run or found nothing to measure. A wrapped cause is the error's
+/// source, not part of its message: `tern` prints the chain (`{:#}`) as before.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The arguments cannot make a benchmark (a flag's value, or their combination).
@@ -154,13 +155,13 @@ pub enum BenchError {
         server: String,
     },
     /// The latency histogram could not be created.
-    #[error("creating the latency histogram: {0}")]
+    #[error("creating the latency histogram")]
     Histogram(#[from] hdrhistogram::CreationError),
     /// A session task panicked.
-    #[error("a benchmark session panicked: {0}")]
+    #[error("a benchmark session panicked")]
     Session(#[from] tokio::task::JoinError),
     /// The report could not be written as JSON.
-    #[error("writing the JSON report: {0}")]
+    #[error("writing the JSON report")]
     Json(#[from] serde_json::Error),
 }
 
