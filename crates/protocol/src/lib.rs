@@ -5,7 +5,8 @@
 //!   `smtp-proto`) or into the precise reply a malformed line deserves.
 //! - [`data`] decodes a `DATA` body: dot-unstuffing, the `<CRLF>.<CRLF>` terminator, bare CR/LF
 //!   detection (the SMTP smuggling defence) and the size limit.
-//! - [`reply`] is the server's reply type with RFC 3463 enhanced status codes.
+//! - [`reply`] is the server's reply type with RFC 3463 enhanced status codes;
+//!   [`client_reply`] parses replies on the client's side (outbound delivery, `tern bench`).
 //! - [`received`] renders the `Received:` trace header.
 //! - [`sasl`] decodes SMTP AUTH responses and checks CRAM-MD5 digests.
 //!
@@ -17,6 +18,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 #![deny(missing_docs)]
 
+pub mod client_reply;
 pub mod command;
 pub mod data;
 pub mod line;

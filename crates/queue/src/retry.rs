@@ -1,6 +1,7 @@
 //! What an attempt's outcomes mean for the queue: the retry schedule, expiry, delay warnings,
 //! and which recipients the sender must hear about (RFC 3461 `NOTIFY`). Pure code: time comes
-//! in as an argument, so every rule is tested without a clock.
+//! in as an argument, so every rule is tested without a clock. [`QueueSection`] is the
+//! configuration file's `[queue]` section that sets the [`RetryPolicy`].
 
 use std::time::Duration;
 
@@ -38,6 +39,45 @@ impl Default for RetryPolicy {
             max: DEFAULT_MAX_RETRY,
             lifetime: DEFAULT_LIFETIME,
             delay_warning: Some(DEFAULT_DELAY_WARNING),
+        }
+    }
+}
+
+/// The `[queue]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Seconds before the first retry; each later wait doubles.
+    pub retry_first_secs: u64,
+    /// Longest wait between retries, in seconds.
+    pub retry_max_secs: u64,
+    /// Seconds a message is retried before it bounces.
+    pub lifetime_secs: u64,
+    /// Seconds after which the sender is told of the delay; 0 turns warnings off.
+    pub delay_warning_secs: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        QueueSection {
+            retry_first_secs: retry.first.as_secs(),
+            retry_max_secs: retry.max.as_secs(),
+            lifetime_secs: retry.lifetime.as_secs(),
+            delay_warning_secs: retry.delay_warning.map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl QueueSection {
+    /// The scheduler's retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            first: Duration::from_secs(self.retry_first_secs),
+            max: Duration::from_secs(self.retry_max_secs),
+            lifetime: Duration::from_secs(self.lifetime_secs),
+            delay_warning: (self.delay_warning_secs > 0)
+                .then(|| Duration::from_secs(self.delay_warning_secs)),
         }
     }
 }

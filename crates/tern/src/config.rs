@@ -35,7 +35,7 @@ pub struct Config {
     pub http: HttpSection,
     /// How long captured mail is kept.
     #[serde(default)]
-    pub retention: RetentionSection,
+    pub retention: tern_queue::maintenance::RetentionConfig,
     /// `catcher` (capture everything; the default) or `mta` (serve domains, accounts, relay).
     #[serde(default)]
     pub mode: Mode,
@@ -56,159 +56,10 @@ pub struct Config {
     pub lists: tern_policy::ListsConfig,
     /// Delivery to other servers: DNS, smarthost, TLS, timeouts, connection limits.
     #[serde(default)]
-    pub outbound: OutboundSection,
+    pub outbound: tern_delivery::outbound::OutboundSection,
     /// The outbound queue's retry schedule and notices.
     #[serde(default)]
-    pub queue: QueueSection,
-}
-
-/// The `[outbound]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundSection {
-    /// Send everything through this smarthost (`host:port`) instead of the recipients' MX.
-    pub relay_host: Option<String>,
-    /// Speak TLS from the first byte to the smarthost (port 465) instead of STARTTLS.
-    pub relay_implicit_tls: bool,
-    /// Login for AUTH at the smarthost (sent only over TLS).
-    pub relay_username: Option<String>,
-    /// Password for AUTH at the smarthost.
-    pub relay_password: Option<String>,
-    /// DNS servers (`ip:port`) for MX lookups; empty uses /etc/resolv.conf.
-    pub dns_servers: Vec<std::net::SocketAddr>,
-    /// Seconds a DNS query may take before the attempt is retried later.
-    pub dns_timeout_secs: u64,
-    /// Port MX hosts are contacted on (25; other values are for test setups).
-    pub mx_port: u16,
-    /// STARTTLS policy: `opportunistic`, `require` or `off`.
-    pub tls: String,
-    /// Per-domain STARTTLS policy, e.g. `{ "bank.example" = "require" }`.
-    pub tls_domains: std::collections::BTreeMap<String, String>,
-    /// Extra trusted CA certificates (PEM) for verifying remote servers.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Seconds to connect (and finish the TLS handshake).
-    pub connect_timeout_secs: u64,
-    /// Seconds to wait for each reply.
-    pub command_timeout_secs: u64,
-    /// Seconds to wait for the reply after the message data.
-    pub data_timeout_secs: u64,
-    /// Most outbound connections at once.
-    pub max_connections: usize,
-    /// Most connections to one destination (domain, or the smarthost) at once.
-    pub max_per_destination: usize,
-    /// Most messages sent over one connection.
-    pub messages_per_connection: usize,
-}
-
-impl Default for OutboundSection {
-    fn default() -> Self {
-        OutboundSection {
-            relay_host: None,
-            relay_implicit_tls: false,
-            relay_username: None,
-            relay_password: None,
-            dns_servers: Vec::new(),
-            dns_timeout_secs: 5,
-            mx_port: 25,
-            tls: "opportunistic".into(),
-            tls_domains: Default::default(),
-            tls_ca_file: None,
-            connect_timeout_secs: 30,
-            command_timeout_secs: 300,
-            data_timeout_secs: 600,
-            max_connections: tern_queue::scheduler::DEFAULT_MAX_CONNECTIONS,
-            max_per_destination: tern_queue::scheduler::DEFAULT_MAX_PER_DESTINATION,
-            messages_per_connection: tern_queue::scheduler::DEFAULT_MESSAGES_PER_CONNECTION,
-        }
-    }
-}
-
-/// The `[queue]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueSection {
-    /// Seconds before the first retry; each later wait doubles.
-    pub retry_first_secs: u64,
-    /// Longest wait between retries, in seconds.
-    pub retry_max_secs: u64,
-    /// Seconds a message is retried before it bounces.
-    pub lifetime_secs: u64,
-    /// Seconds after which the sender is told of the delay; 0 turns warnings off.
-    pub delay_warning_secs: u64,
-}
-
-impl Default for QueueSection {
-    fn default() -> Self {
-        let retry = tern_queue::retry::RetryPolicy::default();
-        QueueSection {
-            retry_first_secs: retry.first.as_secs(),
-            retry_max_secs: retry.max.as_secs(),
-            lifetime_secs: retry.lifetime.as_secs(),
-            delay_warning_secs: retry.delay_warning.map_or(0, |d| d.as_secs()),
-        }
-    }
-}
-
-impl OutboundSection {
-    /// The SMTP client's settings; `helo_name` is this server's hostname.
-    pub fn client(&self, helo_name: &str) -> tern_delivery::outbound::OutboundConfig {
-        use std::time::Duration;
-        use tern_delivery::outbound::{OutboundConfig, RelayHost};
-        // `validate` has checked the policies and the relay host.
-        let policy = |s: &str| tls_policy(s).unwrap_or_default();
-        OutboundConfig {
-            dns_servers: self.dns_servers.clone(),
-            dns_timeout: Duration::from_secs(self.dns_timeout_secs),
-            mx_port: self.mx_port,
-            relay_host: self.relay_host.as_deref().and_then(host_port).map(|(host, port)| {
-                RelayHost {
-                    host,
-                    port,
-                    implicit_tls: self.relay_implicit_tls,
-                    username: self.relay_username.clone(),
-                    password: self.relay_password.clone(),
-                }
-            }),
-            tls: policy(&self.tls),
-            tls_domains: self
-                .tls_domains
-                .iter()
-                .map(|(domain, p)| (domain.to_ascii_lowercase(), policy(p)))
-                .collect(),
-            tls_ca_file: self.tls_ca_file.clone(),
-            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
-            command_timeout: Duration::from_secs(self.command_timeout_secs),
-            data_timeout: Duration::from_secs(self.data_timeout_secs),
-            ..OutboundConfig::new(helo_name)
-        }
-    }
-}
-
-/// Parses a STARTTLS policy name.
-fn tls_policy(text: &str) -> Result<tern_delivery::outbound::TlsPolicy, String> {
-    text.parse().map_err(|e: tern_delivery::outbound::UnknownTlsPolicy| e.to_string())
-}
-
-/// Splits `host:port` (`[v6]:port` too).
-fn host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = port.parse().ok().filter(|p| *p > 0)?;
-    (!host.is_empty()).then(|| (host.to_string(), port))
-}
-
-impl QueueSection {
-    /// The scheduler's retry policy.
-    pub fn retry_policy(&self) -> tern_queue::retry::RetryPolicy {
-        use std::time::Duration;
-        tern_queue::retry::RetryPolicy {
-            first: Duration::from_secs(self.retry_first_secs),
-            max: Duration::from_secs(self.retry_max_secs),
-            lifetime: Duration::from_secs(self.lifetime_secs),
-            delay_warning: (self.delay_warning_secs > 0)
-                .then(|| Duration::from_secs(self.delay_warning_secs)),
-        }
-    }
+    pub queue: tern_queue::retry::QueueSection,
 }
 
 /// What Tern is running as.
@@ -224,8 +75,6 @@ pub enum Mode {
 
 /// Default HTTP listen address of the catcher.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8025";
-/// Default most messages kept (Mailpit's default too).
-pub const DEFAULT_MAX_MESSAGES: u64 = 50_000;
 
 /// The `[http]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,22 +143,6 @@ impl HttpSection {
     }
 }
 
-/// The `[retention]` section: pruning runs in the background, oldest first.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionSection {
-    /// Keep at most this many messages; 0 keeps all.
-    pub max_messages: u64,
-    /// Delete messages older than this many seconds; 0 keeps them forever.
-    pub max_age_secs: u64,
-}
-
-impl Default for RetentionSection {
-    fn default() -> Self {
-        RetentionSection { max_messages: DEFAULT_MAX_MESSAGES, max_age_secs: 0 }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -319,15 +152,15 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             spool: SpoolSection::default(),
             http: HttpSection::default(),
-            retention: RetentionSection::default(),
+            retention: tern_queue::maintenance::RetentionConfig::default(),
             mode: Mode::default(),
             listeners: Vec::new(),
             tls: tern_tls::TlsConfig::default(),
             relay: tern_policy::RelayConfig::default(),
             limits: tern_policy::LimitsConfig::default(),
             lists: tern_policy::ListsConfig::default(),
-            outbound: OutboundSection::default(),
-            queue: QueueSection::default(),
+            outbound: tern_delivery::outbound::OutboundSection::default(),
+            queue: tern_queue::retry::QueueSection::default(),
         }
     }
 }
@@ -522,14 +355,8 @@ impl Config {
         if let Some((_, key, message)) = outbound_checks.iter().find(|(bad, _, _)| *bad) {
             return Err((key, (*message).to_string()));
         }
-        if let Err(message) = tls_policy(&o.tls) {
-            return Err(("outbound.tls", message));
-        }
-        if let Some(message) = o.tls_domains.values().find_map(|v| tls_policy(v).err()) {
-            return Err(("outbound.tls_domains", message));
-        }
         if let Some(host) = &o.relay_host
-            && host_port(host).is_none()
+            && tern_delivery::outbound::parse_host_port(host).is_none()
         {
             return Err(("outbound.relay_host", "must be host:port".into()));
         }
@@ -638,6 +465,7 @@ fn line_of_key(text: &str, key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_delivery::outbound::TlsPolicy;
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("t.toml")).expect_err("must fail").to_string()
@@ -656,8 +484,7 @@ mod tests {
         assert_eq!(config.spool.queue_capacity, defaults.spool.queue_capacity);
         assert_eq!(config.spool.max_batch_bytes, defaults.spool.max_batch_bytes);
         assert_eq!(format!("{:?}", config.http), format!("{:?}", defaults.http));
-        assert_eq!(config.retention.max_messages, defaults.retention.max_messages);
-        assert_eq!(config.retention.max_age_secs, defaults.retention.max_age_secs);
+        assert_eq!(config.retention, defaults.retention);
         assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
         assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
     }
@@ -741,8 +568,15 @@ mod tests {
     fn outbound_and_queue_errors_name_their_keys() {
         let e = err("[outbound]\nmx_port = 25\ntls = \"maybe\"\n");
         assert!(e.starts_with("t.toml:3: outbound.tls: unknown TLS policy \"maybe\""), "{e}");
+        // Parsed with the file: the key names the domain whose policy is wrong.
         let e = err("[outbound]\ntls_domains = { \"a.test\" = \"strict\" }\n");
-        assert!(e.starts_with("t.toml:2: outbound.tls_domains: "), "{e}");
+        assert!(
+            e.starts_with("t.toml:2: outbound.tls_domains.a.test: unknown TLS policy \"strict\""),
+            "{e}"
+        );
+        let ok =
+            Config::parse("[outbound]\ntls = \"Require\"\n", Path::new("t.toml")).expect("valid");
+        assert_eq!(ok.outbound.client("mx.test").tls, TlsPolicy::Require);
         let e = err("[outbound]\nrelay_host = \"smtp.example\"\n");
         assert!(e.starts_with("t.toml:2: outbound.relay_host: must be host:port"), "{e}");
         let e = err("[outbound]\nrelay_username = \"u\"\n");

@@ -3,10 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod account;
-mod bench;
 mod config;
 mod directory;
-mod maintenance;
 mod messages;
 mod metrics;
 mod outbound;
@@ -18,6 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+// Retention and index upkeep live with the spool they maintain; `serve` starts them.
+use tern_queue::maintenance;
 
 use crate::config::LogFormat;
 
@@ -36,7 +36,7 @@ enum Command {
     /// Read messages from a store (the server may be running).
     Messages(messages::MessagesArgs),
     /// Load any SMTP server and report messages/s and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(tern_bench::BenchArgs),
     /// Manage accounts: logins, passwords and the addresses they own.
     Account(account::AccountArgs),
     /// Manage aliases: addresses that forward to others, and per-domain catch-alls.
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Messages(args) => messages::main(args),
-        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
+        Command::Bench(args) => runtime().and_then(|rt| Ok(rt.block_on(tern_bench::run(args))?)),
         Command::Account(args) => account::account_main(args),
         Command::Alias(args) => account::alias_main(args),
         Command::Queue(args) => queue::main(args),

@@ -25,8 +25,8 @@ use super::ehlo::Capabilities;
 use super::outcome::{
     STATUS_PROTOCOL_ERROR, local_failure, reply_failure, reply_outcome, temporary,
 };
-use super::reply::{MAX_REPLY_LINE_BYTES, Reply, ReplyError, ReplyParser};
 use super::tls::{HandshakeError, TlsSetup, Verification};
+use tern_protocol::client_reply::{ClientReply, MAX_REPLY_LINE_BYTES, ReplyError, ReplyParser};
 
 /// How long `QUIT` waits for its reply before the connection is just closed.
 pub const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,7 +135,7 @@ pub enum ClientError {
         /// Which step, e.g. `greeting`.
         stage: &'static str,
         /// The reply.
-        reply: Reply,
+        reply: ClientReply,
     },
     /// Policy `require`, and the peer does not offer STARTTLS.
     #[error("STARTTLS is required but not offered")]
@@ -154,7 +154,7 @@ pub enum ClientError {
     NoAuthMechanism(String),
     /// The peer rejected the credentials.
     #[error("authentication failed: {0}")]
-    AuthFailed(Reply),
+    AuthFailed(ClientReply),
 }
 
 impl ClientError {
@@ -548,12 +548,12 @@ impl Session {
     }
 
     /// `None` (not yet decided) for an accepted recipient, its outcome otherwise.
-    fn rcpt_outcome(&self, reply: &Reply) -> Option<Outcome> {
+    fn rcpt_outcome(&self, reply: &ClientReply) -> Option<Outcome> {
         (!reply.is_positive()).then(|| reply_outcome(reply, &self.target.name))
     }
 
     /// A DATA that should not have been accepted was: end it with an empty body.
-    async fn abandon_data(&mut self, data_reply: &Reply) -> Result<(), ClientError> {
+    async fn abandon_data(&mut self, data_reply: &ClientReply) -> Result<(), ClientError> {
         if data_reply.code == 354 {
             self.conn.send(b".\r\n", self.timeouts.command).await?;
             self.conn.read_reply(self.timeouts.data, "reply to the end of data").await?;
@@ -620,7 +620,7 @@ impl Connection {
         line: &str,
         wait: Duration,
         awaiting: &'static str,
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<ClientReply, ClientError> {
         self.send(line.as_bytes(), wait).await?;
         self.read_reply(wait, awaiting).await
     }
@@ -648,7 +648,7 @@ impl Connection {
         &mut self,
         wait: Duration,
         awaiting: &'static str,
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<ClientReply, ClientError> {
         let deadline = Instant::now() + wait;
         loop {
             while let Some(line) = self.take_line()? {

@@ -1,7 +1,7 @@
 //! What the next hop said it supports: the ESMTP extensions of an EHLO reply that the client
-//! acts on. Pure code over a parsed [`Reply`]; unknown keywords are ignored.
+//! acts on. Pure code over a parsed [`ClientReply`]; unknown keywords are ignored.
 
-use super::reply::Reply;
+use tern_protocol::client_reply::ClientReply;
 
 /// The extensions of one EHLO reply (all off after a HELO).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Reads the extensions from an EHLO reply; the first line is the greeting, not a keyword.
-    pub fn from_ehlo(reply: &Reply) -> Self {
+    pub fn from_ehlo(reply: &ClientReply) -> Self {
         let mut caps = Capabilities::default();
         for line in reply.lines.iter().skip(1) {
             caps.add_line(line);
@@ -78,7 +78,7 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::reply::parse_reply;
+    use tern_protocol::client_reply::parse_reply;
 
     fn caps(reply: &str) -> Capabilities {
         Capabilities::from_ehlo(&parse_reply(reply.as_bytes()).expect("reply"))

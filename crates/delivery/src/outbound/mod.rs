@@ -2,10 +2,12 @@
 //! domain is routed through DNS (MX, or implicit MX) or to a configured smarthost, and its
 //! messages go over one SMTP connection, host after host until one answers.
 //!
-//! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `job.rs` walks
+//! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `section.rs` is
+//! the configuration file's `[outbound]` section; `job.rs` walks
 //! the host list and keeps the connection for the job's messages; `client.rs` is one SMTP
 //! client connection; `mx.rs` resolves domains; `tls.rs` trusts and verifies certificates;
-//! `reply.rs`, `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over bytes and replies.
+//! `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over replies, which
+//! `tern_protocol::client_reply` parses.
 //!
 //! Delivery never decides retry timing: every recipient gets an
 //! [`Outcome`](tern_queue::transport::Outcome) and the scheduler in `tern-queue` takes it from
@@ -17,7 +19,7 @@ mod ehlo;
 mod job;
 mod mx;
 mod outcome;
-mod reply;
+mod section;
 mod tls;
 
 use std::collections::HashMap;
@@ -32,7 +34,7 @@ use tern_queue::transport::{Job, JobResult, Transport};
 
 pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
-pub use reply::{MAX_REPLY_LINE_BYTES, MAX_REPLY_LINES, Reply, ReplyError, parse_reply};
+pub use section::{OutboundSection, parse_host_port};
 
 /// Default time each DNS query may take.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,8 +107,10 @@ impl OutboundConfig {
     }
 }
 
-/// When to use TLS towards a peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// When to use TLS towards a peer. In configuration files it is one of the names below, in
+/// any case; anything else is refused with [`UnknownTlsPolicy`] when the file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum TlsPolicy {
     /// STARTTLS and a verified certificate, or no delivery (the mail waits).
     Require,
@@ -150,6 +154,14 @@ impl FromStr for TlsPolicy {
             "off" => Ok(TlsPolicy::Off),
             _ => Err(UnknownTlsPolicy(s.to_owned())),
         }
+    }
+}
+
+impl TryFrom<String> for TlsPolicy {
+    type Error = UnknownTlsPolicy;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

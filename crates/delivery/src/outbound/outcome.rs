@@ -4,14 +4,14 @@
 
 use tern_queue::transport::{Failure, Outcome};
 
-use super::reply::Reply;
+use tern_protocol::client_reply::ClientReply;
 
 /// Status for a reply that breaks the protocol (malformed, or a code that makes no sense).
 pub const STATUS_PROTOCOL_ERROR: &str = "4.5.0";
 
 /// The enhanced status a reply stands for: its own when it has one, else one derived from its
 /// class (`4.0.0`, `5.0.0`; anything else is a protocol error).
-pub fn reply_status(reply: &Reply) -> String {
+pub fn reply_status(reply: &ClientReply) -> String {
     if let Some(status) = &reply.status {
         return status.clone();
     }
@@ -24,7 +24,7 @@ pub fn reply_status(reply: &Reply) -> String {
 }
 
 /// The failure a reply from `host` reports: its status, `smtp; <reply>` as diagnostic.
-pub fn reply_failure(reply: &Reply, host: &str) -> Failure {
+pub fn reply_failure(reply: &ClientReply, host: &str) -> Failure {
     Failure {
         status: reply_status(reply),
         remote_mta: Some(host.to_owned()),
@@ -34,7 +34,7 @@ pub fn reply_failure(reply: &Reply, host: &str) -> Failure {
 
 /// The outcome of a negative reply: 5xx permanent, 4xx temporary; any other code where a
 /// negative one was expected is a protocol error, so temporary with `4.5.0`.
-pub fn reply_outcome(reply: &Reply, host: &str) -> Outcome {
+pub fn reply_outcome(reply: &ClientReply, host: &str) -> Outcome {
     let failure = reply_failure(reply, host);
     match reply.class() {
         5 => Outcome::Permanent(failure),
@@ -64,9 +64,9 @@ pub fn local_failure(status: &str, diagnostic: impl Into<String>) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::reply::parse_reply;
+    use tern_protocol::client_reply::parse_reply;
 
-    fn reply(text: &str) -> Reply {
+    fn reply(text: &str) -> ClientReply {
         parse_reply(text.as_bytes()).expect("reply")
     }
 

@@ -1,6 +1,8 @@
-//! SMTP replies as the client reads them: one [`Reply`] from the lines of a (possibly
-//! multi-line) response, with its enhanced status code. Pure code over bytes; framing lines off
-//! the socket is `client.rs`'s job.
+//! The client's side of replies: one [`ClientReply`] from the lines of a (possibly multi-line)
+//! server response, with its enhanced status code, as an SMTP client reads it. The server's own
+//! replies, which it writes, are [`crate::ClientReply`]. Pure code over lines; reading them off a
+//! socket is the caller's job (the outbound client in `tern-delivery`, the load generator in
+//! `tern-bench`).
 //!
 //! Hand-written rather than smtp-proto's `ResponseReceiver` because the client must bound a
 //! reply by lines as well as bytes: that receiver keeps buffering a stream of empty
@@ -15,7 +17,7 @@ pub const MAX_REPLY_LINES: usize = 128;
 
 /// One complete server reply, e.g. `250-mx.example.com` + `250 8BITMIME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub struct ClientReply {
     /// The three-digit reply code.
     pub code: u16,
     /// The RFC 3463 enhanced status code of the first line (`5.1.1`), when it has one.
@@ -24,7 +26,7 @@ pub struct Reply {
     pub lines: Vec<String>,
 }
 
-impl Reply {
+impl ClientReply {
     /// The first digit of the code: 2 success, 3 intermediate, 4 transient, 5 permanent.
     pub fn class(&self) -> u16 {
         self.code / 100
@@ -43,7 +45,7 @@ impl Reply {
 
 /// `550 5.1.1 <x@y>: Recipient address rejected`: lines joined with spaces, as a DSN's
 /// `Diagnostic-Code` and the logs show it.
-impl fmt::Display for Reply {
+impl fmt::Display for ClientReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code)?;
         if let Some(status) = &self.status {
@@ -90,7 +92,7 @@ pub struct ReplyParser {
 impl ReplyParser {
     /// Takes one line (without CRLF). Returns the reply once its last line arrived; the parser
     /// is then ready for the next reply.
-    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyError> {
+    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<ClientReply>, ReplyError> {
         if line.len() > MAX_REPLY_LINE_BYTES {
             return Err(ReplyError::LineTooLong);
         }
@@ -113,15 +115,18 @@ impl ReplyParser {
         if !last {
             return Ok(None);
         }
-        let reply =
-            Reply { code, status: self.status.take(), lines: std::mem::take(&mut self.lines) };
+        let reply = ClientReply {
+            code,
+            status: self.status.take(),
+            lines: std::mem::take(&mut self.lines),
+        };
         self.code = None;
         Ok(Some(reply))
     }
 }
 
 /// Parses a whole reply from `bytes` (CRLF-separated lines); for tests and fixed texts.
-pub fn parse_reply(bytes: &[u8]) -> Result<Reply, ReplyError> {
+pub fn parse_reply(bytes: &[u8]) -> Result<ClientReply, ReplyError> {
     let mut parser = ReplyParser::default();
     for line in bytes.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -139,7 +144,10 @@ fn split_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
     if !digits.iter().all(u8::is_ascii_digit) || digits.first() == Some(&b'0') {
         return Err(malformed());
     }
-    let code = digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let code = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u16>().ok())
+        .ok_or_else(malformed)?;
     let (last, text) = match rest.split_first() {
         None => (true, &[][..]),
         Some((b' ', text)) => (true, text),
