@@ -140,9 +140,13 @@ impl SpoolStats {
     }
 }
 
+/// Work for the store's write side, run by the writer thread in arrival order.
+type StoreCall = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
 enum Job {
     Commit { message: Box<NewMessage>, done: oneshot::Sender<Result<(), SpoolError>> },
     Mutate { mutation: Mutation, done: oneshot::Sender<Result<Vec<MessageId>, SpoolError>> },
+    Call(StoreCall),
 }
 
 /// Handle used by sessions and the API to change stored mail; cheap to clone.
@@ -200,6 +204,25 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Runs `call` on the store's write side, in order with the other changes (the writer
+    /// is the only one; leases and index upkeep go through it too).
+    async fn with_store<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, SpoolError> {
+        let (done, answer) = oneshot::channel();
+        let job: StoreCall = Box::new(move |store| {
+            let _ = done.send(call(store).map_err(|e| SpoolError::Store(Arc::new(e))));
+        });
+        self.jobs.send(Job::Call(job)).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Does up to about `pages` pages of search-index upkeep ([`Store::maintain_index`]).
+    pub async fn maintain_index(&self, pages: u64) -> Result<(), SpoolError> {
+        self.with_store(move |store| store.maintain_index(pages)).await
+    }
+
     /// Subscribes to changes published after they are durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -247,6 +270,11 @@ impl<S: Store> Writer<S> {
             let (message, done) = match job {
                 Job::Mutate { mutation, done } => {
                     let _ = done.send(self.mutate(&mutation));
+                    next = rx.blocking_recv();
+                    continue;
+                }
+                Job::Call(call) => {
+                    call(&mut self.store);
                     next = rx.blocking_recv();
                     continue;
                 }
@@ -363,9 +391,7 @@ impl<S: Store> Writer<S> {
                 Mutation::SetTags(..) | Mutation::RenameTag { .. } | Mutation::DeleteTag(_) => {
                     Some(Event::TagsChanged(touched))
                 }
-                Mutation::MergeIndex { .. }
-                | Mutation::MaildirDelivered(_)
-                | Mutation::Enqueue { .. } => None,
+                Mutation::MaildirDelivered(_) | Mutation::Enqueue { .. } => None,
             };
             if matches!(event, Some(Event::Deleted(_) | Event::Truncated)) {
                 self.stats.deleted.fetch_add(ids.len() as u64, Ordering::Relaxed);

@@ -1,15 +1,19 @@
 //! Where accepted mail lives: the [`Store`] trait and its embedded SQLite backend.
 //!
 //! The store knows messages, envelopes and summaries; it knows nothing of SMTP sessions or
-//! sockets. Writes arrive in batches from the spool's group-commit writer
+//! sockets. The crate is layered: the neutral model at the bottom (`id`, `inbox`, `summary`,
+//! `accounts`' rules, `queue`'s records, `search`'s parsed query, `model`), the traits here,
+//! and the SQLite backend on top in [`sqlite`] (FTS5, WAL, checkpointer, migrations, and the
+//! search query compiled to SQL). No `rusqlite` type appears in a public signature outside
+//! [`sqlite`], so another backend (PostgreSQL) implements the same traits beside it. Writes arrive in batches from the spool's group-commit writer
 //! ([`Store::commit_batch`]): one transaction and one fsync for the whole batch, so a message
 //! is either wholly durable or absent. Later backends (PostgreSQL) and later tables (mailboxes,
 //! the outbound queue) sit behind the same trait.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
-mod checkpoint;
 pub mod id;
+pub mod inbox;
 pub mod model;
 pub mod pool;
 pub mod queue;
@@ -19,9 +23,10 @@ pub mod summary;
 
 pub use accounts::{AccountError, AccountInfo, AccountStore, Alias, Resolution};
 pub use id::MessageId;
+pub use inbox::Inbox;
 pub use model::{
-    Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
-    Recipient, Route, Selection, StoredMessage, TlsInfo,
+    Envelope, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage, Recipient,
+    Route, Selection, StoredMessage, TlsInfo,
 };
 pub use queue::{
     EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
@@ -34,9 +39,10 @@ pub use summary::{Mailbox, SearchText, Summary};
 /// Failures of the storage layer. None of them is ever answered with a 250.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused an operation.
+    /// The backend (its database) refused an operation; the source is the backend's own
+    /// error, kept for logs. Each backend converts its errors into this one.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A file or directory could not be used.
     #[error("{path}: {source}")]
     Io {
@@ -82,6 +88,15 @@ pub trait Store: Send + 'static {
 
     /// Applies a change (delete, mark read, prune) and returns the ids it touched.
     fn apply(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, StoreError>;
+
+    /// Does up to about `budget_pages` pages of search-index upkeep, in small steps so the
+    /// writer is never held long: SQLite merges the FTS5 segments ingest commits leave
+    /// unmerged to stay cheap. A backend whose index needs no such help keeps this default,
+    /// which does nothing.
+    fn maintain_index(&mut self, budget_pages: u64) -> Result<(), StoreError> {
+        let _ = budget_pages;
+        Ok(())
+    }
 }
 
 /// The read side of a backend; any number of readers may run beside the writer.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::MessageId;
+use crate::inbox::Inbox;
 use crate::summary::{Mailbox, SearchText, Summary};
 
 /// Where a recipient's copy goes. Capture is the catcher; later issues add mailboxes and relay.
@@ -170,38 +171,6 @@ impl Envelope {
     }
 }
 
-/// The inbox a recipient address is filed under: plus-addressing folded (`a+x@d` → `a@d` with
-/// tag `x`), lower-cased so `Bob@Example.com` and `bob@example.com` share one inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inbox {
-    /// The folded address.
-    pub address: String,
-    /// The `+tag`, if any.
-    pub tag: Option<String>,
-}
-
-impl Inbox {
-    /// Folds one recipient address.
-    pub fn of(address: &str) -> Inbox {
-        let lower = address.to_lowercase();
-        let (local, domain) = match lower.rsplit_once('@') {
-            Some((local, domain)) => (local, Some(domain)),
-            None => (lower.as_str(), None),
-        };
-        let (base, tag) = match local.split_once('+') {
-            Some((base, tag)) if !base.is_empty() && !tag.is_empty() => {
-                (base, Some(tag.to_string()))
-            }
-            _ => (local, None),
-        };
-        let address = match domain {
-            Some(domain) => format!("{base}@{domain}"),
-            None => base.to_string(),
-        };
-        Inbox { address, tag }
-    }
-}
-
 /// A message as a list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
@@ -292,12 +261,6 @@ pub enum Mutation {
     DeleteTag(String),
     /// These (message, account) Maildir copies are written.
     MaildirDelivered(Vec<(MessageId, String)>),
-    /// Merge full-text index segments, doing at most about `pages` pages of work: ingest
-    /// leaves merging to this background step so commits stay cheap.
-    MergeIndex {
-        /// Upper bound on the work, in index pages.
-        pages: u64,
-    },
     /// Delete the oldest messages beyond `max_messages`, and those received before
     /// `older_than_ms`, at most `batch` at a time.
     Prune {
