@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Selection, Store, StoreError};
+use tern_store::{
+    Lease, MessageId, MessageRow, Mutation, NewMessage, QueueEntry, Selection, Store, StoreError,
+};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 /// Events buffered per subscriber before a slow one starts missing them.
@@ -221,6 +223,30 @@ impl Spool {
     /// Does up to about `pages` pages of search-index upkeep ([`Store::maintain_index`]).
     pub async fn maintain_index(&self, pages: u64) -> Result<(), SpoolError> {
         self.with_store(move |store| store.maintain_index(pages)).await
+    }
+
+    /// Leases due queue entries ([`Store::lease_due`]) through the writer.
+    pub async fn lease_due(
+        &self,
+        lease: Lease,
+        limit: u64,
+        skip: Vec<String>,
+    ) -> Result<Vec<QueueEntry>, SpoolError> {
+        self.with_store(move |store| store.lease_due(&lease, limit, &skip)).await
+    }
+
+    /// Renews leases ([`Store::renew_leases`]); returns the entries still held.
+    pub async fn renew_leases(
+        &self,
+        lease: Lease,
+        entries: Vec<i64>,
+    ) -> Result<Vec<i64>, SpoolError> {
+        self.with_store(move |store| store.renew_leases(&lease, &entries)).await
+    }
+
+    /// Gives up leases ([`Store::release_leases`]).
+    pub async fn release_leases(&self, node: String, entries: Vec<i64>) -> Result<(), SpoolError> {
+        self.with_store(move |store| store.release_leases(&node, &entries)).await
     }
 
     /// Subscribes to changes published after they are durable.
@@ -431,6 +457,20 @@ mod tests {
         }
         fn apply(&mut self, _: &tern_store::Mutation) -> Result<Vec<MessageId>, StoreError> {
             Ok(vec![])
+        }
+        fn lease_due(
+            &mut self,
+            _: &Lease,
+            _: u64,
+            _: &[String],
+        ) -> Result<Vec<QueueEntry>, StoreError> {
+            Ok(vec![])
+        }
+        fn renew_leases(&mut self, _: &Lease, _: &[i64]) -> Result<Vec<i64>, StoreError> {
+            Ok(vec![])
+        }
+        fn release_leases(&mut self, _: &str, _: &[i64]) -> Result<(), StoreError> {
+            Ok(())
         }
     }
 

@@ -29,7 +29,7 @@ pub use model::{
     Route, Selection, StoredMessage, TlsInfo,
 };
 pub use queue::{
-    EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
+    EntryState, EntryUpdate, Lease, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
     QueueReport, QueueTarget, ReportAction,
 };
 pub use search::{SearchError, SearchQuery};
@@ -97,6 +97,25 @@ pub trait Store: Send + 'static {
         let _ = budget_pages;
         Ok(())
     }
+
+    /// Leases to `lease.node`, until `lease.until_ms`, up to `limit` queued entries due at
+    /// `lease.now_ms`, oldest due first, and returns them. Entries another node holds an
+    /// unexpired lease on are skipped; expired leases are taken over. Entries for the domains
+    /// in `skip` are left out: their destinations are busy, and they must not crowd the
+    /// others out of the `limit`. Atomic: two nodes never lease the same entry.
+    fn lease_due(
+        &mut self,
+        lease: &Lease,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Extends `lease.node`'s leases on `entries` to `lease.until_ms`; returns the entries it
+    /// still held (the others were taken over, or finished).
+    fn renew_leases(&mut self, lease: &Lease, entries: &[i64]) -> Result<Vec<i64>, StoreError>;
+
+    /// Gives up `node`'s leases on `entries`, making them free to lease again at once.
+    fn release_leases(&mut self, node: &str, entries: &[i64]) -> Result<(), StoreError>;
 }
 
 /// The read side of a backend; any number of readers may run beside the writer.

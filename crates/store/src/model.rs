@@ -276,12 +276,15 @@ pub enum Mutation {
     /// [`Mutation::QueueNotified`] turns them into notices. Messages with nothing left to
     /// deliver, report or keep are removed.
     QueueAttempted {
+        /// The node that attempted them: only entries it still holds the lease of
+        /// ([`crate::queue::Lease`]) are changed; the others' results and reports are refused.
+        node: String,
         /// What happened to each entry attempted.
         updates: Vec<(i64, crate::queue::EntryUpdate)>,
         /// When the attempt ran (ms since the epoch).
         attempted_at_ms: i64,
-        /// Recipients the sender is to be told about.
-        reports: Vec<crate::queue::QueueReport>,
+        /// Recipients the sender is to be told about, each with the entry it is about.
+        reports: Vec<(i64, crate::queue::QueueReport)>,
     },
     /// Send a message's waiting reports: store the notices (DSNs) made of them and drop the
     /// reports, atomically, so each is sent once. Nothing changes if any of `reports` is gone

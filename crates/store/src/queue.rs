@@ -7,6 +7,10 @@
 //! removed, and a message whose last entry finishes is removed too unless it also has a copy
 //! that stays (a local mailbox or the catcher) or reports waiting for their notice.
 //!
+//! Entries being attempted are leased to the node attempting them ([`Lease`]), in the store,
+//! so several nodes can share one queue: a lease keeps the others off until its deadline, and
+//! an attempt's results are recorded only while its node still holds the lease.
+//!
 //! What the sender is to hear of (a failed, delayed or relayed recipient) is written as a
 //! report in the same transaction as the attempt's results, and kept with the message until
 //! the scheduler sends one notice for all of a message's waiting reports: then the notice is
@@ -81,6 +85,23 @@ pub struct QueueEntry {
     /// The message came from a trusted client (`Envelope::trusted_client`): only
     /// then is its sender told what became of it.
     pub trusted_client: bool,
+}
+
+/// A node's claim on queue entries while it attempts them: until `until_ms` no other node
+/// leases them, and only the holder may record their results. A node that dies leaves its
+/// leases to expire, and then the entries come back to whichever node looks first; a node
+/// that is still working renews them. Every backend implements it with one atomic statement
+/// (SQLite: an `UPDATE … RETURNING` under its write lock; PostgreSQL: `SELECT … FOR UPDATE
+/// SKIP LOCKED` in the same transaction as the `UPDATE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it: a name unique to one running process (see `tern-queue`'s scheduler).
+    pub node: String,
+    /// Now (ms since the Unix epoch): entries due by then, and leases that ended by then, are
+    /// free to take.
+    pub now_ms: i64,
+    /// When the lease ends unless renewed (ms since the Unix epoch).
+    pub until_ms: i64,
 }
 
 /// A recipient to add to the queue for an already stored message (the catcher's release).

@@ -134,6 +134,13 @@ const MIGRATIONS: &[&str] = &[
     // 10: whether the message's sender may be sent notices (`Envelope::trusted_client`);
     // entries queued before are kept as they were (notices allowed).
     "ALTER TABLE queue ADD COLUMN trusted_client INTEGER NOT NULL DEFAULT 1;",
+    // 11: queue leases, so several nodes can share the queue (see `queue::Lease`): the node
+    // attempting an entry and until when; NULL when nobody is. The due scan reads the lease's
+    // end from the index too.
+    "ALTER TABLE queue ADD COLUMN lease_owner TEXT;
+    ALTER TABLE queue ADD COLUMN lease_until INTEGER; -- ms since the Unix epoch
+    DROP INDEX queue_due;
+    CREATE INDEX queue_due ON queue(next_attempt, id, domain, lease_until) WHERE state = 'queued';",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -2,7 +2,8 @@
 //! and 11), the scheduler's scans, its leases, and the changes attempts, notices and operator
 //! commands make. What the records mean is in the neutral [`crate::queue`] module.
 
-use rusqlite::{Connection, Transaction, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+use tracing::warn;
 
 use super::search::Param;
 use super::{SqliteStore, write_transaction};
@@ -10,7 +11,7 @@ use crate::StoreError;
 use crate::id::MessageId;
 use crate::model::{NewMessage, Route};
 use crate::queue::{
-    EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
+    EntryState, EntryUpdate, Lease, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
     QueueReport, QueueTarget, ReportAction, domain_of,
 };
 
@@ -82,19 +83,24 @@ pub(crate) fn due_entries(
     skip: &[String],
 ) -> Result<Vec<QueueEntry>, StoreError> {
     let mut values = vec![Param::Integer(now_ms), Param::Integer(clamp(limit))];
-    // The domain is in the `queue_due` index: skipped entries cost no table lookups.
-    let skipping = if skip.is_empty() {
-        ""
-    } else {
-        values.push(Param::Text(serde_json::to_string(skip).unwrap_or_else(|_| "[]".into())));
-        "AND domain NOT IN (SELECT value FROM json_each(?3))"
-    };
+    let skipping = skip_domains(skip, &mut values);
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM queue
              WHERE state = 'queued' AND next_attempt <= ?1 {skipping}
              ORDER BY next_attempt, id LIMIT ?2"
     );
     entries(conn, &sql, values)
+}
+
+/// The condition leaving out entries of the domains in `skip`, bound as the last parameter
+/// (numbered after those in `values`).
+fn skip_domains(skip: &[String], values: &mut Vec<Param>) -> String {
+    // The domain is in the `queue_due` index: skipped entries cost no table lookups.
+    if skip.is_empty() {
+        return String::new();
+    }
+    values.push(Param::Text(serde_json::to_string(skip).unwrap_or_else(|_| "[]".into())));
+    format!("AND domain NOT IN (SELECT value FROM json_each(?{}))", values.len())
 }
 
 /// When the earliest queued entry due after `after_ms` is due.
@@ -231,67 +237,159 @@ fn entries(
     rows.map(|row| row?).collect()
 }
 
+/// Applies each update to the entries `node` holds the lease of, clearing the lease of those
+/// that stay; returns the messages of finished entries (sorted, once each) and the entries
+/// refused because another node holds them (or none does: the lease was released).
+fn apply_updates(
+    tx: &Transaction<'_>,
+    node: &str,
+    updates: &[(i64, EntryUpdate)],
+    attempted_at_ms: i64,
+) -> Result<(Vec<String>, Vec<i64>), StoreError> {
+    let mut touched = Vec::new();
+    let mut refused = Vec::new();
+    let mut owner_of =
+        tx.prepare_cached("SELECT message_id, lease_owner FROM queue WHERE id = ?1")?;
+    let mut done = tx.prepare_cached("DELETE FROM queue WHERE id = ?1")?;
+    let mut defer = tx.prepare_cached(
+        "UPDATE queue SET attempts = attempts + 1, last_attempt = ?2, next_attempt = ?3,
+            last_error = ?4, delay_warned = delay_warned OR ?5,
+            lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+    )?;
+    let mut hold = tx.prepare_cached(
+        "UPDATE queue SET attempts = attempts + 1, last_attempt = ?2, state = 'held',
+            last_error = ?3, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+    )?;
+    for (entry, update) in updates {
+        // Deleted meanwhile (an operator, or the message was deleted): nothing to do.
+        let Some((message, owner)) = owner_of
+            .query_row([entry], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+            .optional()?
+        else {
+            continue;
+        };
+        if owner.as_deref() != Some(node) {
+            refused.push(*entry);
+            continue;
+        }
+        match update {
+            EntryUpdate::Done => {
+                done.execute([entry])?;
+                touched.push(message);
+            }
+            EntryUpdate::Defer { next_attempt_ms, error, delay_warned } => {
+                defer.execute(params![
+                    entry,
+                    attempted_at_ms,
+                    next_attempt_ms,
+                    error,
+                    delay_warned
+                ])?;
+            }
+            EntryUpdate::Hold { error } => {
+                hold.execute(params![entry, attempted_at_ms, error])?;
+            }
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    Ok((touched, refused))
+}
+
 impl SqliteStore {
     /// Records an attempt's results and the reports they produced (bounces, delay warnings),
     /// all in one transaction; returns the messages removed because nothing keeps them any
-    /// more.
+    /// more. Only entries `node` still holds the lease of are changed: the result of an entry
+    /// another node has taken meanwhile is refused with its report, since that node's attempt
+    /// is the one that counts (see [`crate::queue::Lease`]).
     pub(crate) fn record_attempt(
         &mut self,
+        node: &str,
         updates: &[(i64, EntryUpdate)],
         attempted_at_ms: i64,
-        reports: &[QueueReport],
+        reports: &[(i64, QueueReport)],
     ) -> Result<Vec<MessageId>, StoreError> {
         let tx = write_transaction(&mut self.conn)?;
-        let mut touched = Vec::new();
-        {
-            let mut message_of = tx.prepare_cached("SELECT message_id FROM queue WHERE id = ?1")?;
-            let mut done = tx.prepare_cached("DELETE FROM queue WHERE id = ?1")?;
-            let mut defer = tx.prepare_cached(
-                "UPDATE queue SET attempts = attempts + 1, last_attempt = ?2, next_attempt = ?3,
-                    last_error = ?4, delay_warned = delay_warned OR ?5 WHERE id = ?1",
-            )?;
-            let mut hold = tx.prepare_cached(
-                "UPDATE queue SET attempts = attempts + 1, last_attempt = ?2, state = 'held',
-                    last_error = ?3 WHERE id = ?1",
-            )?;
-            for (entry, update) in updates {
-                // Deleted meanwhile (an operator, or the message was deleted): nothing to do.
-                let Some(message) = message_of
-                    .query_row([entry], |r| r.get::<_, String>(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?
-                else {
-                    continue;
-                };
-                match update {
-                    EntryUpdate::Done => {
-                        done.execute([entry])?;
-                        touched.push(message);
-                    }
-                    EntryUpdate::Defer { next_attempt_ms, error, delay_warned } => {
-                        defer.execute(params![
-                            entry,
-                            attempted_at_ms,
-                            next_attempt_ms,
-                            error,
-                            delay_warned
-                        ])?;
-                    }
-                    EntryUpdate::Hold { error } => {
-                        hold.execute(params![entry, attempted_at_ms, error])?;
-                    }
-                }
-            }
+        let (touched, refused) = apply_updates(&tx, node, updates, attempted_at_ms)?;
+        if !refused.is_empty() {
+            warn!(node, entries = ?refused, "queue: results refused, the lease was lost");
         }
-        insert_reports(&tx, reports)?;
-        touched.sort();
-        touched.dedup();
+        let kept: Vec<&QueueReport> =
+            reports.iter().filter(|(entry, _)| !refused.contains(entry)).map(|(_, r)| r).collect();
+        insert_reports(&tx, &kept)?;
         let removed = remove_finished(&tx, &touched)?;
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// Leases up to `limit` due entries to `lease.node` until `lease.until_ms`, oldest due
+    /// first, skipping entries whose lease has not expired and the domains in `skip`.
+    pub(crate) fn take_leases(
+        &mut self,
+        lease: &Lease,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut values = vec![
+            Param::Text(lease.node.clone()),
+            Param::Integer(lease.until_ms),
+            Param::Integer(lease.now_ms),
+            Param::Integer(clamp(limit)),
+        ];
+        let skipping = skip_domains(skip, &mut values);
+        let sql = format!(
+            "UPDATE queue SET lease_owner = ?1, lease_until = ?2
+             WHERE id IN (SELECT id FROM queue
+                 WHERE state = 'queued' AND next_attempt <= ?3
+                     AND (lease_until IS NULL OR lease_until <= ?3) {skipping}
+                 ORDER BY next_attempt, id LIMIT ?4)
+             RETURNING {ENTRY_COLUMNS}"
+        );
+        let tx = write_transaction(&mut self.conn)?;
+        let mut leased = entries(&tx, &sql, values)?;
+        tx.commit()?;
+        // RETURNING gives rows in no promised order.
+        leased.sort_by_key(|e| (e.next_attempt_ms, e.id));
+        Ok(leased)
+    }
+
+    /// Extends `lease.node`'s leases on `entries` to `lease.until_ms`; returns those it
+    /// still held.
+    pub(crate) fn extend_leases(
+        &mut self,
+        lease: &Lease,
+        entries: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = write_transaction(&mut self.conn)?;
+        let mut held = Vec::new();
+        {
+            let mut renew = tx.prepare_cached(
+                "UPDATE queue SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2",
+            )?;
+            for entry in entries {
+                if renew.execute(params![entry, lease.node, lease.until_ms])? == 1 {
+                    held.push(*entry);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(held)
+    }
+
+    /// Gives up `node`'s leases on `entries` (those it no longer holds are left alone).
+    pub(crate) fn drop_leases(&mut self, node: &str, entries: &[i64]) -> Result<(), StoreError> {
+        let tx = write_transaction(&mut self.conn)?;
+        {
+            let mut release = tx.prepare_cached(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?;
+            for entry in entries {
+                release.execute(params![entry, node])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Stores `message`'s notices and drops the reports they carry, in one transaction;
@@ -411,7 +509,7 @@ impl SqliteStore {
     }
 }
 
-fn insert_reports(tx: &Transaction<'_>, reports: &[QueueReport]) -> Result<(), StoreError> {
+fn insert_reports(tx: &Transaction<'_>, reports: &[&QueueReport]) -> Result<(), StoreError> {
     if reports.is_empty() {
         return Ok(());
     }
@@ -510,6 +608,14 @@ mod tests {
         }
     }
 
+    /// The node the tests record attempts as.
+    const NODE: &str = "node-a";
+
+    fn lease(store: &mut SqliteStore, now_ms: i64) -> Vec<QueueEntry> {
+        let lease = Lease { node: NODE.into(), now_ms, until_ms: now_ms.saturating_add(60_000) };
+        store.lease_due(&lease, 10, &[]).expect("lease")
+    }
+
     fn open() -> SqliteStore {
         let dir = std::env::temp_dir().join(format!("tern-queue-test-{}", MessageId::generate()));
         SqliteStore::open(&dir).expect("open")
@@ -521,7 +627,7 @@ mod tests {
         let local = Route::Local { account: "alice".into() };
         let msg = message(&[("Bob@Dest.Test", Route::Remote), ("alice@tern.test", local)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        let due = store.due_entries(1_000, 10, &[]).expect("due");
+        let due = lease(&mut store, 1_000);
         assert_eq!(due.len(), 1, "only the remote recipient is queued");
         let e = &due[0];
         assert_eq!((e.recipient.as_str(), e.domain.as_str()), ("Bob@Dest.Test", "dest.test"));
@@ -543,6 +649,7 @@ mod tests {
         };
         let removed = store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(e.id, defer)],
                 attempted_at_ms: 2_000,
                 reports: vec![],
@@ -559,8 +666,10 @@ mod tests {
         assert_eq!((after.last_error.as_deref(), after.delay_warned), (Some("450 later"), true));
         assert!(store.due_entries(4_999, 10, &[]).expect("due").is_empty());
         assert_eq!(store.next_due_ms(2_000).expect("next"), Some(5_000));
+        assert_eq!(lease(&mut store, 5_000).len(), 1, "due again, leased again");
         store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(e.id, EntryUpdate::Done)],
                 attempted_at_ms: 5_000,
                 reports: vec![],
@@ -590,13 +699,14 @@ mod tests {
         let mut store = open();
         let msg = message(&[("a@x.test", Route::Remote), ("b@y.test", Route::Remote)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        let due = store.due_entries(1_000, 10, &[]).expect("due");
+        let due = lease(&mut store, 1_000);
         let failed = report(&msg, "a@x.test", ReportAction::Failed);
         let removed = store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[0].id, EntryUpdate::Done)],
                 attempted_at_ms: 2_000,
-                reports: vec![failed.clone()],
+                reports: vec![(due[0].id, failed.clone())],
             })
             .expect("record");
         assert!(removed.is_empty(), "one entry left");
@@ -606,6 +716,7 @@ mod tests {
         );
         let removed = store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[1].id, EntryUpdate::Hold { error: "x".into() })],
                 attempted_at_ms: 2_000,
                 reports: vec![],
@@ -638,8 +749,17 @@ mod tests {
         store.apply(&notified(&again)).expect("notify again");
         assert!(store.message(&again.id).expect("read").is_none(), "sent once");
 
+        // Released, leased, delivered: the last entry goes, and the message with it.
+        let release = Mutation::QueueCommand {
+            target: QueueTarget::Messages(vec![msg.id]),
+            command: QueueCommand::Release,
+            now_ms: 3_000,
+        };
+        store.apply(&release).expect("release");
+        assert_eq!(lease(&mut store, 3_000).len(), 1);
         let removed = store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[1].id, EntryUpdate::Done), (12345, EntryUpdate::Done)],
                 attempted_at_ms: 3_000,
                 reports: vec![],
@@ -654,12 +774,13 @@ mod tests {
         let mut store = open();
         let msg = message(&[("a@x.test", Route::Remote)]);
         store.commit_batch(std::slice::from_ref(&msg)).expect("commit");
-        let due = store.due_entries(1_000, 10, &[]).expect("due");
+        let due = lease(&mut store, 1_000);
         let removed = store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[0].id, EntryUpdate::Done)],
                 attempted_at_ms: 2_000,
-                reports: vec![report(&msg, "a@x.test", ReportAction::Failed)],
+                reports: vec![(due[0].id, report(&msg, "a@x.test", ReportAction::Failed))],
             })
             .expect("record");
         assert!(removed.is_empty(), "the notice still needs the original");
@@ -686,7 +807,7 @@ mod tests {
             store.apply(&Mutation::QueueCommand { target, command, now_ms }).expect("command")
         };
         command(&mut store, QueueTarget::Messages(vec![a.id]), QueueCommand::Hold, 0);
-        let due = store.due_entries(i64::MAX, 10, &[]).expect("due");
+        let due = lease(&mut store, i64::MAX);
         assert_eq!(
             due.iter().map(|e| e.message_id).collect::<Vec<_>>(),
             [b.id],
@@ -696,6 +817,7 @@ mod tests {
             EntryUpdate::Defer { next_attempt_ms: 90_000, error: "e".into(), delay_warned: false };
         store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[0].id, defer)],
                 attempted_at_ms: 2_000,
                 reports: vec![],
@@ -728,13 +850,14 @@ mod tests {
         store
             .apply(&Mutation::Enqueue { message: msg.id, entries: vec![entry.clone()], now_ms: 7 })
             .expect("enqueue");
-        let due = store.due_entries(7, 10, &[]).expect("due");
+        let due = lease(&mut store, 7);
         assert_eq!(
             (due[0].domain.as_str(), due[0].notify.clone()),
             ("y.test", vec!["NEVER".to_string()])
         );
         store
             .apply(&Mutation::QueueAttempted {
+                node: NODE.into(),
                 updates: vec![(due[0].id, EntryUpdate::Done)],
                 attempted_at_ms: 8,
                 reports: vec![],
@@ -744,5 +867,100 @@ mod tests {
         let missing =
             Mutation::Enqueue { message: MessageId::generate(), entries: vec![entry], now_ms: 7 };
         assert!(store.apply(&missing).is_err());
+    }
+
+    /// Two writers on one database, as two nodes sharing it would be.
+    fn two_nodes() -> (SqliteStore, SqliteStore) {
+        let dir = std::env::temp_dir().join(format!("tern-lease-test-{}", MessageId::generate()));
+        (SqliteStore::open(&dir).expect("open a"), SqliteStore::open(&dir).expect("open b"))
+    }
+
+    fn lease_as(node: &str, now_ms: i64, until_ms: i64) -> Lease {
+        Lease { node: node.into(), now_ms, until_ms }
+    }
+
+    fn ids(entries: &[QueueEntry]) -> Vec<i64> {
+        entries.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn two_nodes_never_lease_the_same_entry() {
+        let (mut a, mut b) = two_nodes();
+        let msg = message(&[
+            ("r1@x.test", Route::Remote),
+            ("r2@x.test", Route::Remote),
+            ("r3@y.test", Route::Remote),
+        ]);
+        a.commit_batch(std::slice::from_ref(&msg)).expect("commit");
+        let first = a.lease_due(&lease_as("a", 1_000, 60_000), 2, &[]).expect("lease a");
+        let second = b.lease_due(&lease_as("b", 1_000, 60_000), 10, &[]).expect("lease b");
+        assert_eq!(first.len(), 2, "the oldest due first, up to the limit");
+        assert_eq!(second.len(), 1, "only the entry a did not take");
+        assert!(ids(&first).iter().all(|id| !ids(&second).contains(id)), "{first:?} {second:?}");
+        assert!(a.lease_due(&lease_as("a", 1_000, 60_000), 10, &[]).expect("again").is_empty());
+        assert!(b.lease_due(&lease_as("b", 59_999, 90_000), 10, &[]).expect("again").is_empty());
+        // Released entries are free at once; skipped domains stay unleased.
+        a.release_leases("a", &ids(&first)).expect("release");
+        let skip = ["x.test".to_string()];
+        assert!(b.lease_due(&lease_as("b", 1_000, 60_000), 10, &skip).expect("skip").is_empty());
+        assert_eq!(
+            ids(&b.lease_due(&lease_as("b", 1_000, 60_000), 10, &[]).expect("b")),
+            ids(&first)
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_comes_back_to_another_node() {
+        let (mut a, mut b) = two_nodes();
+        let msg = message(&[("r1@x.test", Route::Remote)]);
+        a.commit_batch(std::slice::from_ref(&msg)).expect("commit");
+        let held = ids(&a.lease_due(&lease_as("a", 1_000, 2_000), 10, &[]).expect("lease a"));
+        assert_eq!(held.len(), 1);
+        assert!(b.lease_due(&lease_as("b", 1_999, 9_000), 10, &[]).expect("b early").is_empty());
+        // Renewed, it stays a's past the first deadline.
+        assert_eq!(a.renew_leases(&lease_as("a", 1_500, 3_000), &held).expect("renew"), held);
+        assert!(b.lease_due(&lease_as("b", 2_500, 9_000), 10, &[]).expect("b renewed").is_empty());
+        let taken = ids(&b.lease_due(&lease_as("b", 3_000, 9_000), 10, &[]).expect("b late"));
+        assert_eq!(taken, held, "the expired lease comes back");
+        assert!(a.renew_leases(&lease_as("a", 3_000, 9_000), &held).expect("renew").is_empty());
+        // A release by the node that lost the lease leaves b's alone.
+        a.release_leases("a", &held).expect("release");
+        assert!(a.lease_due(&lease_as("a", 3_000, 9_000), 10, &[]).expect("a").is_empty());
+    }
+
+    #[test]
+    fn a_result_from_a_node_that_lost_its_lease_is_refused() {
+        let (mut a, mut b) = two_nodes();
+        let msg = message(&[("r1@x.test", Route::Remote)]);
+        a.commit_batch(std::slice::from_ref(&msg)).expect("commit");
+        let entry = a.lease_due(&lease_as("a", 1_000, 2_000), 10, &[]).expect("lease a")[0].id;
+        assert_eq!(ids(&b.lease_due(&lease_as("b", 2_000, 9_000), 10, &[]).expect("b")), [entry]);
+        let bounced = report(&msg, "r1@x.test", ReportAction::Failed);
+        let late = Mutation::QueueAttempted {
+            node: "a".into(),
+            updates: vec![(entry, EntryUpdate::Done)],
+            attempted_at_ms: 2_500,
+            reports: vec![(entry, bounced)],
+        };
+        assert!(a.apply(&late).expect("record").is_empty());
+        let (entries, total) = a.queue_entries(&QueueFilter::default()).expect("list");
+        assert_eq!((total, entries[0].attempts), (1, 0), "a's result is refused");
+        assert!(a.queue_reports(&msg.id).expect("reports").is_empty(), "and so is its report");
+        let defer = EntryUpdate::Defer {
+            next_attempt_ms: 9_500,
+            error: "451 later".into(),
+            delay_warned: false,
+        };
+        let current = Mutation::QueueAttempted {
+            node: "b".into(),
+            updates: vec![(entry, defer)],
+            attempted_at_ms: 3_000,
+            reports: vec![],
+        };
+        b.apply(&current).expect("record");
+        let (entries, _) = b.queue_entries(&QueueFilter::default()).expect("list");
+        assert_eq!((entries[0].attempts, entries[0].next_attempt_ms), (1, 9_500), "b's counts");
+        // Recorded, the lease is gone: the entry is anyone's when next due.
+        assert_eq!(ids(&a.lease_due(&lease_as("a", 9_500, 20_000), 10, &[]).expect("a")), [entry]);
     }
 }

@@ -11,7 +11,7 @@ use crate::id::MessageId;
 use crate::model::{
     Envelope, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage, StoredMessage,
 };
-use crate::queue::{QueueCounts, QueueEntry, QueueFilter, QueueReport};
+use crate::queue::{Lease, QueueCounts, QueueEntry, QueueFilter, QueueReport};
 use crate::search::SearchQuery;
 use crate::{Store, StoreError, StoreRead};
 
@@ -30,6 +30,29 @@ impl Store for SqliteStore {
         let result = self.apply_mutation(mutation);
         self.committed();
         result
+    }
+
+    fn lease_due(
+        &mut self,
+        lease: &Lease,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let leased = self.take_leases(lease, limit, skip);
+        self.committed();
+        leased
+    }
+
+    fn renew_leases(&mut self, lease: &Lease, entries: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let held = self.extend_leases(lease, entries);
+        self.committed();
+        held
+    }
+
+    fn release_leases(&mut self, node: &str, entries: &[i64]) -> Result<(), StoreError> {
+        let released = self.drop_leases(node, entries);
+        self.committed();
+        released
     }
 
     fn maintain_index(&mut self, budget_pages: u64) -> Result<(), StoreError> {
@@ -80,8 +103,8 @@ impl SqliteStore {
                 self.delete(&ids)?;
                 Ok(ids)
             }
-            Mutation::QueueAttempted { updates, attempted_at_ms, reports } => {
-                self.record_attempt(updates, *attempted_at_ms, reports)
+            Mutation::QueueAttempted { node, updates, attempted_at_ms, reports } => {
+                self.record_attempt(node, updates, *attempted_at_ms, reports)
             }
             Mutation::QueueNotified { message, reports, notices, delay_warned } => {
                 self.record_notices(message, reports, notices, *delay_warned)
