@@ -11,7 +11,7 @@ use crate::id::MessageId;
 use crate::inbox::Inbox;
 use crate::model::{MessageRow, NewMessage, Selection};
 use crate::search::SearchQuery;
-use crate::summary::{Mailbox, Summary};
+use crate::summary::{Mailbox, SearchText, Summary};
 use crate::{StoreError, StoreRead};
 
 /// Matching and unread-matching message counts.
@@ -95,30 +95,7 @@ impl SqliteStore {
             // The benchmark comparator: everything above, none of the index below.
             return Ok(());
         }
-        let addresses = s
-            .from
-            .iter()
-            .chain(&s.to)
-            .chain(&s.cc)
-            .chain(&s.bcc)
-            .chain(&s.reply_to)
-            .map(|m| format!("{} {}", m.name, m.address))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let text = &msg.search_text;
-        tx.prepare_cached(
-            "INSERT INTO messages_fts (rowid, subject, addresses, body, attachments, headers)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            rowid,
-            s.subject,
-            addresses,
-            text.body,
-            text.attachments,
-            text.headers
-        ])?;
-        Ok(())
+        index_text(tx, rowid, &row.summary, &msg.search_text)
     }
 
     /// The ids a selection covers, oldest first.
@@ -340,6 +317,38 @@ impl SqliteStore {
             self.conn.query_row(&sql, params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok((all as u64, unread as u64))
     }
+}
+
+/// Adds a message's text to the full-text index, under the message's rowid.
+fn index_text(
+    tx: &rusqlite::Transaction<'_>,
+    rowid: i64,
+    s: &Summary,
+    text: &SearchText,
+) -> Result<(), StoreError> {
+    let addresses = s
+        .from
+        .iter()
+        .chain(&s.to)
+        .chain(&s.cc)
+        .chain(&s.bcc)
+        .chain(&s.reply_to)
+        .map(|m| format!("{} {}", m.name, m.address))
+        .collect::<Vec<_>>()
+        .join("\n");
+    tx.prepare_cached(
+        "INSERT INTO messages_fts (rowid, subject, addresses, body, attachments, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        rowid,
+        s.subject,
+        addresses,
+        text.body,
+        text.attachments,
+        text.headers
+    ])?;
+    Ok(())
 }
 
 /// Reads one [`MessageRow`] from a row of [`ROW_COLUMNS`]; JSON errors surface as `Corrupt`.
