@@ -200,10 +200,9 @@ pub async fn run<T: Transport>(
         tokio::time::timeout(SHUTDOWN_GRACE, async { while jobs.join_next().await.is_some() {} })
             .await;
     jobs.abort_all();
-    // Whatever was cut off is free for the other nodes (and the next run) at once.
-    while let Some(ended) = jobs.join_next_with_id().await {
-        finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
-    }
+    // Whatever was cut off is free for the other nodes (and the next run) at once. The
+    // entries whose results were recorded meanwhile hold no lease any more: releasing them
+    // changes nothing, and a record sent before the abort reaches the writer before this.
     let node = shared.config.node.clone();
     if let Err(e) = shared.spool.release_leases(node, in_flight.into_iter().collect()).await {
         warn!(error = %e, "queue: leases not released; they expire on their own");
