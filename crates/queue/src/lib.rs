@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tern_store::{MessageId, MessageRow, Mutation, NewMessage, Selection, Store, StoreError};
+use tern_store::{
+    Lease, MessageId, MessageRow, Mutation, NewMessage, QueueEntry, Selection, Store, StoreError,
+};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 /// Events buffered per subscriber before a slow one starts missing them.
@@ -141,9 +143,13 @@ impl SpoolStats {
     }
 }
 
+/// Work for the store's write side, run by the writer thread in arrival order.
+type StoreCall = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
 enum Job {
     Commit { message: Box<NewMessage>, done: oneshot::Sender<Result<(), SpoolError>> },
     Mutate { mutation: Mutation, done: oneshot::Sender<Result<Vec<MessageId>, SpoolError>> },
+    Call(StoreCall),
 }
 
 /// Handle used by sessions and the API to change stored mail; cheap to clone.
@@ -201,6 +207,49 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Runs `call` on the store's write side, in order with the other changes (the writer
+    /// is the only one; leases and index upkeep go through it too).
+    async fn with_store<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, SpoolError> {
+        let (done, answer) = oneshot::channel();
+        let job: StoreCall = Box::new(move |store| {
+            let _ = done.send(call(store).map_err(|e| SpoolError::Store(Arc::new(e))));
+        });
+        self.jobs.send(Job::Call(job)).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Does up to about `pages` pages of search-index upkeep ([`Store::maintain_index`]).
+    pub async fn maintain_index(&self, pages: u64) -> Result<(), SpoolError> {
+        self.with_store(move |store| store.maintain_index(pages)).await
+    }
+
+    /// Leases due queue entries ([`Store::lease_due`]) through the writer.
+    pub async fn lease_due(
+        &self,
+        lease: Lease,
+        limit: u64,
+        skip: Vec<String>,
+    ) -> Result<Vec<QueueEntry>, SpoolError> {
+        self.with_store(move |store| store.lease_due(&lease, limit, &skip)).await
+    }
+
+    /// Renews leases ([`Store::renew_leases`]); returns the entries still held.
+    pub async fn renew_leases(
+        &self,
+        lease: Lease,
+        entries: Vec<i64>,
+    ) -> Result<Vec<i64>, SpoolError> {
+        self.with_store(move |store| store.renew_leases(&lease, &entries)).await
+    }
+
+    /// Gives up leases ([`Store::release_leases`]).
+    pub async fn release_leases(&self, node: String, entries: Vec<i64>) -> Result<(), SpoolError> {
+        self.with_store(move |store| store.release_leases(&node, &entries)).await
+    }
+
     /// Subscribes to changes published after they are durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -248,6 +297,11 @@ impl<S: Store> Writer<S> {
             let (message, done) = match job {
                 Job::Mutate { mutation, done } => {
                     let _ = done.send(self.mutate(&mutation));
+                    next = rx.blocking_recv();
+                    continue;
+                }
+                Job::Call(call) => {
+                    call(&mut self.store);
                     next = rx.blocking_recv();
                     continue;
                 }
@@ -364,9 +418,7 @@ impl<S: Store> Writer<S> {
                 Mutation::SetTags(..) | Mutation::RenameTag { .. } | Mutation::DeleteTag(_) => {
                     Some(Event::TagsChanged(touched))
                 }
-                Mutation::MergeIndex { .. }
-                | Mutation::MaildirDelivered(_)
-                | Mutation::Enqueue { .. } => None,
+                Mutation::MaildirDelivered(_) | Mutation::Enqueue { .. } => None,
             };
             if matches!(event, Some(Event::Deleted(_) | Event::Truncated)) {
                 self.stats.deleted.fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -406,6 +458,20 @@ mod tests {
         }
         fn apply(&mut self, _: &tern_store::Mutation) -> Result<Vec<MessageId>, StoreError> {
             Ok(vec![])
+        }
+        fn lease_due(
+            &mut self,
+            _: &Lease,
+            _: u64,
+            _: &[String],
+        ) -> Result<Vec<QueueEntry>, StoreError> {
+            Ok(vec![])
+        }
+        fn renew_leases(&mut self, _: &Lease, _: &[i64]) -> Result<Vec<i64>, StoreError> {
+            Ok(vec![])
+        }
+        fn release_leases(&mut self, _: &str, _: &[i64]) -> Result<(), StoreError> {
+            Ok(())
         }
     }
 

@@ -51,7 +51,7 @@ pub async fn run(spool: Spool, limits: RetentionConfig, shutdown: CancellationTo
             _ = tick.tick() => {}
         }
         prune(&spool, &limits, &shutdown).await;
-        if let Err(e) = spool.apply(Mutation::MergeIndex { pages: MERGE_PAGES }).await {
+        if let Err(e) = spool.maintain_index(MERGE_PAGES).await {
             warn!(error = %e, "search index merge failed");
         }
     }

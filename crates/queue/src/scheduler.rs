@@ -8,12 +8,18 @@
 //! Concurrent jobs carrying the same message (its recipients at several destinations) share
 //! one copy of it, read once and dropped when the last of them ends (see `bodies.rs`).
 //!
-//! Leases are held in memory: an entry being attempted is in `in_flight`, so it is never
-//! attempted twice at once. A crash forgets the lease and the entry, still due in the store,
-//! is attempted again after restart: an entry is never lost, and its result is recorded once.
-//! Leases belong to the task that runs the attempt and are released when the task ends, however
-//! it ends: a job that panics frees its connection at once and has its entries recorded as a
-//! temporary failure (retried after the usual wait, since it may have delivered some of them).
+//! Leases are kept in the store ([`tern_store::Lease`]), so several processes ("nodes") can
+//! share one queue: each round leases due entries to this process's node id until a deadline
+//! ([`LEASE`]), renewed while attempts run, so no other node attempts them meanwhile; an
+//! attempt's results are recorded, and the lease ends with them, only while the node still
+//! holds it. A node that crashes leaves its leases to expire, and the entries, still due, are
+//! attempted again by whichever node looks first after the deadline: an entry is never lost,
+//! and its result is recorded once. A stopping node releases its leases. Within the process,
+//! `in_flight` also holds the entries being attempted, and each task's `Holding` what it holds,
+//! released when the task ends, however it ends: a job that panics frees its connection at
+//! once and has its entries recorded as a temporary failure (retried after the usual wait,
+//! since it may have delivered some of them). The per-destination connection limits are this
+//! process's own.
 //! The scheduler idles on a timer set to the next due entry, so a large deferred queue costs
 //! nothing between attempts. Each look at the queue reads a bounded number of due entries and
 //! skips the domains of destinations whose connections are all busy, so one destination's
@@ -25,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_store::pool::Pool;
 use tern_store::{
-    MessageId, Mutation, QueueEntry, QueueFilter, QueueReport, StoreError, StoreRead,
+    Lease, MessageId, Mutation, QueueEntry, QueueFilter, QueueReport, StoreError, StoreRead,
 };
 use tokio::task::{self, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +42,7 @@ use crate::notice::Original;
 pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
 use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
-use crate::{Spool, reports};
+use crate::{Spool, SpoolError, reports};
 
 /// Default most outbound connections at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
@@ -60,6 +66,11 @@ const RECORD_RETRIES: [Duration; 5] = [
     Duration::from_secs(5),
     Duration::from_secs(10),
 ];
+/// How long a lease on the entries being attempted lasts unless renewed: after a crash, the
+/// entries wait this long before another node (or this one, restarted) attempts them.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// How often the leases of attempts still running are renewed (well within [`LEASE`]).
+const RENEW_EVERY: Duration = Duration::from_secs(60);
 /// How long shutdown waits for attempts in progress before abandoning them (they are then
 /// attempted again after restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -77,6 +88,10 @@ pub struct SchedulerConfig {
     pub max_per_destination: usize,
     /// Most messages sent over one connection.
     pub messages_per_connection: usize,
+    /// This process's name in the queue's leases: unique among the processes sharing the
+    /// store, and new for each run (a restarted process must not take its crashed
+    /// predecessor's leases for its own).
+    pub node: String,
 }
 
 impl SchedulerConfig {
@@ -88,8 +103,31 @@ impl SchedulerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_per_destination: DEFAULT_MAX_PER_DESTINATION,
             messages_per_connection: DEFAULT_MESSAGES_PER_CONNECTION,
+            node: node_id(),
         }
     }
+
+    /// A lease for this node from `now_ms` for [`LEASE`].
+    fn lease(&self, now_ms: i64) -> Lease {
+        let until_ms = now_ms.saturating_add(LEASE.as_millis() as i64);
+        Lease { node: self.node.clone(), now_ms, until_ms }
+    }
+}
+
+/// A node id unique to this process: the host's name, the process id, and a random part
+/// (process ids are reused).
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}:{}", host.trim(), std::process::id(), MessageId::generate())
+}
+
+/// Why a look at the queue failed.
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error(transparent)]
+    Read(#[from] StoreError),
+    #[error(transparent)]
+    Write(#[from] SpoolError),
 }
 
 /// The running scheduler's shared parts.
@@ -106,7 +144,7 @@ struct Shared<T> {
 type MessageEntries = (MessageId, Vec<QueueEntry>);
 
 /// What a running task holds, so it is released however the task ends (even by a panic).
-enum Lease {
+enum Holding {
     /// A delivery attempt over one connection to `destination`.
     Attempt { destination: String, batch: Vec<MessageEntries> },
     /// Recording a deferral for the entries of an attempt that panicked: they stay leased
@@ -130,14 +168,20 @@ pub async fn run<T: Transport>(
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
+    let mut renewed = tokio::time::Instant::now();
     loop {
         let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs).await {
             Ok(wait) => wait,
             Err(e) => {
-                warn!(error = %e, "queue: cannot read due entries");
+                warn!(error = %e, "queue: cannot lease due entries");
                 STORE_RETRY
             }
         };
+        if renewed.elapsed() >= RENEW_EVERY {
+            renew(&shared, &in_flight).await;
+            renewed = tokio::time::Instant::now();
+        }
+        let wait = wait.min(RENEW_EVERY.saturating_sub(renewed.elapsed()));
         metrics::gauge!("tern_queue_in_flight").set(in_flight.len() as f64);
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -156,6 +200,32 @@ pub async fn run<T: Transport>(
         tokio::time::timeout(SHUTDOWN_GRACE, async { while jobs.join_next().await.is_some() {} })
             .await;
     jobs.abort_all();
+    // Whatever was cut off is free for the other nodes (and the next run) at once. The
+    // entries whose results were recorded meanwhile hold no lease any more: releasing them
+    // changes nothing, and a record sent before the abort reaches the writer before this.
+    let node = shared.config.node.clone();
+    if let Err(e) = shared.spool.release_leases(node, in_flight.into_iter().collect()).await {
+        warn!(error = %e, "queue: leases not released; they expire on their own");
+    }
+}
+
+/// Renews the leases of the entries being attempted; an entry whose lease was lost (this
+/// node stalled past the deadline and another took it over) is logged: its result will be
+/// refused.
+async fn renew<T: Transport>(shared: &Shared<T>, in_flight: &HashSet<i64>) {
+    if in_flight.is_empty() {
+        return;
+    }
+    let entries: Vec<i64> = in_flight.iter().copied().collect();
+    let lease = shared.config.lease(now_ms());
+    match shared.spool.renew_leases(lease, entries.clone()).await {
+        Ok(held) if held.len() < entries.len() => {
+            let lost: Vec<i64> = entries.into_iter().filter(|e| !held.contains(e)).collect();
+            warn!(entries = ?lost, "queue: leases lost to another node");
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "queue: cannot renew leases"),
+    }
 }
 
 /// Connections open per destination, the domains each one's work came from, and what each
@@ -164,7 +234,7 @@ pub async fn run<T: Transport>(
 struct Active {
     connections: HashMap<String, usize>,
     domains: HashMap<String, HashSet<String>>,
-    leases: HashMap<task::Id, Lease>,
+    leases: HashMap<task::Id, Holding>,
     /// Messages whose notices are being sent.
     notifying: HashSet<MessageId>,
 }
@@ -219,7 +289,7 @@ fn finish<T: Transport>(
     };
     let Some(lease) = active.leases.remove(&id) else { return };
     let entries: Vec<i64> = match lease {
-        Lease::Attempt { destination, batch } => {
+        Holding::Attempt { destination, batch } => {
             active.close(&destination);
             let entries = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
             if let Some(panic) = panic {
@@ -233,18 +303,18 @@ fn finish<T: Transport>(
                 let shared = shared.clone();
                 let handle =
                     jobs.spawn(async move { defer_all(&shared, &destination, batch).await });
-                active.leases.insert(handle.id(), Lease::Deferral { entries });
+                active.leases.insert(handle.id(), Holding::Deferral { entries });
                 return;
             }
             entries
         }
-        Lease::Deferral { entries } => {
+        Holding::Deferral { entries } => {
             if let Some(panic) = panic {
                 error!(panic = panic_text(&*panic), "queue: recording a deferral panicked");
             }
             entries
         }
-        Lease::Notices { message } => {
+        Holding::Notices { message } => {
             if let Some(panic) = panic {
                 // The reports stay in the store: the next round tries again.
                 error!(queue_id = %message, panic = panic_text(&*panic), "queue: sending notices panicked");
@@ -272,15 +342,14 @@ async fn dispatch<T: Transport>(
     in_flight: &mut HashSet<i64>,
     active: &mut Active,
     jobs: &mut JoinSet<()>,
-) -> Result<Duration, StoreError> {
+) -> Result<Duration, Fault> {
     let config = &shared.config;
     let now = now_ms();
     let mut running = active.running();
     if running < config.max_connections {
-        let limit = FETCH + in_flight.len() as u64;
-        let pool = shared.readers.clone();
         let skip = active.busy_domains(config.max_per_destination);
-        let due = blocking(move || pool.with(|r| r.due_entries(now, limit, &skip))).await?;
+        let due = shared.spool.lease_due(config.lease(now), FETCH, skip).await?;
+        let mut unstarted = Vec::new();
         for (destination, messages) in group(shared.transport.as_ref(), due, in_flight) {
             let mut messages = messages.into_iter().peekable();
             while messages.peek().is_some()
@@ -289,23 +358,14 @@ async fn dispatch<T: Transport>(
             {
                 let batch: Vec<_> =
                     messages.by_ref().take(config.messages_per_connection).collect();
-                in_flight.extend(batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)));
-                *active.connections.entry(destination.clone()).or_default() += 1;
-                let domains = active.domains.entry(destination.clone()).or_default();
-                for (_, message_entries) in &batch {
-                    domains.extend(message_entries.iter().map(|e| e.domain.clone()));
-                }
+                start_attempt(shared, in_flight, active, jobs, &destination, batch);
                 running += 1;
-                let (task_shared, task_destination, task_batch) =
-                    (shared.clone(), destination.clone(), batch.clone());
-                let handle = jobs.spawn(async move {
-                    attempt(&task_shared, &task_destination, task_batch).await;
-                });
-                active.leases.insert(
-                    handle.id(),
-                    Lease::Attempt { destination: destination.clone(), batch },
-                );
             }
+            unstarted.extend(messages.flat_map(|(_, es)| es).map(|e| e.id));
+        }
+        // Leased but over the limits: free again for the next look, here or at another node.
+        if !unstarted.is_empty() {
+            shared.spool.release_leases(config.node.clone(), unstarted).await?;
         }
     }
     start_notices(shared, active, jobs, now).await?;
@@ -315,6 +375,30 @@ async fn dispatch<T: Transport>(
         Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE),
         None => MAX_IDLE,
     })
+}
+
+/// Starts one connection's attempt at `destination`, holding its entries until it ends.
+fn start_attempt<T: Transport>(
+    shared: &Arc<Shared<T>>,
+    in_flight: &mut HashSet<i64>,
+    active: &mut Active,
+    jobs: &mut JoinSet<()>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) {
+    in_flight.extend(batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)));
+    *active.connections.entry(destination.to_string()).or_default() += 1;
+    let domains = active.domains.entry(destination.to_string()).or_default();
+    for (_, message_entries) in &batch {
+        domains.extend(message_entries.iter().map(|e| e.domain.clone()));
+    }
+    let (task_shared, task_destination, task_batch) =
+        (shared.clone(), destination.to_string(), batch.clone());
+    let handle = jobs.spawn(async move {
+        attempt(&task_shared, &task_destination, task_batch).await;
+    });
+    let holding = Holding::Attempt { destination: destination.to_string(), batch };
+    active.leases.insert(handle.id(), holding);
 }
 
 /// Starts sending the notices of messages whose reports wait and which have nothing due
@@ -334,7 +418,7 @@ async fn start_notices<T: Transport>(
         }
         let shared = shared.clone();
         let handle = jobs.spawn(async move { notify(&shared, message).await });
-        active.leases.insert(handle.id(), Lease::Notices { message });
+        active.leases.insert(handle.id(), Holding::Notices { message });
     }
     Ok(())
 }
@@ -376,7 +460,15 @@ struct Loaded<'a> {
 
 /// One connection's worth of work: load the messages, send them, record what happened.
 async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
-    let Some(messages) = load(shared, destination, batch).await else { return };
+    let leased: Vec<i64> = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
+    let Some(messages) = load(shared, destination, batch).await else {
+        // Not attempted: due again at once, here or at another node.
+        let node = shared.config.node.clone();
+        if let Err(e) = shared.spool.release_leases(node, leased).await {
+            warn!(destination, error = %e, "queue: leases not released; they expire on their own");
+        }
+        return;
+    };
     if messages.is_empty() {
         return;
     }
@@ -455,10 +547,11 @@ async fn record<'e, T: Transport>(
         log_attempt(entry, &outcome, verdict);
         updates.push((entry.id, update));
         if let Some(report) = report {
-            reports.push(reports::to_store(entry.message_id, &entry.sender, report));
+            reports.push((entry.id, reports::to_store(entry.message_id, &entry.sender, report)));
         }
     }
-    let mutation = Mutation::QueueAttempted { updates, attempted_at_ms: now, reports };
+    let node = shared.config.node.clone();
+    let mutation = Mutation::QueueAttempted { node, updates, attempted_at_ms: now, reports };
     // What happened must be recorded, not re-enacted: attempting again would deliver twice.
     // So the record is retried; only if the store keeps failing do the entries, still due,
     // get attempted again.

@@ -2,6 +2,8 @@
 //! destination, per-recipient results, retries, bounces committed with the results, and
 //! in-flight leases; a job that panics.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,8 @@ use tern_queue::transport::{Failure, Job, JobResult, Outcome, Transport};
 use tern_queue::{Spool, SpoolConfig};
 use tern_store::pool::Pool;
 use tern_store::{
-    Envelope, MessageId, NewMessage, QueueFilter, Recipient, Route, SqliteStore, StoreRead, Summary,
+    Envelope, Lease, MessageId, NewMessage, QueueFilter, Recipient, Route, SqliteStore, Store,
+    StoreRead, Summary,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 struct Scripted {
     jobs: Mutex<Vec<Job>>,
     delay: Duration,
+    /// Attempts begun (counted before the delay).
+    started: AtomicUsize,
 }
 
 impl Transport for Scripted {
@@ -28,6 +33,7 @@ impl Transport for Scripted {
     }
 
     async fn deliver(&self, job: Job) -> JobResult {
+        self.started.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         let mut out = Vec::new();
         for message in &job.messages {
@@ -97,6 +103,7 @@ fn message(to: &[&str]) -> NewMessage {
 }
 
 struct Setup {
+    dir: PathBuf,
     spool: Spool,
     readers: Pool<Box<dyn StoreRead>>,
     transport: Arc<Scripted>,
@@ -107,15 +114,20 @@ fn setup(delay: Duration) -> Setup {
     let dir = std::env::temp_dir().join(format!("tern-scheduler-{}", MessageId::generate()));
     let store = SqliteStore::open(&dir).expect("open");
     let (spool, _writer) = Spool::start(store, SpoolConfig::default());
+    let reader_dir = dir.clone();
     let readers = Pool::new(Arc::new(move || {
-        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
+        SqliteStore::open_read_only(&reader_dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
     }));
-    let transport = Arc::new(Scripted { jobs: Mutex::default(), delay });
-    Setup { spool, readers, transport, shutdown: CancellationToken::new() }
+    let transport =
+        Arc::new(Scripted { jobs: Mutex::default(), delay, started: AtomicUsize::new(0) });
+    Setup { dir, spool, readers, transport, shutdown: CancellationToken::new() }
 }
 
 fn start(s: &Setup, retry: RetryPolicy) {
-    let config = SchedulerConfig { retry, ..SchedulerConfig::new("mx.tern.test") };
+    start_with(s, SchedulerConfig { retry, ..SchedulerConfig::new("mx.tern.test") });
+}
+
+fn start_with(s: &Setup, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(scheduler::run(
         s.readers.clone(),
         s.spool.clone(),
@@ -123,7 +135,7 @@ fn start(s: &Setup, retry: RetryPolicy) {
         Arc::new(ToAlice),
         config,
         s.shutdown.clone(),
-    ));
+    ))
 }
 
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -523,4 +535,29 @@ async fn delivered_failed_and_deferred_recipients_get_one_notice_of_each_kind() 
     assert!(relayed[0].contains("Final-Recipient: rfc822; carol@f.test"), "{}", relayed[0]);
     assert_eq!(notices.len(), 3, "{notices:#?}");
     s.shutdown.cancel();
+}
+
+/// Another node on the same database sees the scheduler's lease while it attempts an entry,
+/// and gets the entry once the scheduler stops (its leases released, not left to expire).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_being_attempted_are_leased_in_the_store_and_released_at_shutdown() {
+    let s = setup(Duration::from_secs(600));
+    let run = start_with(&s, SchedulerConfig::new("mx.tern.test"));
+    s.spool.submit(message(&["bob@slow.test"])).await.expect("queued");
+    until("the attempt to start", || {
+        (s.transport.started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let mut other = SqliteStore::open(&s.dir).expect("open");
+    let lease = |other: &mut SqliteStore| {
+        let now_ms = scheduler::now_ms();
+        let lease = Lease { node: "other".into(), now_ms, until_ms: now_ms + 60_000 };
+        other.lease_due(&lease, 10, &[]).expect("lease")
+    };
+    assert!(lease(&mut other).is_empty(), "the entry is leased while it is attempted");
+    s.shutdown.cancel();
+    run.await.expect("the scheduler stops");
+    let taken = lease(&mut other);
+    assert_eq!(taken.len(), 1, "released at shutdown, the entry is free at once");
+    assert_eq!(taken[0].recipient, "bob@slow.test");
 }

@@ -33,6 +33,20 @@ impl Store for TestStore {
     fn apply(&mut self, _: &tern_store::Mutation) -> Result<Vec<MessageId>, StoreError> {
         Ok(vec![])
     }
+    fn lease_due(
+        &mut self,
+        _: &tern_store::Lease,
+        _: u64,
+        _: &[String],
+    ) -> Result<Vec<tern_store::QueueEntry>, StoreError> {
+        Ok(vec![])
+    }
+    fn renew_leases(&mut self, _: &tern_store::Lease, _: &[i64]) -> Result<Vec<i64>, StoreError> {
+        Ok(vec![])
+    }
+    fn release_leases(&mut self, _: &str, _: &[i64]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 struct Script {

@@ -20,8 +20,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params_from_iter};
+use tern_store::sqlite::search;
 use tern_store::{
     Envelope, MessageId, Mutation, NewMessage, Recipient, Route, SearchQuery, Selection,
     SqliteStore, Store, StoreRead, Summary,
@@ -194,7 +195,7 @@ fn ms(d: Duration) -> f64 {
 /// A page computed as proposed: store totals by `COUNT(*)` and the partial index on unread
 /// messages, so they need not read every row for its `read` flag; matching counts in one pass
 /// as now. Returns the number of matching messages.
-fn proposed_page(conn: &Connection, condition: &str, values: &[Value]) -> u64 {
+fn proposed_page(conn: &Connection, condition: &str, values: &[search::Param]) -> u64 {
     let rows_sql = format!(
         "SELECT m.id, m.received_at, m.read, m.from_name, m.from_addr, m.to_json, m.cc_json,
             m.bcc_json, m.reply_to_json, m.subject, m.date, m.message_id, m.size, m.attachments,
@@ -206,7 +207,7 @@ fn proposed_page(conn: &Connection, condition: &str, values: &[Value]) -> u64 {
     let rows =
         stmt.query_map(params_from_iter(values.iter()), |r| r.get::<_, String>(0)).expect("rows");
     assert!(rows.count() <= 50);
-    let count = |sql: &str, values: &[Value]| -> u64 {
+    let count = |sql: &str, values: &[search::Param]| -> u64 {
         let mut stmt = conn.prepare_cached(sql).expect("prepare");
         stmt.query_row(params_from_iter(values.iter()), |r| r.get::<_, i64>(0)).expect("count")
             as u64
@@ -323,7 +324,7 @@ fn main() {
         let parsed = (!query.is_empty()).then(|| SearchQuery::parse(query).expect("parse"));
         let (min, median, page) = time(|| store.page(parsed.as_ref(), 0, 50).expect("page"));
         let (condition, values) =
-            parsed.as_ref().map(SearchQuery::sql).unwrap_or_else(|| ("1".into(), vec![]));
+            parsed.as_ref().map(search::condition).unwrap_or_else(|| ("1".into(), vec![]));
         let rows_sql =
             format!("SELECT m.id FROM messages m WHERE {condition} ORDER BY m.id DESC LIMIT 50");
         let count_sql = format!(

@@ -1,15 +1,51 @@
-//! Where accepted mail lives: the [`Store`] trait and its embedded SQLite backend.
+//! Where accepted mail lives: the [`Store`] traits and their embedded SQLite backend.
 //!
 //! The store knows messages, envelopes and summaries; it knows nothing of SMTP sessions or
-//! sockets. Writes arrive in batches from the spool's group-commit writer
-//! ([`Store::commit_batch`]): one transaction and one fsync for the whole batch, so a message
-//! is either wholly durable or absent. Later backends (PostgreSQL) and later tables (mailboxes,
-//! the outbound queue) sit behind the same trait.
+//! sockets. The crate is layered: the neutral model at the bottom (`id`, `inbox`, `summary`,
+//! `accounts`' rules, `queue`'s records and leases, `search`'s parsed query, `model`), the
+//! traits here, and the SQLite backend on top in [`sqlite`] (FTS5, WAL, checkpointer,
+//! migrations, and the search query compiled to SQL). No `rusqlite` type appears in a public
+//! signature outside [`sqlite`], so another backend (PostgreSQL) implements the same traits
+//! beside it.
+//!
+//! Writes arrive from the spool's single writer thread: batches of messages from its group
+//! commit ([`Store::commit_batch`]: one transaction and one fsync for the whole batch, so a
+//! message is either wholly durable or absent), changes ([`Store::apply`]), queue leases
+//! ([`Store::lease_due`]) and index upkeep ([`Store::maintain_index`]). Reads
+//! ([`StoreRead`]) run on any number of handles beside it.
+//!
+//! # Synchronous traits, on purpose
+//!
+//! The traits stay synchronous; async callers reach them through two doors that already
+//! exist, the spool (a channel to the writer thread) and [`pool::Pool`] run under
+//! `spawn_blocking`. Decided with a PostgreSQL backend in mind, because:
+//!
+//! - Group commit is a sequential loop on one thread: take everything queued, write it in one
+//!   transaction, answer everyone. It needs no async, and a blocking backend (SQLite is one:
+//!   every call is file I/O and fsync) would otherwise need a `spawn_blocking` inside every
+//!   async method anyway.
+//! - Sync traits are object-safe as they are (`Box<dyn StoreRead>` in the pool, `&mut dyn
+//!   Store` in the spool's writer calls); async methods in a `dyn` trait need a boxed future
+//!   per call (`async-trait`) and `Send` bounds spread through every caller.
+//! - PostgreSQL fits without changing them: a `PostgresStore` holds a `tokio_postgres::Client`
+//!   (its connection task spawned on the server's runtime) and a `tokio::runtime::Handle`, and
+//!   each method is `handle.block_on(…)` of the query. That is allowed on the writer's own
+//!   thread and on `spawn_blocking` threads, which are not runtime workers. A batch is still one
+//!   transaction and one round of WAL flush; [`Store::lease_due`] is one `UPDATE queue …
+//!   WHERE id IN (SELECT id … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`. The synchronous
+//!   `postgres` crate (the same client behind its own small runtime) also fits.
+//! - The cost is one blocking thread per read in progress, bounded by tokio's blocking pool;
+//!   at Tern's scale (an MTA and a catcher, not a database proxy) that is cheap.
+//!
+//! Revisit when reads need what only async gives, many queries pipelined on one PostgreSQL
+//! connection or more concurrent readers than blocking threads: then add an async read trait
+//! for the readers beside [`StoreRead`]. The writer stays a thread, since group commit is
+//! sequential by nature.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
-mod checkpoint;
 pub mod id;
+pub mod inbox;
 pub mod model;
 pub mod pool;
 pub mod queue;
@@ -19,12 +55,13 @@ pub mod summary;
 
 pub use accounts::{AccountError, AccountInfo, AccountStore, Alias, Resolution};
 pub use id::MessageId;
+pub use inbox::Inbox;
 pub use model::{
-    Envelope, Inbox, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage,
-    Recipient, Route, Selection, StoredMessage, TlsInfo,
+    Envelope, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage, Recipient,
+    Route, Selection, StoredMessage, TlsInfo,
 };
 pub use queue::{
-    EntryState, EntryUpdate, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
+    EntryState, EntryUpdate, Lease, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
     QueueReport, QueueTarget, ReportAction,
 };
 pub use search::{SearchError, SearchQuery};
@@ -34,9 +71,10 @@ pub use summary::{Mailbox, SearchText, Summary};
 /// Failures of the storage layer. None of them is ever answered with a 250.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused an operation.
+    /// The backend (its database) refused an operation; the source is the backend's own
+    /// error, kept for logs. Each backend converts its errors into this one.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A file or directory could not be used.
     #[error("{path}: {source}")]
     Io {
@@ -82,6 +120,34 @@ pub trait Store: Send + 'static {
 
     /// Applies a change (delete, mark read, prune) and returns the ids it touched.
     fn apply(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, StoreError>;
+
+    /// Does up to about `budget_pages` pages of search-index upkeep, in small steps so the
+    /// writer is never held long: SQLite merges the FTS5 segments ingest commits leave
+    /// unmerged to stay cheap. A backend whose index needs no such help keeps this default,
+    /// which does nothing.
+    fn maintain_index(&mut self, budget_pages: u64) -> Result<(), StoreError> {
+        let _ = budget_pages;
+        Ok(())
+    }
+
+    /// Leases to `lease.node`, until `lease.until_ms`, up to `limit` queued entries due at
+    /// `lease.now_ms`, oldest due first, and returns them. Entries another node holds an
+    /// unexpired lease on are skipped; expired leases are taken over. Entries for the domains
+    /// in `skip` are left out: their destinations are busy, and they must not crowd the
+    /// others out of the `limit`. Atomic: two nodes never lease the same entry.
+    fn lease_due(
+        &mut self,
+        lease: &Lease,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Extends `lease.node`'s leases on `entries` to `lease.until_ms`; returns the entries it
+    /// still held (the others were taken over, or finished).
+    fn renew_leases(&mut self, lease: &Lease, entries: &[i64]) -> Result<Vec<i64>, StoreError>;
+
+    /// Gives up `node`'s leases on `entries`, making them free to lease again at once.
+    fn release_leases(&mut self, node: &str, entries: &[i64]) -> Result<(), StoreError>;
 }
 
 /// The read side of a backend; any number of readers may run beside the writer.
@@ -125,7 +191,8 @@ pub trait StoreRead: Send + 'static {
     /// mailbox.
     fn inboxes(&self, account: Option<&str>) -> Result<Vec<InboxCount>, StoreError>;
 
-    /// Queued outbound entries due at `now_ms` (ms since the epoch), oldest due first.
+    /// Queued outbound entries due at `now_ms` (ms since the epoch), oldest due first, leased
+    /// or not (the scheduler takes its work with [`Store::lease_due`]).
     /// Entries for the domains in `skip` are left out: their destinations are busy, and they
     /// must not crowd the others out of the `limit`.
     fn due_entries(

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::MessageId;
+use crate::inbox::Inbox;
 use crate::summary::{Mailbox, SearchText, Summary};
 
 /// Where a recipient's copy goes. Capture is the catcher; later issues add mailboxes and relay.
@@ -170,38 +171,6 @@ impl Envelope {
     }
 }
 
-/// The inbox a recipient address is filed under: plus-addressing folded (`a+x@d` → `a@d` with
-/// tag `x`), lower-cased so `Bob@Example.com` and `bob@example.com` share one inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inbox {
-    /// The folded address.
-    pub address: String,
-    /// The `+tag`, if any.
-    pub tag: Option<String>,
-}
-
-impl Inbox {
-    /// Folds one recipient address.
-    pub fn of(address: &str) -> Inbox {
-        let lower = address.to_lowercase();
-        let (local, domain) = match lower.rsplit_once('@') {
-            Some((local, domain)) => (local, Some(domain)),
-            None => (lower.as_str(), None),
-        };
-        let (base, tag) = match local.split_once('+') {
-            Some((base, tag)) if !base.is_empty() && !tag.is_empty() => {
-                (base, Some(tag.to_string()))
-            }
-            _ => (local, None),
-        };
-        let address = match domain {
-            Some(domain) => format!("{base}@{domain}"),
-            None => base.to_string(),
-        };
-        Inbox { address, tag }
-    }
-}
-
 /// A message as a list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
@@ -292,12 +261,6 @@ pub enum Mutation {
     DeleteTag(String),
     /// These (message, account) Maildir copies are written.
     MaildirDelivered(Vec<(MessageId, String)>),
-    /// Merge full-text index segments, doing at most about `pages` pages of work: ingest
-    /// leaves merging to this background step so commits stay cheap.
-    MergeIndex {
-        /// Upper bound on the work, in index pages.
-        pages: u64,
-    },
     /// Delete the oldest messages beyond `max_messages`, and those received before
     /// `older_than_ms`, at most `batch` at a time.
     Prune {
@@ -313,12 +276,15 @@ pub enum Mutation {
     /// [`Mutation::QueueNotified`] turns them into notices. Messages with nothing left to
     /// deliver, report or keep are removed.
     QueueAttempted {
+        /// The node that attempted them: only entries it still holds the lease of
+        /// ([`crate::queue::Lease`]) are changed; the others' results and reports are refused.
+        node: String,
         /// What happened to each entry attempted.
         updates: Vec<(i64, crate::queue::EntryUpdate)>,
         /// When the attempt ran (ms since the epoch).
         attempted_at_ms: i64,
-        /// Recipients the sender is to be told about.
-        reports: Vec<crate::queue::QueueReport>,
+        /// Recipients the sender is to be told about, each with the entry it is about.
+        reports: Vec<(i64, crate::queue::QueueReport)>,
     },
     /// Send a message's waiting reports: store the notices (DSNs) made of them and drop the
     /// reports, atomically, so each is sent once. Nothing changes if any of `reports` is gone

@@ -1,8 +1,7 @@
 //! The search language (Mailpit's syntax plus `inbox:` and `header:Name=value`), parsed into a
-//! [`SearchQuery`] and compiled to an SQL condition over `messages m`.
-//!
-//! Every value reaches SQL as a bound parameter, never spliced into the text: the SQL returned
-//! by [`SearchQuery::sql`] is built only from fixed fragments and `?` placeholders.
+//! [`SearchQuery`]: a backend-neutral list of terms. Each backend compiles it to its own query
+//! language (SQLite: `sqlite/search.rs`, an FTS5 `MATCH` plus SQL clauses); this module knows
+//! no SQL.
 //!
 //! # Syntax
 //!
@@ -66,19 +65,13 @@
 //!   boundary from both forms).
 //! - `has:inline` is not supported (the store keeps no inline count).
 
-use rusqlite::types::Value;
-
-use crate::model::Inbox;
+use crate::inbox::Inbox;
 
 /// Longest accepted query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
 
 /// Most terms in one query; each becomes a clause and SQLite limits expression depth.
 pub const MAX_TERMS: usize = 100;
-
-/// The FTS5 columns plain words and phrases search (`headers` is only for `header:`, since
-/// every message has the words `content`, `type`, `date` … there).
-const TEXT_COLUMNS: &str = "{subject addresses body attachments}";
 
 /// A word's last token prefix-matches only when at least this long (in characters).
 pub const MIN_PREFIX_CHARS: usize = 3;
@@ -116,7 +109,7 @@ pub enum SearchError {
 
 /// A header holding mailboxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub(crate) enum Field {
     From,
     To,
     Cc,
@@ -125,23 +118,13 @@ enum Field {
 }
 
 impl Field {
-    const ALL: &'static [Field] = &[Field::From, Field::To, Field::Cc, Field::Bcc, Field::ReplyTo];
-
-    /// The JSON column holding this header's mailboxes (`From` has plain columns instead).
-    fn json_column(self) -> Option<&'static str> {
-        match self {
-            Field::From => None,
-            Field::To => Some("m.to_json"),
-            Field::Cc => Some("m.cc_json"),
-            Field::Bcc => Some("m.bcc_json"),
-            Field::ReplyTo => Some("m.reply_to_json"),
-        }
-    }
+    pub(crate) const ALL: &'static [Field] =
+        &[Field::From, Field::To, Field::Cc, Field::Bcc, Field::ReplyTo];
 }
 
 /// One condition of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Term {
+pub(crate) enum Term {
     /// Full-text match: a word (its last token a prefix) or an exact phrase.
     Text { text: String, phrase: bool },
     /// Text without a single word character, which FTS cannot index: a subject substring.
@@ -242,7 +225,7 @@ fn has_words(text: &str) -> bool {
 }
 
 /// Characters in the last token of `text`, as FTS5 would split it.
-fn last_token_chars(text: &str) -> usize {
+pub(crate) fn last_token_chars(text: &str) -> usize {
     text.chars().rev().skip_while(|c| !is_word_char(*c)).take_while(|c| is_word_char(*c)).count()
 }
 
@@ -281,46 +264,15 @@ impl SearchQuery {
         self.terms.is_empty()
     }
 
+    /// The terms, each with whether it is negated (for the backends that compile them).
+    pub(crate) fn terms(&self) -> &[(bool, Term)] {
+        &self.terms
+    }
+
     /// This query restricted to the mailbox of `login` (what an account sees through the API).
     pub fn for_account(mut self, login: &str) -> SearchQuery {
         self.terms.push((false, Term::Account(login.to_string())));
         self
-    }
-
-    /// An SQL boolean expression over `messages m`, with its parameters in order.
-    ///
-    /// All full-text terms (words, phrases, `header:`) become one FTS5 `MATCH`, with the
-    /// negated ones folded in as `NOT`; every other term is its own clause.
-    pub fn sql(&self) -> (String, Vec<Value>) {
-        let mut fts = FtsParts::default();
-        let mut clauses: Vec<(u8, String, Vec<Value>)> = Vec::new();
-        for (negated, term) in &self.terms {
-            if fts.add(*negated, term) {
-                continue;
-            }
-            let mut params = Vec::new();
-            let clause = term_sql(term, &mut params);
-            let clause = if *negated { format!("NOT ({clause})") } else { format!("({clause})") };
-            clauses.push((cost(term), clause, params));
-        }
-        // Cheap tests first: SQLite evaluates the remaining terms of a row in order and stops
-        // at the first false one.
-        clauses.sort_by_key(|(cost, _, _)| *cost);
-        let mut clauses: Vec<(String, Vec<Value>)> =
-            clauses.into_iter().map(|(_, clause, params)| (clause, params)).collect();
-        if let Some(fts_clause) = fts.sql() {
-            clauses.insert(0, fts_clause);
-        }
-        if clauses.is_empty() {
-            return ("1".into(), vec![]);
-        }
-        let mut sql = Vec::with_capacity(clauses.len());
-        let mut params = Vec::new();
-        for (clause, values) in clauses {
-            sql.push(clause);
-            params.extend(values);
-        }
-        (sql.join(" AND "), params)
     }
 }
 
@@ -590,270 +542,6 @@ fn date_ms(year: i64, month: i64, day: i64) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400_000)
 }
 
-/// The full-text terms of a query, gathered into one FTS5 expression.
-#[derive(Default)]
-struct FtsParts {
-    /// Positive words and phrases (searched in [`TEXT_COLUMNS`]).
-    text: Vec<String>,
-    /// Negated words and phrases.
-    not_text: Vec<String>,
-    /// Positive `header:` phrases.
-    headers: Vec<String>,
-    /// Negated `header:` phrases.
-    not_headers: Vec<String>,
-}
-
-/// An FTS5 string literal: the text in double quotes, inner quotes doubled. Inside a string,
-/// FTS5 syntax (`AND`, `NEAR`, `*`, `^`, `:`, parentheses) is ordinary text for the tokenizer.
-fn fts_string(text: &str, prefix: bool) -> String {
-    let mut out = String::with_capacity(text.len() + 3);
-    out.push('"');
-    out.push_str(&text.replace('"', "\"\""));
-    out.push('"');
-    if prefix {
-        out.push('*');
-    }
-    out
-}
-
-impl FtsParts {
-    /// Takes `term` if it is a full-text one.
-    fn add(&mut self, negated: bool, term: &Term) -> bool {
-        let (list, item) = match term {
-            Term::Text { text, phrase } => {
-                let list = if negated { &mut self.not_text } else { &mut self.text };
-                (list, fts_string(text, !phrase && last_token_chars(text) >= MIN_PREFIX_CHARS))
-            }
-            Term::Header { name, value } => {
-                let list = if negated { &mut self.not_headers } else { &mut self.headers };
-                let item = if value.is_empty() {
-                    fts_string(name, false)
-                } else {
-                    fts_string(
-                        &format!("{name} {value}"),
-                        last_token_chars(value) >= MIN_PREFIX_CHARS,
-                    )
-                };
-                (list, item)
-            }
-            _ => return false,
-        };
-        list.push(item);
-        true
-    }
-
-    /// The clause, with its one parameter, or `None` without full-text terms.
-    fn sql(self) -> Option<(String, Vec<Value>)> {
-        let group = |columns: &str, items: &[String], op: &str| {
-            (!items.is_empty()).then(|| format!("{columns} : ({})", items.join(op)))
-        };
-        let positive: Vec<String> =
-            [group(TEXT_COLUMNS, &self.text, " AND "), group("{headers}", &self.headers, " AND ")]
-                .into_iter()
-                .flatten()
-                .collect();
-        let negative: Vec<String> = [
-            group(TEXT_COLUMNS, &self.not_text, " OR "),
-            group("{headers}", &self.not_headers, " OR "),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let any = |parts: &[String], op: &str| {
-            parts.iter().map(|p| format!("({p})")).collect::<Vec<_>>().join(op)
-        };
-        // `+` keeps SQLite from driving the query from the match list (seeking and sorting
-        // every match: 300 ms for a word in all of 100,000 messages); instead it walks the
-        // messages in page order, probing the list, and stops at a full page (13-55 ms).
-        let fts = "+m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)";
-        match (positive.is_empty(), negative.is_empty()) {
-            (true, true) => None,
-            (false, true) => Some((fts.into(), vec![Value::Text(any(&positive, " AND "))])),
-            (false, false) => {
-                let expr =
-                    format!("({}) NOT ({})", any(&positive, " AND "), any(&negative, " OR "));
-                Some((fts.into(), vec![Value::Text(expr)]))
-            }
-            (true, false) => {
-                Some((format!("NOT ({fts})"), vec![Value::Text(any(&negative, " OR "))]))
-            }
-        }
-    }
-}
-
-/// The one character an iterator yields, if it yields exactly one.
-fn single(mut chars: impl Iterator<Item = char>) -> Option<char> {
-    let first = chars.next()?;
-    chars.next().is_none().then_some(first)
-}
-
-/// The variants of `c` under simple (one-to-one) case mapping, `c` first.
-fn case_variants(c: char) -> Vec<char> {
-    let mut out = vec![c];
-    for v in [single(c.to_lowercase()), single(c.to_uppercase())].into_iter().flatten() {
-        for w in [Some(v), single(v.to_lowercase()), single(v.to_uppercase())].into_iter().flatten()
-        {
-            if !out.contains(&w) {
-                out.push(w);
-            }
-        }
-    }
-    out
-}
-
-/// SQLite's `LIKE` folds ASCII case only; a needle with other cased characters needs `GLOB`
-/// with a character class per letter.
-fn needs_glob(needle: &str) -> bool {
-    needle.chars().any(|c| !c.is_ascii() && case_variants(c).len() > 1)
-}
-
-/// A `GLOB` pattern matching `needle` literally and case-insensitively, anchored or not.
-fn glob_pattern(needle: &str, contains: bool) -> String {
-    let mut out = String::new();
-    if contains {
-        out.push('*');
-    }
-    for c in needle.chars() {
-        let variants = case_variants(c);
-        match c {
-            '*' | '?' | '[' => {
-                out.push('[');
-                out.push(c);
-                out.push(']');
-            }
-            _ if variants.len() > 1 => {
-                out.push('[');
-                out.extend(variants);
-                out.push(']');
-            }
-            _ => out.push(c),
-        }
-    }
-    if contains {
-        out.push('*');
-    }
-    out
-}
-
-/// A `LIKE … ESCAPE '\'` pattern matching `needle` as a literal substring.
-fn like_contains(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-/// `expr` contains `needle` literally and case-insensitively.
-fn contains(expr: &str, needle: &str, params: &mut Vec<Value>) -> String {
-    if needs_glob(needle) {
-        params.push(Value::Text(glob_pattern(needle, true)));
-        format!("{expr} GLOB ?")
-    } else {
-        params.push(Value::Text(like_contains(needle)));
-        format!("{expr} LIKE ? ESCAPE '\\'")
-    }
-}
-
-/// `expr` equals `value`, case-insensitively.
-fn equals_ci(expr: &str, value: &str, params: &mut Vec<Value>) -> String {
-    if needs_glob(value) {
-        params.push(Value::Text(glob_pattern(value, false)));
-        format!("{expr} GLOB ?")
-    } else {
-        params.push(Value::Text(value.to_string()));
-        format!("{expr} = ? COLLATE NOCASE")
-    }
-}
-
-/// A mailbox header matches: its name or address contains `value`.
-fn field_sql(field: Field, value: &str, params: &mut Vec<Value>) -> String {
-    let Some(column) = field.json_column() else {
-        let name = contains("COALESCE(m.from_name, '')", value, params);
-        let addr = contains("COALESCE(m.from_addr, '')", value, params);
-        return format!("{name} OR {addr}");
-    };
-    // The raw JSON text contains the value (escaped as JSON escapes it) whenever a name or
-    // address does: a cheap filter before json_each, which settles it exactly (a value such
-    // as `name` is in every row's JSON keys but in no name).
-    let json = serde_json::to_string(value).unwrap_or_default();
-    let escaped = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')).unwrap_or(value);
-    let prefilter = contains(column, escaped, params);
-    let name = contains("j.value ->> 'name'", value, params);
-    let addr = contains("j.value ->> 'address'", value, params);
-    format!(
-        "{prefilter} AND EXISTS (SELECT 1 FROM json_each({column}) AS j WHERE {name} OR {addr})"
-    )
-}
-
-/// Relative cost of evaluating a term on one row: column comparisons, then indexed lookups,
-/// then substring tests, then JSON parsing.
-fn cost(term: &Term) -> u8 {
-    match term {
-        Term::Read(_)
-        | Term::Attachment
-        | Term::Larger(_)
-        | Term::Smaller(_)
-        | Term::Before(_)
-        | Term::After(_) => 0,
-        Term::Tag(_) | Term::Tagged | Term::Inbox(_) | Term::Account(_) => 1,
-        Term::Symbols(_) | Term::Subject(_) | Term::MessageId(_) => 2,
-        Term::Address { .. } => 3,
-        Term::Text { .. } | Term::Header { .. } => 4,
-    }
-}
-
-/// The SQL of a term that is not full-text; never NULL, so `NOT` is its complement.
-fn term_sql(term: &Term, params: &mut Vec<Value>) -> String {
-    match term {
-        Term::Text { .. } | Term::Header { .. } => unreachable!("full-text terms go to FtsParts"),
-        Term::Symbols(text) => contains("m.subject", text, params),
-        Term::Address { fields, value } => fields
-            .iter()
-            .map(|field| format!("({})", field_sql(*field, value, params)))
-            .collect::<Vec<_>>()
-            .join(" OR "),
-        Term::Subject(value) => contains("m.subject", value, params),
-        Term::MessageId(value) => contains("COALESCE(m.message_id, '')", value, params),
-        Term::Tag(tag) => {
-            let condition = equals_ci("tag", tag, params);
-            format!("m.id IN (SELECT message_id FROM tags WHERE {condition})")
-        }
-        Term::Read(read) => if *read { "m.read <> 0" } else { "m.read = 0" }.into(),
-        Term::Tagged => "m.id IN (SELECT message_id FROM tags)".into(),
-        Term::Attachment => "m.attachments > 0".into(),
-        Term::Larger(bytes) => {
-            params.push(Value::Integer(*bytes));
-            "m.size > ?".into()
-        }
-        Term::Smaller(bytes) => {
-            params.push(Value::Integer(*bytes));
-            "m.size < ?".into()
-        }
-        Term::Before(ms) => {
-            params.push(Value::Integer(*ms));
-            "m.received_at < ?".into()
-        }
-        Term::After(ms) => {
-            params.push(Value::Integer(*ms));
-            "m.received_at >= ?".into()
-        }
-        Term::Inbox(address) => {
-            params.push(Value::Text(address.clone()));
-            "m.id IN (SELECT message_id FROM recipients WHERE inbox = ?)".into()
-        }
-        Term::Account(login) => {
-            params.push(Value::Text(login.clone()));
-            "m.id IN (SELECT message_id FROM recipients WHERE account = ?)".to_string()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,119 +773,5 @@ mod tests {
         assert_eq!(parse_time("2024-05-01"), Some(MAY_1));
         assert_eq!(parse_time("2000-02-29"), Some(951_782_400_000));
         assert_eq!(parse_time("1900-02-29"), None);
-    }
-
-    #[test]
-    fn case_folding_patterns() {
-        assert!(!needs_glob("abc_%\\"));
-        assert!(!needs_glob("東京 €"));
-        assert!(needs_glob("Jörg"));
-        assert_eq!(glob_pattern("Ab*?[ö]", true), "*[Aa][bB][*][?][[][öÖ]]*");
-        assert_eq!(glob_pattern("Σ", false), "[Σσ]");
-        assert_eq!(glob_pattern("ς", false), "[ςΣσ]");
-        assert_eq!(like_contains("50%_a\\b"), "%50\\%\\_a\\\\b%");
-    }
-
-    /// The number of `?` outside string literals in `sql`.
-    fn placeholders(sql: &str) -> usize {
-        let mut in_string = false;
-        let mut n = 0;
-        for c in sql.chars() {
-            match c {
-                '\'' => in_string = !in_string,
-                '?' if !in_string => n += 1,
-                _ => {}
-            }
-        }
-        n
-    }
-
-    #[test]
-    fn sql_never_contains_user_text() {
-        let inputs = [
-            "hello",
-            "\"quoted phrase\" -neg !bang",
-            "from:'; DROP TABLE messages; -- to:x cc:y bcc:z reply-to:w addressed:v",
-            "subject:\"') OR 1=1 --\" message-id:zz?zz tag:qq'qq inbox:b+c@d",
-            "is:read -is:unread is:tagged has:attachment larger:1k smaller:2m",
-            "before:2024-01-01 after:2023-01-01 header:X-Evil=\"a' OR '1\"",
-            "% _ \\ ' ?? *",
-            "jörg Ünïcödé subject:ÜBER from:Σ",
-        ];
-        for input in inputs {
-            let query = SearchQuery::parse(input).expect(input);
-            let (sql, params) = query.sql();
-            assert_eq!(placeholders(&sql), params.len(), "{input}: {sql}");
-            for word in ["DROP", "evil", "Evil", "qq", "zz", "1=1", "jörg", "ÜBER", "Σ", "%"] {
-                assert!(!sql.contains(word), "{input}: {word} leaked into {sql}");
-            }
-        }
-    }
-
-    #[test]
-    fn full_text_terms_share_one_match() {
-        let (sql, params) =
-            SearchQuery::parse("alpha \"beta gamma\" -delta header:X-A=bee -header:X-B")
-                .unwrap()
-                .sql();
-        assert_eq!(sql, "+m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)");
-        assert_eq!(
-            params,
-            vec![Value::Text(
-                "(({subject addresses body attachments} : (\"alpha\"* AND \"beta gamma\")) AND \
-             ({headers} : (\"X-A bee\"*))) NOT (({subject addresses body attachments} : \
-             (\"delta\"*)) OR ({headers} : (\"X-B\")))"
-                    .into()
-            )]
-        );
-        let (sql, params) = SearchQuery::parse("-abc -b is:read").unwrap().sql();
-        assert_eq!(
-            sql,
-            "NOT (+m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)) AND (m.read <> 0)"
-        );
-        assert_eq!(
-            params,
-            vec![Value::Text(
-                "({subject addresses body attachments} : (\"abc\"* OR \"b\"))".into()
-            )]
-        );
-        assert_eq!(SearchQuery::parse("").unwrap().sql(), ("1".to_string(), vec![]));
-    }
-
-    #[test]
-    fn short_words_match_whole() {
-        let fts = |q: &str| match SearchQuery::parse(q).unwrap().sql().1.pop() {
-            Some(Value::Text(text)) => text,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(fts("k"), "({subject addresses body attachments} : (\"k\"))");
-        assert_eq!(fts("ka"), "({subject addresses body attachments} : (\"ka\"))");
-        assert_eq!(fts("kal"), "({subject addresses body attachments} : (\"kal\"*))");
-        assert_eq!(fts("für"), "({subject addresses body attachments} : (\"für\"*))");
-        assert_eq!(fts("a@b.co"), "({subject addresses body attachments} : (\"a@b.co\"))");
-        assert_eq!(fts("a@b.com."), "({subject addresses body attachments} : (\"a@b.com.\"*))");
-        assert_eq!(fts("header:X=ab"), "({headers} : (\"X ab\"))");
-        assert_eq!(last_token_chars("x-1@example.com"), 3);
-        assert_eq!(last_token_chars("%%"), 0);
-    }
-
-    #[test]
-    fn cheap_clauses_come_first() {
-        let (sql, params) =
-            SearchQuery::parse("from:bob subject:hi is:read tag:t word").unwrap().sql();
-        let order: Vec<usize> = ["messages_fts", "m.read", "tags", "m.subject", "m.from_name"]
-            .iter()
-            .map(|needle| sql.find(needle).unwrap_or_else(|| panic!("{needle} in {sql}")))
-            .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "{sql}");
-        assert_eq!(params.len(), 5);
-        assert_eq!(params[1], Value::Text("t".into()));
-        assert_eq!(params[2], Value::Text("%hi%".into()));
-    }
-
-    #[test]
-    fn fts_strings_escape_quotes() {
-        assert_eq!(fts_string("a\"b", true), "\"a\"\"b\"*");
-        assert_eq!(fts_string("x", false), "\"x\"");
     }
 }
