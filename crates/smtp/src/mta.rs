@@ -3,6 +3,7 @@
 //! is captured and no client is limited beyond the session limits.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tern_policy::{
     AccessLists, AuthThrottle, ConnectionCounter, ConnectionGuard, ConnectionRate, Denial, Limits,
@@ -12,8 +13,8 @@ use tokio::time::Instant;
 
 /// Policy and the per-client state that enforces it.
 pub struct Mta {
-    /// Local domains, trusted networks, sender ownership.
-    pub relay: RelayPolicy,
+    /// Local domains, trusted networks, sender ownership (shared with the door's routing).
+    pub relay: Arc<RelayPolicy>,
     /// Per-client limits.
     pub limits: Limits,
     /// Allow/block lists.
@@ -31,7 +32,7 @@ impl Mta {
             connections: limits.connection_counter(),
             rate: limits.connection_rate(),
             auth_throttle: limits.auth_throttle(),
-            relay,
+            relay: Arc::new(relay),
             limits,
             lists,
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tern_ingest::{Door, Routing};
 use tern_queue::Spool;
 use tern_smtp::Context;
 use tern_store::SqliteStore;
@@ -115,7 +116,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (directory, mta) = match config.mode {
         Mode::Catcher => (None, None),
         Mode::Mta => {
-            let directory: Arc<dyn tern_smtp::Directory> =
+            let directory: Arc<dyn tern_ingest::Directory> =
                 Arc::new(crate::directory::StoreDirectory::new(&config.data_dir));
             tracker.spawn(tern_delivery::run_local(
                 readers.clone(),
@@ -126,23 +127,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
-    let notices = crate::outbound::notice_router(mta.clone(), directory.clone());
+    let routing = match &mta {
+        Some(mta) => Routing::mta(mta.relay.clone(), directory.clone(), hostname.clone()),
+        None => Routing::capture(),
+    };
+    let door = Door::new(spool.clone(), hostname.clone(), routing).with_delivered_notices(true);
+    let door = Arc::new(door);
     tracker.spawn(crate::outbound::scheduler(
         &config,
         &hostname,
         readers,
-        spool.clone(),
-        notices.clone(),
+        spool,
+        Arc::new(door.routing().clone()),
         shutdown.clone(),
     )?);
     let ctx = Arc::new(Context {
-        notices: Some(notices.clone()),
+        door,
         tls,
         directory,
         mta,
         config: config.smtp.clone(),
         hostname,
-        spool,
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
