@@ -67,6 +67,14 @@ impl From<SpoolError> for ApiError {
     }
 }
 
+impl From<tern_ingest::IngestError> for ApiError {
+    fn from(e: tern_ingest::IngestError) -> Self {
+        match e {
+            tern_ingest::IngestError::Spool(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {

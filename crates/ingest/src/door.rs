@@ -32,6 +32,9 @@ pub struct Client {
     pub tls: Option<TlsInfo>,
     /// The authenticated login.
     pub auth: Option<String>,
+    /// The HTTP API's administrator (the API key, or a server without HTTP authentication):
+    /// trusted like an authenticated client.
+    pub admin: bool,
 }
 
 impl Client {
@@ -109,8 +112,12 @@ impl Door {
 
     /// Whether Tern answers to `client`: authenticated, from a trusted network, or any
     /// client of the catcher (which never sends mail on). Only its sender gets notices.
-    pub fn trusts(&self, client: &Sender) -> bool {
-        let policy_client = tern_policy::Client { ip: client.ip, login: client.login.as_deref() };
+    pub fn trusts(&self, client: &Client) -> bool {
+        if client.admin {
+            return true;
+        }
+        let policy_client =
+            tern_policy::Client { ip: client.peer.ip(), login: client.auth.as_deref() };
         self.routing.policy().is_none_or(|policy| policy.may_relay(&policy_client))
     }
 
@@ -127,9 +134,20 @@ impl Door {
         tx: Transaction,
         raw: Vec<u8>,
     ) -> Result<MessageId, IngestError> {
+        self.accept_as(MessageId::generate(), client, tx, raw).await
+    }
+
+    /// [`Door::accept`] under an id the caller chose (one it already wrote into the message,
+    /// as the send API does in `Message-ID:`).
+    pub async fn accept_as(
+        &self,
+        id: MessageId,
+        client: &Client,
+        tx: Transaction,
+        raw: Vec<u8>,
+    ) -> Result<MessageId, IngestError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
-        let id = MessageId::generate();
         let single = match tx.recipients.as_slice() {
             [only] => Some(only.address.as_str()),
             _ => None,
@@ -204,7 +222,7 @@ impl Door {
             helo: client.helo.clone(),
             tls: client.tls.clone(),
             auth: client.auth.clone(),
-            trusted_client: self.trusts(&client.sender()),
+            trusted_client: self.trusts(client),
             received_at_ms: now_ms,
         }
     }
@@ -251,6 +269,7 @@ mod tests {
             protocol: "ESMTPA".into(),
             tls: None,
             auth: Some("alice".into()),
+            admin: false,
         }
     }
 
@@ -322,5 +341,24 @@ mod tests {
         let batches = batches.lock().expect("lock");
         assert_eq!(batches[0].len(), 1, "no notice to a sender anyone could have written");
         assert!(!batches[0][0].envelope.trusted_client);
+    }
+
+    #[tokio::test]
+    async fn release_queues_the_stored_message_for_each_recipient() {
+        let store = MemoryStore::new(|_| false);
+        let mutations = store.mutations.clone();
+        let (door, writer) = door(store);
+        let id = MessageId::generate();
+        let to = vec!["a@remote.test".to_string(), "b@remote.test".to_string()];
+        door.release(id, "alice@tern.test", to, &["NEVER"], 7).await.expect("released");
+        stop(door, writer).await;
+        let mutations = mutations.lock().expect("lock");
+        let [Mutation::Enqueue { message, entries, now_ms }] = mutations.as_slice() else {
+            panic!("one enqueue: {mutations:?}");
+        };
+        assert_eq!((*message, *now_ms), (id, 7));
+        let recipients: Vec<_> = entries.iter().map(|e| e.recipient.as_str()).collect();
+        assert_eq!(recipients, ["a@remote.test", "b@remote.test"]);
+        assert!(entries.iter().all(|e| e.sender == "alice@tern.test" && e.notify == ["NEVER"]));
     }
 }

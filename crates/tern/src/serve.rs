@@ -98,13 +98,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = http_state(&config, &hostname, &spool, shutdown.clone())?;
-    let http = tokio::spawn(tern_http::server::serve(
-        http_listener,
-        tern_http::router(state),
-        config.http.limits(),
-        shutdown.clone(),
-    ));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
     let readers = {
@@ -133,6 +126,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let door = Door::new(spool.clone(), hostname.clone(), routing).with_delivered_notices(true);
     let door = Arc::new(door);
+    let state = http_state(&config, &hostname, &door, shutdown.clone())?;
+    let http = tokio::spawn(tern_http::server::serve(
+        http_listener,
+        tern_http::router(state),
+        config.http.limits(),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::outbound::scheduler(
         &config,
         &hostname,
@@ -205,7 +205,7 @@ impl tern_smtp::TlsProvider for Tls {
 fn http_state(
     config: &Config,
     hostname: &str,
-    spool: &Spool,
+    door: &Arc<Door>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tern_http::State> {
     let dir = config.data_dir.clone();
@@ -218,7 +218,8 @@ fn http_state(
         .with_context(|| format!("hostname {hostname:?} cannot be answered as an HTTP Host"))?;
     Ok(Arc::new(tern_http::AppState {
         readers: tern_http::Readers::new(open),
-        spool: spool.clone(),
+        spool: door.spool().clone(),
+        door: door.clone(),
         database: config.data_dir.join(tern_store::sqlite::DATABASE_FILE).display().to_string(),
         hostname: hostname.to_string(),
         metrics: crate::metrics::install(),

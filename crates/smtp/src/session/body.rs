@@ -156,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 cipher: cipher.clone(),
             }),
             auth: self.auth.as_ref().map(|user| user.login.clone()),
+            admin: false,
         }
     }
 }
