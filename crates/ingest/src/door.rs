@@ -5,7 +5,7 @@
 //! leaves a message without its notice. It knows nothing of sockets or SQL.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_protocol::Reply;
 use tern_protocol::received::Trace;
@@ -13,11 +13,13 @@ use tern_protocol::reply::canned;
 use tern_queue::notice::Original;
 use tern_queue::{Spool, SpoolError};
 use tern_store::{
-    Envelope, MessageId, Mutation, NewEntry, NewMessage, Recipient, Summary, TlsInfo,
+    Envelope, MessageId, Mutation, NewEntry, NewMessage, Recipient, Route, Summary, TlsInfo,
 };
 use tracing::{info, warn};
 
-use crate::routing::{Delivery, Routing, Sender};
+use crate::check::{Chain, Findings, QUARANTINE_TAG, Verdict};
+use crate::directory::AuthUser;
+use crate::routing::{Delivery, Routing};
 
 /// Who handed a message in.
 #[derive(Debug, Clone)]
@@ -30,17 +32,17 @@ pub struct Client {
     pub protocol: String,
     /// TLS protocol and cipher, when the connection was encrypted.
     pub tls: Option<TlsInfo>,
-    /// The authenticated login.
-    pub auth: Option<String>,
+    /// The authenticated user.
+    pub auth: Option<AuthUser>,
     /// The HTTP API's administrator (the API key, or a server without HTTP authentication):
     /// trusted like an authenticated client.
     pub admin: bool,
 }
 
 impl Client {
-    /// The client as routing sees it.
-    pub fn sender(&self) -> Sender {
-        Sender { ip: self.peer.ip(), login: self.auth.clone() }
+    /// The authenticated login.
+    pub fn login(&self) -> Option<&str> {
+        self.auth.as_ref().map(|user| user.login.as_str())
     }
 }
 
@@ -64,6 +66,9 @@ pub struct Transaction {
 /// Why a message or a release did not get in.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// A check refused it (a 5xx reply) or put it off (4xx).
+    #[error("refused: {}", .0.to_wire().trim_end())]
+    Refused(Reply),
     /// The spool did not make it durable; nothing of it was stored.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -73,6 +78,7 @@ impl IngestError {
     /// The SMTP reply the client gets.
     pub fn reply(&self) -> Reply {
         match self {
+            IngestError::Refused(reply) => reply.clone(),
             IngestError::Spool(_) => canned::storage_failed(),
         }
     }
@@ -83,6 +89,7 @@ pub struct Door {
     spool: Spool,
     hostname: String,
     routing: Routing,
+    chain: Chain,
     delivered_notices: bool,
 }
 
@@ -90,7 +97,19 @@ impl Door {
     /// A door over `spool` that routes by `routing`; `hostname` names Tern in trace headers
     /// and notices.
     pub fn new(spool: Spool, hostname: impl Into<String>, routing: Routing) -> Self {
-        Door { spool, hostname: hostname.into(), routing, delivered_notices: false }
+        Door {
+            spool,
+            hostname: hostname.into(),
+            routing,
+            chain: Chain::default(),
+            delivered_notices: false,
+        }
+    }
+
+    /// Runs `chain` on every message (none by default).
+    pub fn with_chain(mut self, chain: Chain) -> Self {
+        self.chain = chain;
+        self
     }
 
     /// Sends "delivered" notices (`NOTIFY=SUCCESS` to a local mailbox) in the message's own
@@ -116,18 +135,34 @@ impl Door {
         if client.admin {
             return true;
         }
-        let policy_client =
-            tern_policy::Client { ip: client.peer.ip(), login: client.auth.as_deref() };
+        let policy_client = tern_policy::Client { ip: client.peer.ip(), login: client.login() };
         self.routing.policy().is_none_or(|policy| policy.may_relay(&policy_client))
     }
 
-    /// Where a recipient's copies go, or the reply that refuses it (at `RCPT TO`).
-    pub async fn route(&self, address: &str, client: &Client) -> Result<Vec<Delivery>, Reply> {
-        self.routing.route(address, &client.sender()).await
+    /// The chain's `MAIL FROM` stage: `Err` carries the reply that refuses the sender.
+    pub async fn check_mail(&self, client: &Client, mail_from: &str) -> Result<(), Reply> {
+        match self.chain.at_mail(client, mail_from).await {
+            Verdict::Accept(_) => Ok(()),
+            Verdict::Reject(reply) | Verdict::Defer(reply) => Err(reply),
+        }
     }
 
-    /// Takes a complete message in: trace header, summary, notices, one commit. Returns its
-    /// id once it and its notices are durable.
+    /// At `RCPT TO`: the chain's stage, then where the recipient's copies go; `Err` carries
+    /// the reply that refuses it.
+    pub async fn route(
+        &self,
+        client: &Client,
+        mail_from: &str,
+        rcpt: &str,
+    ) -> Result<Vec<Delivery>, Reply> {
+        match self.chain.at_rcpt(client, mail_from, rcpt).await {
+            Verdict::Accept(_) => self.routing.route(rcpt).await,
+            Verdict::Reject(reply) | Verdict::Defer(reply) => Err(reply),
+        }
+    }
+
+    /// Takes a complete message in: the chain's end-of-data stage, trace header, summary,
+    /// notices, one commit. Returns its id once it and its notices are durable.
     pub async fn accept(
         &self,
         client: &Client,
@@ -146,34 +181,21 @@ impl Door {
         tx: Transaction,
         raw: Vec<u8>,
     ) -> Result<MessageId, IngestError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
-        let single = match tx.recipients.as_slice() {
-            [only] => Some(only.address.as_str()),
-            _ => None,
+        let findings = match self.chain.at_data(client, &tx, &raw).await {
+            Verdict::Accept(findings) => findings,
+            Verdict::Reject(reply) | Verdict::Defer(reply) => {
+                return Err(IngestError::Refused(reply));
+            }
         };
-        let received_header = Trace {
-            helo: &client.helo,
-            peer: client.peer,
-            hostname: &self.hostname,
-            protocol: &client.protocol,
-            tls: client.tls.as_ref().map(|t| (t.protocol.as_str(), t.cipher.as_str())),
-            id,
-            single_recipient: single,
-            unix_time: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-        }
-        .render();
-        let (summary, search_text) = Summary::extract_with_text(&raw);
-        let envelope = self.envelope(client, tx, now_ms);
-        let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let message = self.message(id, client, tx, raw, now, findings);
         let (from, rcpts, size) = (
             message.envelope.mail_from.clone(),
             message.envelope.recipients.len(),
             message.raw.len(),
         );
-        let mut batch = vec![];
-        let notice = self.delivered_notice(&message, now_ms);
-        batch.push(message);
+        let notice = self.delivered_notice(&message, message.envelope.received_at_ms);
+        let mut batch = vec![message];
         batch.extend(notice);
         match self.spool.submit_all(batch).await {
             Ok(()) => {
@@ -185,6 +207,53 @@ impl Door {
                 Err(e.into())
             }
         }
+    }
+
+    /// The message as stored: trace header and the checks' headers above the client's bytes,
+    /// the summary with the checks' tags, every copy kept when a check quarantined it.
+    fn message(
+        &self,
+        id: MessageId,
+        client: &Client,
+        mut tx: Transaction,
+        raw: Vec<u8>,
+        now: Duration,
+        findings: Findings,
+    ) -> NewMessage {
+        let single = match tx.recipients.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        };
+        let mut received_header = Trace {
+            helo: &client.helo,
+            peer: client.peer,
+            hostname: &self.hostname,
+            protocol: &client.protocol,
+            tls: client.tls.as_ref().map(|t| (t.protocol.as_str(), t.cipher.as_str())),
+            id,
+            single_recipient: single,
+            unix_time: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        }
+        .render();
+        for header in &findings.headers {
+            // A header never spans lines it did not fold itself.
+            received_header.extend(header.replace(['\r', '\n'], " ").bytes());
+            received_header.extend_from_slice(b"\r\n");
+        }
+        let (mut summary, search_text) = Summary::extract_with_text(&raw);
+        summary.tags.extend(findings.tags);
+        if let Some(reason) = &findings.quarantine {
+            info!(queue_id = %id, reason = %reason, "quarantined");
+            for recipient in &mut tx.recipients {
+                recipient.route = Route::Capture;
+            }
+            summary.tags.push(QUARANTINE_TAG.to_string());
+        }
+        summary.tags.sort();
+        summary.tags.dedup();
+        let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+        let envelope = self.envelope(client, tx, now_ms);
+        NewMessage { id, envelope, received_header, raw, summary, search_text }
     }
 
     /// Queues a stored message again for `recipients` (the catcher's release): each is sent
@@ -221,7 +290,7 @@ impl Door {
             client: client.peer,
             helo: client.helo.clone(),
             tls: client.tls.clone(),
-            auth: client.auth.clone(),
+            auth: client.login().map(str::to_string),
             trusted_client: self.trusts(client),
             received_at_ms: now_ms,
         }
@@ -249,9 +318,9 @@ mod tests {
     use std::sync::Arc;
 
     use tern_queue::{SpoolConfig, SpoolWriter};
-    use tern_store::Route;
 
     use super::*;
+    use crate::check::Pending;
     use crate::testing::{MemoryDirectory, MemoryStore, policy};
 
     fn door(store: MemoryStore) -> (Door, SpoolWriter) {
@@ -268,7 +337,7 @@ mod tests {
             helo: "client.example".into(),
             protocol: "ESMTPA".into(),
             tls: None,
-            auth: Some("alice".into()),
+            auth: Some(AuthUser { login: "alice".into(), addresses: vec![] }),
             admin: false,
         }
     }
@@ -360,5 +429,72 @@ mod tests {
         let recipients: Vec<_> = entries.iter().map(|e| e.recipient.as_str()).collect();
         assert_eq!(recipients, ["a@remote.test", "b@remote.test"]);
         assert!(entries.iter().all(|e| e.sender == "alice@tern.test" && e.notify == ["NEVER"]));
+    }
+
+    /// A check that answers every message at end of data with `verdict`, after yielding
+    /// once (as a check waiting on the network would).
+    struct AtData(Verdict);
+
+    impl crate::check::Check for AtData {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn at_data<'a>(&'a self, _: &'a Client, _: &'a Transaction, _: &'a [u8]) -> Pending<'a> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                self.0.clone()
+            })
+        }
+    }
+
+    fn with_checks(store: MemoryStore, verdicts: Vec<Verdict>) -> (Door, SpoolWriter) {
+        let (door, writer) = door(store);
+        let checks = verdicts
+            .into_iter()
+            .map(|v| Arc::new(AtData(v)) as Arc<dyn crate::check::Check>)
+            .collect();
+        (door.with_chain(Chain::new(checks)), writer)
+    }
+
+    #[tokio::test]
+    async fn checks_add_headers_and_tags_and_quarantine_every_copy() {
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let found = |header: &str, tag: &str, quarantine: Option<&str>| {
+            Verdict::Accept(Findings {
+                headers: vec![header.into()],
+                tags: vec![tag.into()],
+                quarantine: quarantine.map(str::to_string),
+            })
+        };
+        let verdicts = vec![
+            found("Authentication-Results: tern.test; spf=pass", "spf", None),
+            found("X-Spam: yes", "spam", Some("score 12")),
+        ];
+        let (door, writer) = with_checks(store, verdicts);
+        door.accept(&client(), to_bob(), RAW.to_vec()).await.expect("accepted");
+        stop(door, writer).await;
+        let batches = batches.lock().expect("lock");
+        let [message] = batches[0].as_slice() else { panic!("no notice for a quarantined copy") };
+        let head = String::from_utf8_lossy(&message.received_header);
+        let after = head.split_once("\r\nAuthentication-Results").map(|(_, rest)| rest);
+        assert!(head.starts_with("Received: "), "{head}");
+        assert!(after.is_some_and(|rest| rest.ends_with("spf=pass\r\nX-Spam: yes\r\n")), "{head}");
+        assert_eq!(message.summary.tags, ["quarantine", "spam", "spf"]);
+        assert_eq!(message.envelope.recipients[0].route, Route::Capture, "kept, not delivered");
+    }
+
+    #[tokio::test]
+    async fn the_first_refusal_wins_and_nothing_is_stored() {
+        use tern_protocol::reply::Status;
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let defer = Verdict::refuse(Reply::new(451, Status(4, 7, 1), "try later"));
+        let reject = Verdict::refuse(Reply::new(550, Status(5, 7, 1), "spam"));
+        let (door, writer) = with_checks(store, vec![Verdict::accept(), defer, reject]);
+        let refused = door.accept(&client(), to_bob(), RAW.to_vec()).await.expect_err("refused");
+        stop(door, writer).await;
+        assert_eq!(refused.reply().to_wire(), "451 4.7.1 try later\r\n");
+        assert!(batches.lock().expect("lock").is_empty());
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tern_policy::{Client, RcptVerdict, RelayPolicy, lookup_key};
+use tern_policy::{RcptVerdict, RelayPolicy, lookup_key};
 use tern_protocol::Reply;
 use tern_protocol::reply::Status;
 use tern_store::Route;
@@ -40,15 +40,6 @@ pub struct Routing {
     hostname: String,
 }
 
-/// The client as routing sees it: its address and login (for the relay decision).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender {
-    /// The client's IP address.
-    pub ip: std::net::IpAddr,
-    /// The authenticated login.
-    pub login: Option<String>,
-}
-
 impl Routing {
     /// The catcher's routing: every recipient is captured.
     pub fn capture() -> Self {
@@ -71,24 +62,24 @@ impl Routing {
     }
 
     /// Where a recipient's copies go — one, or one per alias target — or the reply that
-    /// refuses it. Runs on the blocking pool.
-    pub async fn route(&self, address: &str, sender: &Sender) -> Result<Vec<Delivery>, Reply> {
+    /// refuses it (unknown, a loop, a broken lookup). Whether the client may relay at all is
+    /// the chain's decision, taken before. Runs on the blocking pool.
+    pub async fn route(&self, address: &str) -> Result<Vec<Delivery>, Reply> {
         if self.policy.is_none() {
             return Ok(vec![Delivery { target: None, route: Route::Capture }]);
         }
-        let (routing, address, sender) = (self.clone(), address.to_string(), sender.clone());
-        tokio::task::spawn_blocking(move || routing.route_blocking(&address, &sender))
+        let (routing, address) = (self.clone(), address.to_string());
+        tokio::task::spawn_blocking(move || routing.route_blocking(&address))
             .await
             .unwrap_or_else(|_| Err(lookup_failed()))
     }
 
     /// [`Routing::route`] in place (directory lookups block the calling thread).
-    pub fn route_blocking(&self, address: &str, sender: &Sender) -> Result<Vec<Delivery>, Reply> {
+    pub fn route_blocking(&self, address: &str) -> Result<Vec<Delivery>, Reply> {
         let Some(policy) = &self.policy else {
             return Ok(vec![Delivery { target: None, route: Route::Capture }]);
         };
-        let client = Client { ip: sender.ip, login: sender.login.as_deref() };
-        match policy.check_rcpt(address, &client) {
+        match policy.destination(address) {
             RcptVerdict::Deny(denial) => Err(denial_reply(&denial)),
             RcptVerdict::Relay { .. } => Ok(vec![Delivery { target: None, route: Route::Remote }]),
             RcptVerdict::Local { local_part, domain } => {
@@ -213,10 +204,6 @@ mod tests {
         Routing::mta(policy(), Some(Arc::new(directory)), "tern.test")
     }
 
-    fn stranger() -> Sender {
-        Sender { ip: "192.0.2.9".parse().expect("literal"), login: None }
-    }
-
     fn local(account: &str) -> Route {
         Route::Local { account: account.into() }
     }
@@ -238,13 +225,12 @@ mod tests {
             .alias("twice@tern.test", &["alice@tern.test", "team@tern.test"])
             .account("*@other.test", "catchall");
         let r = routing(directory);
-        let trusted = Sender { ip: "192.0.2.9".parse().expect("literal"), login: Some("a".into()) };
-        let route = |address: &str, sender: &Sender| r.route_blocking(address, sender);
-        assert_eq!(copies(route("alice@tern.test", &stranger())), [(None, local("alice"))]);
+        let route = |address: &str| r.route_blocking(address);
+        assert_eq!(copies(route("alice@tern.test")), [(None, local("alice"))]);
         // Plus-addresses and case reach the base mailbox; the copy keeps the given address.
-        assert_eq!(copies(route("Alice+news@TERN.test", &stranger())), [(None, local("alice"))]);
+        assert_eq!(copies(route("Alice+news@TERN.test")), [(None, local("alice"))]);
         assert_eq!(
-            copies(route("team@tern.test", &stranger())),
+            copies(route("team@tern.test")),
             [
                 (Some("alice@tern.test".into()), local("alice")),
                 (Some("bob@other.test".into()), local("bob")),
@@ -252,11 +238,11 @@ mod tests {
             ]
         );
         // Alice is reached twice through the aliases but gets one copy.
-        assert_eq!(copies(route("twice@tern.test", &stranger())).len(), 3);
-        assert_eq!(copies(route("nobody@other.test", &stranger())), [(None, local("catchall"))]);
-        assert_eq!(copies(route("x@remote.test", &trusted)), [(None, Route::Remote)]);
+        assert_eq!(copies(route("twice@tern.test")).len(), 3);
+        assert_eq!(copies(route("nobody@other.test")), [(None, local("catchall"))]);
+        assert_eq!(copies(route("x@remote.test")), [(None, Route::Remote)]);
         // Postmaster without a mailbox is kept for the administrator.
-        assert_eq!(copies(route("postmaster", &stranger())), [(None, Route::Capture)]);
+        assert_eq!(copies(route("postmaster")), [(None, Route::Capture)]);
     }
 
     #[test]
@@ -265,23 +251,26 @@ mod tests {
             .alias("loop@tern.test", &["loop@tern.test"])
             .alias("empty@tern.test", &[]);
         let r = routing(directory);
-        let route = |address: &str| r.route_blocking(address, &stranger());
+        let route = |address: &str| r.route_blocking(address);
         assert_eq!(
             refusal(route("nobody@tern.test")),
             "550 5.1.1 Recipient address rejected: User unknown"
         );
         assert_eq!(refusal(route("loop@tern.test")), "550 5.4.6 Alias loop detected");
         assert!(refusal(route("empty@tern.test")).starts_with("550 5.1.1"));
-        assert_eq!(refusal(route("x@remote.test")), "550 5.7.1 Relaying denied");
+        // Whether the client may relay is the chain's decision; an address literal that is
+        // not ours is never relayed.
+        assert_eq!(copies(route("x@remote.test")), [(None, Route::Remote)]);
+        assert!(refusal(route("x@[192.0.2.1]")).starts_with("550"));
         let broken = routing(MemoryDirectory { broken: true, ..Default::default() });
-        let failed = broken.route_blocking("alice@tern.test", &stranger());
+        let failed = broken.route_blocking("alice@tern.test");
         assert_eq!(refusal(failed), "451 4.3.0 Temporary lookup failure");
     }
 
     #[tokio::test]
     async fn the_catcher_captures_everything() {
         let capture = Routing::capture();
-        let routed = capture.route("anyone@anywhere.test", &stranger()).await;
+        let routed = capture.route("anyone@anywhere.test").await;
         assert_eq!(copies(routed), [(None, Route::Capture)]);
         assert_eq!(capture.recipients("x@y.test"), [("x@y.test".to_string(), Route::Capture)]);
     }

@@ -17,8 +17,8 @@ pub struct Mta {
     pub relay: Arc<RelayPolicy>,
     /// Per-client limits.
     pub limits: Limits,
-    /// Allow/block lists.
-    pub lists: AccessLists,
+    /// Allow/block lists (shared with the door's checks).
+    pub lists: Arc<AccessLists>,
     connections: ConnectionCounter,
     rate: ConnectionRate,
     /// AUTH failures per client.
@@ -34,7 +34,7 @@ impl Mta {
             auth_throttle: limits.auth_throttle(),
             relay: Arc::new(relay),
             limits,
-            lists,
+            lists: Arc::new(lists),
         }
     }
 

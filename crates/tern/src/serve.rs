@@ -120,11 +120,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
-    let routing = match &mta {
-        Some(mta) => Routing::mta(mta.relay.clone(), directory.clone(), hostname.clone()),
-        None => Routing::capture(),
+    let (routing, chain) = match &mta {
+        Some(mta) => (
+            Routing::mta(mta.relay.clone(), directory.clone(), hostname.clone()),
+            tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
+        ),
+        None => (Routing::capture(), tern_ingest::Chain::default()),
     };
-    let door = Door::new(spool.clone(), hostname.clone(), routing).with_delivered_notices(true);
+    let door = Door::new(spool.clone(), hostname.clone(), routing)
+        .with_chain(chain)
+        .with_delivered_notices(true);
     let door = Arc::new(door);
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
     let http = tokio::spawn(tern_http::server::serve(

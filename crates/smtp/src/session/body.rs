@@ -155,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 protocol: protocol.clone(),
                 cipher: cipher.clone(),
             }),
-            auth: self.auth.as_ref().map(|user| user.login.clone()),
+            auth: self.auth.clone(),
             admin: false,
         }
     }

@@ -17,7 +17,7 @@ pub(super) fn denial_reply(denial: &Denial) -> Reply {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(super) fn mail(&mut self, from: MailFrom) -> Reply {
+    pub(super) async fn mail(&mut self, from: MailFrom) -> Reply {
         if self.hello.is_none() {
             return canned::bad_sequence("Error: send HELO/EHLO first");
         }
@@ -34,18 +34,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if from.size.is_some_and(|size| size > self.ctx.config.max_message_bytes as u64) {
             return Reply::new(552, Status(5, 3, 4), "Error: message size exceeds fixed limit");
         }
-        if let Some(mta) = &self.ctx.mta {
-            let login = self.auth.as_ref().map(|u| u.login.as_str());
-            let owned: &[String] = self.auth.as_ref().map_or(&[], |u| u.addresses.as_slice());
-            let checks = mta
-                .limits
-                .check_new_message(self.messages)
-                .and_then(|()| mta.lists.check_sender(&from.address))
-                .and_then(|()| mta.relay.check_sender(&from.address, login, owned));
-            if let Err(denial) = checks {
-                info!(from = %from.address, reason = %denial, "sender refused");
-                return denial_reply(&denial);
-            }
+        // Messages per connection are the connection's limit; the sender's checks are the
+        // door's chain.
+        let limited = self.ctx.mta.as_ref().map(|mta| mta.limits.check_new_message(self.messages));
+        let checked = match limited {
+            Some(Err(denial)) => Err(denial_reply(&denial)),
+            _ => self.ctx.door.check_mail(&self.client(false), &from.address).await,
+        };
+        if let Err(reply) = checked {
+            info!(from = %from.address, reply = %reply.to_wire().trim_end(), "sender refused");
+            return reply;
         }
         self.phase = Phase::Mail(Transaction { from, rcpts: Vec::new() });
         Reply::new(250, Status(2, 1, 0), "Ok")
@@ -65,7 +63,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Error: SMTPUTF8 is required for this address",
             );
         }
-        let deliveries = match self.ctx.door.route(&to.address, &self.client(false)).await {
+        let client = self.client(false);
+        let deliveries = match self.ctx.door.route(&client, &tx.from.address, &to.address).await {
             Ok(deliveries) => deliveries,
             Err(reply) => {
                 info!(rcpt = %to.address, reply = %reply.to_wire().trim_end(), "recipient refused");

@@ -289,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reply = match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
-            Command::Mail(from) => self.mail(from),
+            Command::Mail(from) => self.mail(from).await,
             Command::Rcpt(to) => self.rcpt(to).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
