@@ -1,4 +1,4 @@
-//! The spool: the single writer behind the door (`tern-ingest`) through which mail enters the store.
+//! The spool: the single writer behind the door (`tern-ingest`) by which mail enters the store.
 //!
 //! Sessions [`Spool::submit`] a finished message and wait; a single writer thread takes every
 //! message that arrived while its previous commit was running, writes them in one transaction

@@ -1,7 +1,8 @@
 //! Notices to senders (RFC 3464 reports) as new messages: built from the original's envelope
 //! and bytes, addressed from the null sender to the original sender, and routed like any other
 //! message (a local mailbox, or the outbound queue). The scheduler sends failure, delay and
-//! "relayed" notices; the SMTP session sends "delivered" notices for local mailboxes.
+//! "relayed" notices; the door (`tern-ingest`) sends "delivered" notices for local mailboxes
+//! in the message's own commit. The [`Router`] is the door's routing.
 
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -1,6 +1,7 @@
-//! The mail server's rules, shared by all sessions: which recipients are ours or may be
-//! relayed to, per-client limits, and access lists. Without it (the catcher) every recipient
-//! is captured and no client is limited beyond the session limits.
+//! The mail server's rules, shared by all sessions: per-client limits and connection
+//! admission (the access lists' IP entries). The relay policy and the access lists are shared
+//! with the door (`tern-ingest`), whose checks and routing apply them to messages. Without it
+//! (the catcher) no client is limited beyond the session limits.
 
 use std::net::IpAddr;
 use std::sync::Arc;

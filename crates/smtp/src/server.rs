@@ -34,7 +34,9 @@ pub struct Context {
     pub tls: Option<Arc<dyn TlsProvider>>,
     /// Accounts for AUTH; without it AUTH is not offered.
     pub directory: Option<Arc<dyn Directory>>,
-    /// The mail server's rules; without them (the catcher) everything is captured.
+    /// The mail server's connection rules (admission, limits, tarpit, AUTH throttling);
+    /// without them (the catcher) clients are bound only by the session limits. The rules
+    /// about messages are the door's.
     pub mta: Option<Arc<crate::Mta>>,
 }
 
