@@ -296,4 +296,49 @@ mod tests {
         assert_eq!(r.recipients("x@remote.test"), [("x@remote.test".into(), Route::Remote)]);
         assert_eq!(r.recipients("ghost@tern.test"), [("ghost@tern.test".into(), Route::Capture)]);
     }
+
+    #[test]
+    fn a_bounce_to_an_alias_reaches_each_target() {
+        use tern_queue::dsn::{ReportKind, ReportRecipient};
+        use tern_queue::notice::Original;
+        let directory = MemoryDirectory::default()
+            .account("alice@tern.test", "alice")
+            .alias("ops@tern.test", &["alice@tern.test", "pager@remote.test"]);
+        let r = routing(directory);
+        let envelope = tern_store::Envelope {
+            mail_from: "ops@tern.test".into(),
+            recipients: vec![],
+            body: None,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            client: "127.0.0.1:1".parse().expect("literal"),
+            helo: "x".into(),
+            tls: None,
+            auth: None,
+            trusted_client: true,
+            received_at_ms: 0,
+        };
+        let original =
+            Original { id: tern_store::MessageId::generate(), envelope: &envelope, data: b"x" };
+        let failed = ReportRecipient {
+            address: "gone@remote.test".into(),
+            orcpt: None,
+            action: ReportKind::Failed,
+            status: "5.1.1".into(),
+            remote_mta: None,
+            diagnostic: None,
+            last_attempt_ms: Some(0),
+            will_retry_until_ms: None,
+        };
+        let bounce =
+            original.notice("tern.test", &r, "ops@tern.test", ReportKind::Failed, &[failed], 0);
+        let to: Vec<_> = bounce
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.route.clone()))
+            .collect();
+        assert_eq!(to, [("alice@tern.test", local("alice")), ("pager@remote.test", Route::Remote)]);
+    }
 }
