@@ -100,12 +100,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
-    let readers = {
-        let dir = config.data_dir.clone();
-        tern_store::pool::Pool::new(Arc::new(move || {
-            SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
-        }))
-    };
+    let readers = readers(&config);
     let (directory, mta) = match config.mode {
         Mode::Catcher => (None, None),
         Mode::Mta => {
@@ -120,17 +115,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
-    let (routing, chain) = match &mta {
-        Some(mta) => (
-            Routing::mta(mta.relay.clone(), directory.clone(), hostname.clone()),
-            tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
-        ),
-        None => (Routing::capture(), tern_ingest::Chain::default()),
-    };
-    let door = Door::new(spool.clone(), hostname.clone(), routing)
-        .with_chain(chain)
-        .with_delivered_notices(true);
-    let door = Arc::new(door);
+    let door = door(&spool, &hostname, mta.as_deref(), directory.clone());
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
     let http = tokio::spawn(tern_http::server::serve(
         http_listener,
@@ -171,6 +156,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     // The last handle to the spool goes with the context; the writer then drains and stops.
     drop(ctx);
+    close_spool(writer).await
+}
+
+/// Waits for the spool writer to drain and stop, and logs what it did.
+async fn close_spool(writer: tern_queue::SpoolWriter) -> anyhow::Result<()> {
     let stats = tokio::task::spawn_blocking(move || writer.join()).await?;
     info!(
         messages = stats.messages,
@@ -180,6 +170,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "spool closed"
     );
     Ok(())
+}
+
+/// The door every message enters by: in MTA mode with the relay policy's routing and the
+/// standard checks, in catcher mode capturing everything.
+fn door(
+    spool: &Spool,
+    hostname: &str,
+    mta: Option<&tern_smtp::Mta>,
+    directory: Option<Arc<dyn tern_ingest::Directory>>,
+) -> Arc<Door> {
+    let (routing, chain) = match mta {
+        Some(mta) => (
+            Routing::mta(mta.relay.clone(), directory, hostname),
+            tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
+        ),
+        None => (Routing::capture(), tern_ingest::Chain::default()),
+    };
+    let door = Door::new(spool.clone(), hostname, routing).with_chain(chain);
+    Arc::new(door.with_delivered_notices(true))
+}
+
+/// Read-only store connections for the scheduler and local delivery.
+fn readers(config: &Config) -> tern_store::pool::Pool<Box<dyn tern_store::StoreRead>> {
+    let dir = config.data_dir.clone();
+    tern_store::pool::Pool::new(Arc::new(move || {
+        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
+    }))
 }
 
 /// TLS for STARTTLS and port 465: in MTA mode always (a self-signed certificate when none is
