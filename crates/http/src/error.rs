@@ -67,6 +67,23 @@ impl From<SpoolError> for ApiError {
     }
 }
 
+impl From<tern_ingest::IngestError> for ApiError {
+    fn from(e: tern_ingest::IngestError) -> Self {
+        match e {
+            // A check's refusal, with its SMTP reply as the message.
+            tern_ingest::IngestError::Refused(reply) => {
+                let text = reply.to_wire().trim_end().to_string();
+                if reply.code >= 500 {
+                    ApiError::BadRequest(text)
+                } else {
+                    ApiError::Unavailable(text)
+                }
+            }
+            tern_ingest::IngestError::Spool(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {

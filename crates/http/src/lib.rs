@@ -3,7 +3,8 @@
 //! and Prometheus metrics.
 //!
 //! Handlers read through a pool of store readers and change mail only through the spool (the
-//! single writer): the send API enters the spool exactly like SMTP does. Nothing here parses
+//! single writer); new mail (the send API, release) comes in by the door (`tern-ingest`)
+//! exactly like SMTP's. Nothing here parses
 //! a message to list it; a message is parsed only when one is opened.
 #![forbid(unsafe_code)]
 
@@ -37,8 +38,10 @@ use tern_queue::Spool;
 pub struct AppState {
     /// Store readers.
     pub readers: Readers,
-    /// The writer: send API, deletes, read flags.
+    /// The writer: deletes, read flags, queue commands.
     pub spool: Spool,
+    /// The door new mail enters by: the send API and release.
+    pub door: Arc<tern_ingest::Door>,
     /// Shown by `/api/v1/info`.
     pub database: String,
     /// Our hostname, for messages made by the send API.

@@ -1,8 +1,7 @@
 //! `POST /api/v1/send`: Mailpit's JSON message format, built into a real MIME message with
-//! mail-builder and handed to the spool exactly as an SMTP message would be.
+//! mail-builder and handed to the door (`tern-ingest`) exactly as an SMTP message would be.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
@@ -13,8 +12,8 @@ use mail_builder::headers::address::Address as BuiltAddress;
 use mail_builder::headers::raw::Raw;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tern_protocol::received::Trace;
-use tern_store::{Envelope, MessageId, NewMessage, Recipient, Route, Summary};
+use tern_ingest::{Client, Transaction};
+use tern_store::{MessageId, Recipient, Route};
 
 use crate::State;
 use crate::error::ApiError;
@@ -118,24 +117,18 @@ pub async fn send(
     req.normalize();
     let id = MessageId::generate();
     let (raw, envelope_rcpts) = build(&req, &format!("{id}@{}", state.hostname))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let received_header = Trace {
-        helo: "api",
+    // The API's administrator is trusted like an authenticated SMTP client.
+    let client = Client {
         peer,
-        hostname: &state.hostname,
-        protocol: "HTTP",
+        helo: "api".into(),
+        protocol: "HTTP".into(),
         tls: None,
-        id,
-        single_recipient: match envelope_rcpts.as_slice() {
-            [only] => Some(only.as_str()),
-            _ => None,
-        },
-        unix_time: now.as_secs() as i64,
-    }
-    .render();
-    let (summary, search_text) = Summary::extract_with_text(&raw);
-    let envelope = Envelope {
+        auth: None,
+        admin: true,
+    };
+    let tx = Transaction {
         mail_from: req.from.email.clone(),
+        // Captured, as Mailpit does: the send API does not deliver (yet).
         recipients: envelope_rcpts
             .into_iter()
             .map(|address| Recipient {
@@ -146,18 +139,9 @@ pub async fn send(
             })
             .collect(),
         body: Some("8BITMIME".into()),
-        smtputf8: false,
-        ret: None,
-        envid: None,
-        client: peer,
-        helo: "api".into(),
-        tls: None,
-        auth: None,
-        trusted_client: true,
-        received_at_ms: now.as_millis() as i64,
+        ..Transaction::default()
     };
-    let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
-    let id = state.spool.submit(message).await?;
+    let id = state.door.accept_as(id, &client, tx, raw).await?;
     Ok(Json(json!({ "ID": id.to_string() })))
 }
 
@@ -325,6 +309,7 @@ fn valid_address(address: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_store::Summary;
 
     fn request(json: Value) -> SendRequest {
         serde_json::from_value(json).expect("valid request")

@@ -120,6 +120,16 @@ impl RelayPolicy {
 
     /// Decides one recipient, given exactly as `smtp-proto` delivered it (no angle brackets).
     pub fn check_rcpt(&self, rcpt: &str, client: &Client<'_>) -> RcptVerdict {
+        self.decide(rcpt, self.may_relay(client))
+    }
+
+    /// Where a recipient leads for a client that may relay: [`RelayPolicy::check_rcpt`]
+    /// without the relay decision (routing asks this once the decision is taken).
+    pub fn destination(&self, rcpt: &str) -> RcptVerdict {
+        self.decide(rcpt, true)
+    }
+
+    fn decide(&self, rcpt: &str, may_relay: bool) -> RcptVerdict {
         if rcpt.is_empty() || rcpt.eq_ignore_ascii_case("postmaster") {
             return RcptVerdict::Postmaster;
         }
@@ -131,7 +141,7 @@ impl RelayPolicy {
         if self.is_local(&address.domain) {
             return RcptVerdict::Local { local_part, domain: address.domain.to_string() };
         }
-        if !self.may_relay(client) {
+        if !may_relay {
             return RcptVerdict::Deny(Denial::RELAYING_DENIED);
         }
         match address.domain {

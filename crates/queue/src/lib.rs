@@ -1,4 +1,4 @@
-//! The spool: the one door through which accepted mail enters the store.
+//! The spool: the single writer behind the door (`tern-ingest`) by which mail enters the store.
 //!
 //! Sessions [`Spool::submit`] a finished message and wait; a single writer thread takes every
 //! message that arrived while its previous commit was running, writes them in one transaction
@@ -147,8 +147,15 @@ impl SpoolStats {
 type StoreCall = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
 enum Job {
-    Commit { message: Box<NewMessage>, done: oneshot::Sender<Result<(), SpoolError>> },
-    Mutate { mutation: Mutation, done: oneshot::Sender<Result<Vec<MessageId>, SpoolError>> },
+    /// Messages that commit together: all in one transaction or none.
+    Commit {
+        messages: Vec<NewMessage>,
+        done: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Mutate {
+        mutation: Mutation,
+        done: oneshot::Sender<Result<Vec<MessageId>, SpoolError>>,
+    },
     Call(StoreCall),
 }
 
@@ -191,13 +198,16 @@ impl Spool {
     /// Queues `message` and returns its id once it is durable.
     pub async fn submit(&self, message: NewMessage) -> Result<MessageId, SpoolError> {
         let id = message.id;
-        let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Commit { message: Box::new(message), done })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        answer.await.map_err(|_| SpoolError::Closed)??;
+        self.submit_all(vec![message]).await?;
         Ok(id)
+    }
+
+    /// Queues `messages` (a message and the notices it triggers) to commit in one transaction:
+    /// once this returns `Ok` all are durable, and on an error none is stored.
+    pub async fn submit_all(&self, messages: Vec<NewMessage>) -> Result<(), SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs.send(Job::Commit { messages, done }).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Applies a change through the writer and returns the ids it touched.
@@ -279,6 +289,11 @@ impl SpoolWriter {
     }
 }
 
+/// The raw bytes of a job's messages.
+fn raw_bytes(messages: &[NewMessage]) -> usize {
+    messages.iter().map(|m| m.raw.len()).sum()
+}
+
 /// The single writer: owns the store's write side.
 struct Writer<S> {
     store: S,
@@ -294,7 +309,7 @@ impl<S: Store> Writer<S> {
         let mut dones = Vec::with_capacity(self.config.max_batch_messages);
         let mut next = rx.blocking_recv();
         while let Some(job) = next.take() {
-            let (message, done) = match job {
+            let (messages, done) = match job {
                 Job::Mutate { mutation, done } => {
                     let _ = done.send(self.mutate(&mutation));
                     next = rx.blocking_recv();
@@ -305,20 +320,21 @@ impl<S: Store> Writer<S> {
                     next = rx.blocking_recv();
                     continue;
                 }
-                Job::Commit { message, done } => (message, done),
+                Job::Commit { messages, done } => (messages, done),
             };
-            let mut bytes = message.raw.len();
-            batch.push(*message);
+            let mut bytes = raw_bytes(&messages);
+            batch.extend(messages);
             dones.push(done);
             // Everything that queued up while the last commit ran joins this one; a mutation
-            // waits for the batch ahead of it, keeping the order clients saw.
+            // waits for the batch ahead of it, keeping the order clients saw. A job's messages
+            // are never split across commits (a batch may pass the limit by one job's notices).
             while batch.len() < self.config.max_batch_messages
                 && bytes < self.config.max_batch_bytes
             {
                 match rx.try_recv() {
-                    Ok(Job::Commit { message, done }) => {
-                        bytes += message.raw.len();
-                        batch.push(*message);
+                    Ok(Job::Commit { messages, done }) => {
+                        bytes += raw_bytes(&messages);
+                        batch.extend(messages);
                         dones.push(done);
                     }
                     Ok(mutation) => {

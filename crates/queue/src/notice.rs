@@ -1,7 +1,8 @@
 //! Notices to senders (RFC 3464 reports) as new messages: built from the original's envelope
 //! and bytes, addressed from the null sender to the original sender, and routed like any other
 //! message (a local mailbox, or the outbound queue). The scheduler sends failure, delay and
-//! "relayed" notices; the SMTP session sends "delivered" notices for local mailboxes.
+//! "relayed" notices; the door (`tern-ingest`) sends "delivered" notices for local mailboxes
+//! in the message's own commit. The [`Router`] is the door's routing.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -15,6 +16,12 @@ use crate::retry::wants;
 pub trait Router: Send + Sync + 'static {
     /// The route for a notice addressed to `address`.
     fn route(&self, address: &str) -> Route;
+
+    /// The notice's recipients for `address`: one per copy (an alias leads to each of its
+    /// targets). By default the address itself, routed by [`Router::route`].
+    fn recipients(&self, address: &str) -> Vec<(String, Route)> {
+        vec![(address.to_string(), self.route(address))]
+    }
 }
 
 /// Whether a sender asked to hear of delivery to one of the envelope's local mailboxes: the
@@ -70,12 +77,16 @@ impl Original<'_> {
             id: MessageId::generate(),
             envelope: Envelope {
                 mail_from: String::new(),
-                recipients: vec![Recipient {
-                    address: sender.to_string(),
-                    notify: vec![],
-                    orcpt: None,
-                    route: router.route(sender),
-                }],
+                recipients: router
+                    .recipients(sender)
+                    .into_iter()
+                    .map(|(address, route)| Recipient {
+                        address,
+                        notify: vec![],
+                        orcpt: None,
+                        route,
+                    })
+                    .collect(),
                 body: eight_bit.then(|| "8BITMIME".to_string()),
                 smtputf8: !sender.is_ascii(),
                 ret: None,

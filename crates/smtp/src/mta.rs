@@ -1,8 +1,10 @@
-//! The mail server's rules, shared by all sessions: which recipients are ours or may be
-//! relayed to, per-client limits, and access lists. Without it (the catcher) every recipient
-//! is captured and no client is limited beyond the session limits.
+//! The mail server's rules, shared by all sessions: per-client limits and connection
+//! admission (the access lists' IP entries). The relay policy and the access lists are shared
+//! with the door (`tern-ingest`), whose checks and routing apply them to messages. Without it
+//! (the catcher) no client is limited beyond the session limits.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tern_policy::{
     AccessLists, AuthThrottle, ConnectionCounter, ConnectionGuard, ConnectionRate, Denial, Limits,
@@ -12,12 +14,12 @@ use tokio::time::Instant;
 
 /// Policy and the per-client state that enforces it.
 pub struct Mta {
-    /// Local domains, trusted networks, sender ownership.
-    pub relay: RelayPolicy,
+    /// Local domains, trusted networks, sender ownership (shared with the door's routing).
+    pub relay: Arc<RelayPolicy>,
     /// Per-client limits.
     pub limits: Limits,
-    /// Allow/block lists.
-    pub lists: AccessLists,
+    /// Allow/block lists (shared with the door's checks).
+    pub lists: Arc<AccessLists>,
     connections: ConnectionCounter,
     rate: ConnectionRate,
     /// AUTH failures per client.
@@ -31,9 +33,9 @@ impl Mta {
             connections: limits.connection_counter(),
             rate: limits.connection_rate(),
             auth_throttle: limits.auth_throttle(),
-            relay,
+            relay: Arc::new(relay),
             limits,
-            lists,
+            lists: Arc::new(lists),
         }
     }
 

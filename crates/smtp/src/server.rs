@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tern_protocol::Reply;
 use tern_protocol::reply::Status;
-use tern_queue::Spool;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -17,9 +16,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::config::{ListenerConfig, SmtpConfig};
-use crate::directory::Directory;
 use crate::session::Session;
 use crate::tls::TlsProvider;
+use tern_ingest::{Directory, Door};
 
 /// What every session shares.
 pub struct Context {
@@ -27,19 +26,18 @@ pub struct Context {
     pub config: SmtpConfig,
     /// Our name in the greeting, EHLO and Received headers.
     pub hostname: String,
-    /// Where finished messages go.
-    pub spool: Spool,
+    /// Where recipients are routed and finished messages go.
+    pub door: Arc<Door>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// TLS for STARTTLS and implicit-TLS listeners; without it STARTTLS is not offered.
     pub tls: Option<Arc<dyn TlsProvider>>,
-    /// Accounts for AUTH and local recipients; without it AUTH is not offered.
+    /// Accounts for AUTH; without it AUTH is not offered.
     pub directory: Option<Arc<dyn Directory>>,
-    /// The mail server's rules; without them (the catcher) everything is captured.
+    /// The mail server's connection rules (admission, limits, tarpit, AUTH throttling);
+    /// without them (the catcher) clients are bound only by the session limits. The rules
+    /// about messages are the door's.
     pub mta: Option<Arc<crate::Mta>>,
-    /// Routes notices to senders ("delivered" reports for `NOTIFY=SUCCESS` to a local
-    /// mailbox); without it none are sent.
-    pub notices: Option<Arc<dyn tern_queue::notice::Router>>,
 }
 
 /// Failures of the inbound server that stop it from starting.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tern_ingest::{Door, Routing};
 use tern_queue::{Spool, SpoolConfig, SpoolWriter};
 use tern_smtp::{Context, Session, SmtpConfig};
 use tern_store::{MessageId, NewMessage, Store, StoreError};
@@ -85,12 +86,11 @@ fn start(store: TestStore) -> (Script, Arc<Context>, SpoolWriter, tokio::task::J
     let ctx = Arc::new(Context {
         config: SmtpConfig::default(),
         hostname: "tern.test".into(),
-        spool,
+        door: Arc::new(Door::new(spool, "tern.test", Routing::capture())),
         shutdown: CancellationToken::new(),
         tls: None,
         directory: None,
         mta: None,
-        notices: None,
     });
     let (client, server) = tokio::io::duplex(64 * 1024);
     let peer = "127.0.0.1:40000".parse().expect("literal");

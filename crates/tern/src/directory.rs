@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tern_smtp::{AuthUser, Directory, DirectoryError, LocalTarget};
+use tern_ingest::{AuthUser, Directory, DirectoryError, LocalTarget};
 use tern_store::SqliteStore;
 use tern_store::accounts::{AccountInfo, AccountStore, Resolution};
 use tern_store::pool::Pool;

@@ -1,54 +1,16 @@
-//! Wiring of outbound delivery: the SMTP transport from `[outbound]`, the scheduler from
-//! `[queue]`, and where notices to senders go (a local mailbox, or back out).
+//! Wiring of outbound delivery: the SMTP transport from `[outbound]` and the scheduler from
+//! `[queue]`. Notices to senders are routed by the door's routing (`tern-ingest`).
 
 use std::sync::Arc;
 
 use tern_delivery::outbound::SmtpTransport;
 use tern_queue::Spool;
 use tern_queue::scheduler::{self, Router, SchedulerConfig};
-use tern_smtp::{Directory, LocalTarget, Mta};
+use tern_store::StoreRead;
 use tern_store::pool::Pool;
-use tern_store::{Route, StoreRead};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::config::Config;
-
-/// Routes notices (bounces, delay warnings) like the SMTP session routes recipients.
-struct NoticeRouter {
-    mta: Option<Arc<Mta>>,
-    directory: Option<Arc<dyn Directory>>,
-}
-
-impl Router for NoticeRouter {
-    fn route(&self, address: &str) -> Route {
-        let (Some(mta), Some(directory)) = (&self.mta, &self.directory) else {
-            // The catcher keeps everything.
-            return Route::Capture;
-        };
-        if !mta.relay.is_local_domain(&tern_store::queue::domain_of(address)) {
-            return Route::Remote;
-        }
-        match directory.resolve(address) {
-            Ok(LocalTarget::Account { login }) => Route::Local { account: login },
-            // No mailbox (or the directory failed): kept in the store, where the admin API
-            // shows it, rather than lost.
-            Ok(_) => Route::Capture,
-            Err(e) => {
-                warn!(to = address, error = %e, "notice kept: cannot resolve its recipient");
-                Route::Capture
-            }
-        }
-    }
-}
-
-/// Where notices to senders go, by the same rules as the SMTP session's recipients.
-pub fn notice_router(
-    mta: Option<Arc<Mta>>,
-    directory: Option<Arc<dyn Directory>>,
-) -> Arc<dyn Router> {
-    Arc::new(NoticeRouter { mta, directory })
-}
 
 /// The outbound scheduler, ready to spawn; it runs until `shutdown`.
 pub fn scheduler(

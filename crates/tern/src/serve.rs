@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tern_ingest::{Door, Routing};
 use tern_queue::Spool;
 use tern_smtp::Context;
 use tern_store::SqliteStore;
@@ -97,25 +98,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = http_state(&config, &hostname, &spool, shutdown.clone())?;
-    let http = tokio::spawn(tern_http::server::serve(
-        http_listener,
-        tern_http::router(state),
-        config.http.limits(),
-        shutdown.clone(),
-    ));
     tracker.spawn(maintenance::run(spool.clone(), config.retention.clone(), shutdown.clone()));
     let tls = tls_provider(&config, &hostname, &shutdown)?;
-    let readers = {
-        let dir = config.data_dir.clone();
-        tern_store::pool::Pool::new(Arc::new(move || {
-            SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
-        }))
-    };
+    let readers = readers(&config);
     let (directory, mta) = match config.mode {
         Mode::Catcher => (None, None),
         Mode::Mta => {
-            let directory: Arc<dyn tern_smtp::Directory> =
+            let directory: Arc<dyn tern_ingest::Directory> =
                 Arc::new(crate::directory::StoreDirectory::new(&config.data_dir));
             tracker.spawn(tern_delivery::run_local(
                 readers.clone(),
@@ -126,23 +115,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
-    let notices = crate::outbound::notice_router(mta.clone(), directory.clone());
+    let door = door(&spool, &hostname, mta.as_deref(), directory.clone());
+    let state = http_state(&config, &hostname, &door, shutdown.clone())?;
+    let http = tokio::spawn(tern_http::server::serve(
+        http_listener,
+        tern_http::router(state),
+        config.http.limits(),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::outbound::scheduler(
         &config,
         &hostname,
         readers,
-        spool.clone(),
-        notices.clone(),
+        spool,
+        Arc::new(door.routing().clone()),
         shutdown.clone(),
     )?);
     let ctx = Arc::new(Context {
-        notices: Some(notices.clone()),
+        door,
         tls,
         directory,
         mta,
         config: config.smtp.clone(),
         hostname,
-        spool,
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
@@ -161,6 +156,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     // The last handle to the spool goes with the context; the writer then drains and stops.
     drop(ctx);
+    close_spool(writer).await
+}
+
+/// Waits for the spool writer to drain and stop, and logs what it did.
+async fn close_spool(writer: tern_queue::SpoolWriter) -> anyhow::Result<()> {
     let stats = tokio::task::spawn_blocking(move || writer.join()).await?;
     info!(
         messages = stats.messages,
@@ -170,6 +170,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "spool closed"
     );
     Ok(())
+}
+
+/// The door every message enters by: in MTA mode with the relay policy's routing and the
+/// standard checks, in catcher mode capturing everything.
+fn door(
+    spool: &Spool,
+    hostname: &str,
+    mta: Option<&tern_smtp::Mta>,
+    directory: Option<Arc<dyn tern_ingest::Directory>>,
+) -> Arc<Door> {
+    let (routing, chain) = match mta {
+        Some(mta) => (
+            Routing::mta(mta.relay.clone(), directory, hostname),
+            tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
+        ),
+        None => (Routing::capture(), tern_ingest::Chain::default()),
+    };
+    let door = Door::new(spool.clone(), hostname, routing).with_chain(chain);
+    Arc::new(door.with_delivered_notices(true))
+}
+
+/// Read-only store connections for the scheduler and local delivery.
+fn readers(config: &Config) -> tern_store::pool::Pool<Box<dyn tern_store::StoreRead>> {
+    let dir = config.data_dir.clone();
+    tern_store::pool::Pool::new(Arc::new(move || {
+        SqliteStore::open_read_only(&dir).map(|s| Box::new(s) as Box<dyn tern_store::StoreRead>)
+    }))
 }
 
 /// TLS for STARTTLS and port 465: in MTA mode always (a self-signed certificate when none is
@@ -200,7 +227,7 @@ impl tern_smtp::TlsProvider for Tls {
 fn http_state(
     config: &Config,
     hostname: &str,
-    spool: &Spool,
+    door: &Arc<Door>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tern_http::State> {
     let dir = config.data_dir.clone();
@@ -213,7 +240,8 @@ fn http_state(
         .with_context(|| format!("hostname {hostname:?} cannot be answered as an HTTP Host"))?;
     Ok(Arc::new(tern_http::AppState {
         readers: tern_http::Readers::new(open),
-        spool: spool.clone(),
+        spool: door.spool().clone(),
+        door: door.clone(),
         database: config.data_dir.join(tern_store::sqlite::DATABASE_FILE).display().to_string(),
         hostname: hostname.to_string(),
         metrics: crate::metrics::install(),

@@ -16,7 +16,7 @@ use axum::extract::{Extension, Path, Query, State as AxumState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tern_store::{
-    EntryState, MessageId, Mutation, NewEntry, QueueCommand, QueueEntry, QueueFilter, QueueTarget,
+    EntryState, MessageId, Mutation, QueueCommand, QueueEntry, QueueFilter, QueueTarget,
 };
 
 use super::Params;
@@ -285,17 +285,8 @@ pub async fn release_message(
         "" => message.summary.from.as_ref().map(|from| from.address.clone()).unwrap_or_default(),
         sender => sender.to_string(),
     };
-    let entries = recipients
-        .into_iter()
-        .map(|recipient| NewEntry {
-            sender: sender.clone(),
-            recipient,
-            notify: vec![RELEASE_NOTIFY.to_string()],
-        })
-        .collect();
-    let mutation =
-        Mutation::Enqueue { message: message.id, entries, now_ms: tern_queue::scheduler::now_ms() };
-    state.spool.apply(mutation).await?;
+    let now_ms = tern_queue::scheduler::now_ms();
+    state.door.release(message.id, &sender, recipients, &[RELEASE_NOTIFY], now_ms).await?;
     Ok("ok")
 }
 

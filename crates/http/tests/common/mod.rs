@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tern_http::HttpAuth;
+use tern_ingest::{Door, Routing};
 use tern_queue::{Spool, SpoolConfig};
 use tern_store::{
     Envelope, MessageId, NewMessage, Recipient, Route, SqliteStore, StoreRead, Summary,
@@ -42,6 +43,7 @@ impl Harness {
             Arc::new(move || SqliteStore::open_read_only(&reader_dir).map(|s| wrap(Box::new(s))));
         let state = Arc::new(tern_http::AppState {
             readers: tern_http::Readers::new(open),
+            door: Arc::new(Door::new(spool.clone(), "tern.test", Routing::capture())),
             spool,
             database: dir.join("tern.db").display().to_string(),
             hostname: "tern.test".into(),

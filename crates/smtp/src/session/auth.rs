@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::{Flow, Phase, Session, Stop};
 use crate::connection::Input;
-use crate::directory::AuthUser;
+use tern_ingest::AuthUser;
 
 /// The mechanisms Tern always offers, in EHLO order; CRAM-MD5 follows when an account has it.
 const MECHANISMS: &str = "PLAIN LOGIN";

@@ -1,21 +1,17 @@
-//! DATA and BDAT: receiving the message body, then handing it to the spool.
+//! DATA and BDAT: receiving the message body, then handing it to the door (`tern-ingest`).
 //!
 //! A body that breaks a rule (too large, bare CR/LF) is still read to its end so the session
 //! stays in step with the client, then refused. The client hears `250 queued` only after the
-//! spool reports the message durable.
+//! door reports the message (and the notices it triggers) durable.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use tern_ingest::Client;
 use tern_protocol::command::{Body, Ret};
 use tern_protocol::reply::{Status, canned};
 use tern_protocol::{DataDecoder, DataError, DataProgress, Reply};
-use tern_queue::notice::{Original, wants_local_delivery_notice};
-use tern_store::{Envelope, MessageId, NewMessage, Recipient, Summary};
+use tern_store::{Recipient, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{info, warn};
 
 use super::{Chunks, Flow, Phase, Session, Stop, Transaction};
-use tern_protocol::received::Trace;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn data(&mut self) -> Result<Flow, Stop> {
@@ -122,15 +118,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Hands a complete message to the spool and returns the reply the client gets.
+    /// Hands a complete message to the door and returns the reply the client gets.
     async fn commit(&mut self, tx: Transaction, raw: Vec<u8>) -> Reply {
-        let Some(hello) = self.hello.clone() else {
+        if self.hello.is_none() {
             return canned::bad_sequence("Error: send HELO/EHLO first");
-        };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let id = MessageId::generate();
+        }
+        let client = self.client(tx.from.smtputf8);
+        match self.ctx.door.accept(&client, transaction(tx), raw).await {
+            Ok(id) => {
+                self.messages = self.messages.saturating_add(1);
+                Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
+            }
+            Err(e) => e.reply(),
+        }
+    }
+
+    /// The client as the door sees it; `smtputf8` picks the trace header's protocol name.
+    pub(super) fn client(&self, smtputf8: bool) -> Client {
+        let (helo, extended) =
+            self.hello.as_ref().map_or((String::new(), false), |h| (h.name.clone(), h.extended));
         // RFC 3848 / RFC 6531 names: S for TLS, A for authenticated.
-        let protocol = match (hello.extended, tx.from.smtputf8) {
+        let protocol = match (extended, smtputf8) {
             (false, _) => "SMTP".to_string(),
             (true, utf8) => format!(
                 "{}{}{}",
@@ -139,60 +147,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.auth.is_some() { "A" } else { "" }
             ),
         };
-        let single = match tx.rcpts.as_slice() {
-            [(only, _)] => Some(only.address.as_str()),
-            _ => None,
-        };
-        let received_header = Trace {
-            helo: &hello.name,
+        Client {
             peer: self.peer,
-            hostname: &self.ctx.hostname,
-            protocol: &protocol,
-            tls: self.tls.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
-            id,
-            single_recipient: single,
-            unix_time: now.as_secs() as i64,
-        }
-        .render();
-        let (summary, search_text) = Summary::extract_with_text(&raw);
-        let size = raw.len();
-        let rcpt_count = tx.rcpts.len();
-        let mut envelope = envelope(tx, hello.name, self.peer, now.as_millis() as i64);
-        envelope.tls = self.tls.as_ref().map(|(protocol, cipher)| tern_store::TlsInfo {
-            protocol: protocol.clone(),
-            cipher: cipher.clone(),
-        });
-        envelope.auth = self.auth.as_ref().map(|user| user.login.clone());
-        envelope.trusted_client = self.trusted_client();
-        let from = envelope.mail_from.clone();
-        let message = NewMessage { id, envelope, received_header, raw, summary, search_text };
-        // Local copies are delivered by this very commit: a sender who asked to hear of
-        // delivery (NOTIFY=SUCCESS) is told once it is durable.
-        let router = self.ctx.notices.as_deref();
-        let asked = router.is_some() && wants_local_delivery_notice(&message.envelope);
-        let delivered = router.filter(|_| asked).and_then(|router| {
-            let original = Original {
-                id,
-                envelope: &message.envelope,
-                data: &[message.received_header.as_slice(), &message.raw].concat(),
-            };
-            original.delivered_locally(&self.ctx.hostname, router, now.as_millis() as i64)
-        });
-        match self.ctx.spool.submit(message).await {
-            Ok(id) => {
-                self.messages = self.messages.saturating_add(1);
-                info!(queue_id = %id, from = %from, rcpts = rcpt_count, size, "queued");
-                if let Some(notice) = delivered
-                    && let Err(e) = self.ctx.spool.submit(notice).await
-                {
-                    warn!(queue_id = %id, error = %e, "delivery notice not stored");
-                }
-                Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
-            }
-            Err(e) => {
-                warn!(queue_id = %id, error = %e, "message refused: spool commit failed");
-                canned::storage_failed()
-            }
+            helo,
+            protocol,
+            tls: self.tls.as_ref().map(|(protocol, cipher)| TlsInfo {
+                protocol: protocol.clone(),
+                cipher: cipher.clone(),
+            }),
+            auth: self.auth.clone(),
+            admin: false,
         }
     }
 }
@@ -203,7 +167,8 @@ fn rejected(reason: &'static str, reply: Reply) -> Reply {
     reply
 }
 
-fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i64) -> Envelope {
+/// The transaction as the door takes it: DSN parameters in their stored spelling.
+fn transaction(tx: Transaction) -> tern_ingest::Transaction {
     let recipients = tx
         .rcpts
         .into_iter()
@@ -224,7 +189,7 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
             Recipient { address: r.address, notify, orcpt, route }
         })
         .collect();
-    Envelope {
+    tern_ingest::Transaction {
         mail_from: tx.from.address,
         recipients,
         body: match tx.from.body {
@@ -238,11 +203,5 @@ fn envelope(tx: Transaction, helo: String, peer: std::net::SocketAddr, now_ms: i
             Ret::Hdrs => "HDRS".into(),
         }),
         envid: tx.from.envid,
-        client: peer,
-        helo,
-        tls: None,
-        auth: None,
-        trusted_client: false,
-        received_at_ms: now_ms,
     }
 }

@@ -3,7 +3,8 @@
 //! The session reads a command, answers it and keeps only the state its phase needs:
 //! [`Phase::Idle`] between transactions, [`Phase::Mail`] while recipients are collected and
 //! [`Phase::Chunking`] while BDAT chunks arrive. Verb families live in their own files:
-//! `hello` (HELO/EHLO), `envelope` (MAIL/RCPT) and `body` (DATA/BDAT and the spool commit).
+//! `hello` (HELO/EHLO), `envelope` (MAIL/RCPT) and `body` (DATA/BDAT and the hand-over to the
+//! door).
 //! Every wait on the client is bounded by the idle timeout, the session deadline and shutdown;
 //! every error the client causes is answered with a code and an enhanced status.
 
@@ -26,8 +27,8 @@ use tracing::debug;
 
 use crate::config::ListenerConfig;
 use crate::connection::{Connection, Input};
-use crate::directory::AuthUser;
 use crate::server::Context;
+use tern_ingest::AuthUser;
 
 /// Where the session is in the SMTP dialogue.
 #[derive(Debug, Default)]
@@ -288,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reply = match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
-            Command::Mail(from) => self.mail(from),
+            Command::Mail(from) => self.mail(from).await,
             Command::Rcpt(to) => self.rcpt(to).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,

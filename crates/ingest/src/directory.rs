@@ -1,6 +1,6 @@
-//! What the session asks of the account directory: password checks, CRAM-MD5 secrets and the
-//! resolution of local recipients. The store implements it; calls are blocking and the session
-//! runs them off the async threads.
+//! What Tern asks of the account directory: password checks and CRAM-MD5 secrets (for the SMTP
+//! session's AUTH) and the resolution of local recipients (for routing). The store implements
+//! it; calls are blocking and callers run them off the async threads.
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,500 @@
+//! The door: the one way a message enters the store. Callers (the SMTP session, the HTTP send
+//! API, release, the scheduler's notices) hand it a client, an envelope and the raw bytes; it
+//! adds the `Received:` trace header, extracts the summary and search text, builds the notices
+//! the message triggers and submits them all to the spool as one commit, so a crash never
+//! leaves a message without its notice. It knows nothing of sockets or SQL.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tern_protocol::Reply;
+use tern_protocol::received::Trace;
+use tern_protocol::reply::canned;
+use tern_queue::notice::Original;
+use tern_queue::{Spool, SpoolError};
+use tern_store::{
+    Envelope, MessageId, Mutation, NewEntry, NewMessage, Recipient, Route, Summary, TlsInfo,
+};
+use tracing::{info, warn};
+
+use crate::check::{Chain, Findings, QUARANTINE_TAG, Verdict};
+use crate::directory::AuthUser;
+use crate::routing::{Delivery, Routing};
+
+/// Who handed a message in.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// What it said in HELO/EHLO (`api` for the HTTP API).
+    pub helo: String,
+    /// The `with` protocol of the trace header (RFC 3848: `ESMTPSA`, `HTTP`, ...).
+    pub protocol: String,
+    /// TLS protocol and cipher, when the connection was encrypted.
+    pub tls: Option<TlsInfo>,
+    /// The authenticated user.
+    pub auth: Option<AuthUser>,
+    /// The HTTP API's administrator (the API key, or a server without HTTP authentication):
+    /// trusted like an authenticated client.
+    pub admin: bool,
+}
+
+impl Client {
+    /// The authenticated login.
+    pub fn login(&self) -> Option<&str> {
+        self.auth.as_ref().map(|user| user.login.as_str())
+    }
+}
+
+/// A message's envelope as the client gave it (routes already decided per recipient).
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// The reverse path (`MAIL FROM`); empty for the null sender.
+    pub mail_from: String,
+    /// The recipients with their routes.
+    pub recipients: Vec<Recipient>,
+    /// `BODY=` (`7BIT` or `8BITMIME`).
+    pub body: Option<String>,
+    /// `SMTPUTF8` was given.
+    pub smtputf8: bool,
+    /// DSN `RET=` (`FULL` or `HDRS`).
+    pub ret: Option<String>,
+    /// DSN `ENVID=`.
+    pub envid: Option<String>,
+}
+
+/// Why a message or a release did not get in.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A check refused it (a 5xx reply) or put it off (4xx).
+    #[error("refused: {}", .0.to_wire().trim_end())]
+    Refused(Reply),
+    /// The spool did not make it durable; nothing of it was stored.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+impl IngestError {
+    /// The SMTP reply the client gets.
+    pub fn reply(&self) -> Reply {
+        match self {
+            IngestError::Refused(reply) => reply.clone(),
+            IngestError::Spool(_) => canned::storage_failed(),
+        }
+    }
+}
+
+/// The door, shared by every caller.
+pub struct Door {
+    spool: Spool,
+    hostname: String,
+    routing: Routing,
+    chain: Chain,
+    delivered_notices: bool,
+}
+
+impl Door {
+    /// A door over `spool` that routes by `routing`; `hostname` names Tern in trace headers
+    /// and notices.
+    pub fn new(spool: Spool, hostname: impl Into<String>, routing: Routing) -> Self {
+        Door {
+            spool,
+            hostname: hostname.into(),
+            routing,
+            chain: Chain::default(),
+            delivered_notices: false,
+        }
+    }
+
+    /// Runs `chain` on every message (none by default).
+    pub fn with_chain(mut self, chain: Chain) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// Sends "delivered" notices (`NOTIFY=SUCCESS` to a local mailbox) in the message's own
+    /// commit; off by default.
+    pub fn with_delivered_notices(mut self, on: bool) -> Self {
+        self.delivered_notices = on;
+        self
+    }
+
+    /// The routing rules (also the scheduler's notice router).
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// The spool behind the door.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Whether Tern answers to `client`: authenticated, from a trusted network, or any
+    /// client of the catcher (which never sends mail on). Only its sender gets notices.
+    pub fn trusts(&self, client: &Client) -> bool {
+        if client.admin {
+            return true;
+        }
+        let policy_client = tern_policy::Client { ip: client.peer.ip(), login: client.login() };
+        self.routing.policy().is_none_or(|policy| policy.may_relay(&policy_client))
+    }
+
+    /// The chain's `MAIL FROM` stage: `Err` carries the reply that refuses the sender.
+    pub async fn check_mail(&self, client: &Client, mail_from: &str) -> Result<(), Reply> {
+        match self.chain.at_mail(client, mail_from).await {
+            Verdict::Accept(_) => Ok(()),
+            Verdict::Reject(reply) | Verdict::Defer(reply) => Err(reply),
+        }
+    }
+
+    /// At `RCPT TO`: the chain's stage, then where the recipient's copies go; `Err` carries
+    /// the reply that refuses it.
+    pub async fn route(
+        &self,
+        client: &Client,
+        mail_from: &str,
+        rcpt: &str,
+    ) -> Result<Vec<Delivery>, Reply> {
+        match self.chain.at_rcpt(client, mail_from, rcpt).await {
+            Verdict::Accept(_) => self.routing.route(rcpt).await,
+            Verdict::Reject(reply) | Verdict::Defer(reply) => Err(reply),
+        }
+    }
+
+    /// Takes a complete message in: the chain's end-of-data stage, trace header, summary,
+    /// notices, one commit. Returns its id once it and its notices are durable.
+    pub async fn accept(
+        &self,
+        client: &Client,
+        tx: Transaction,
+        raw: Vec<u8>,
+    ) -> Result<MessageId, IngestError> {
+        self.accept_as(MessageId::generate(), client, tx, raw).await
+    }
+
+    /// [`Door::accept`] under an id the caller chose (one it already wrote into the message,
+    /// as the send API does in `Message-ID:`).
+    pub async fn accept_as(
+        &self,
+        id: MessageId,
+        client: &Client,
+        tx: Transaction,
+        raw: Vec<u8>,
+    ) -> Result<MessageId, IngestError> {
+        let findings = match self.chain.at_data(client, &tx, &raw).await {
+            Verdict::Accept(findings) => findings,
+            Verdict::Reject(reply) | Verdict::Defer(reply) => {
+                return Err(IngestError::Refused(reply));
+            }
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let message = self.message(id, client, tx, raw, now, findings);
+        let (from, rcpts, size) = (
+            message.envelope.mail_from.clone(),
+            message.envelope.recipients.len(),
+            message.raw.len(),
+        );
+        let notice = self.delivered_notice(&message, message.envelope.received_at_ms);
+        let mut batch = vec![message];
+        batch.extend(notice);
+        match self.spool.submit_all(batch).await {
+            Ok(()) => {
+                info!(queue_id = %id, from = %from, rcpts, size, "queued");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "message refused: spool commit failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The message as stored: trace header and the checks' headers above the client's bytes,
+    /// the summary with the checks' tags, every copy kept when a check quarantined it.
+    fn message(
+        &self,
+        id: MessageId,
+        client: &Client,
+        mut tx: Transaction,
+        raw: Vec<u8>,
+        now: Duration,
+        findings: Findings,
+    ) -> NewMessage {
+        let single = match tx.recipients.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        };
+        let mut received_header = Trace {
+            helo: &client.helo,
+            peer: client.peer,
+            hostname: &self.hostname,
+            protocol: &client.protocol,
+            tls: client.tls.as_ref().map(|t| (t.protocol.as_str(), t.cipher.as_str())),
+            id,
+            single_recipient: single,
+            unix_time: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        }
+        .render();
+        for header in &findings.headers {
+            // A header never spans lines it did not fold itself.
+            received_header.extend(header.replace(['\r', '\n'], " ").bytes());
+            received_header.extend_from_slice(b"\r\n");
+        }
+        let (mut summary, search_text) = Summary::extract_with_text(&raw);
+        summary.tags.extend(findings.tags);
+        if let Some(reason) = &findings.quarantine {
+            info!(queue_id = %id, reason = %reason, "quarantined");
+            for recipient in &mut tx.recipients {
+                recipient.route = Route::Capture;
+            }
+            summary.tags.push(QUARANTINE_TAG.to_string());
+        }
+        summary.tags.sort();
+        summary.tags.dedup();
+        let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+        let envelope = self.envelope(client, tx, now_ms);
+        NewMessage { id, envelope, received_header, raw, summary, search_text }
+    }
+
+    /// Queues a stored message again for `recipients` (the catcher's release): each is sent
+    /// out from `sender`, asking for the given DSN `NOTIFY=` values.
+    pub async fn release(
+        &self,
+        message: MessageId,
+        sender: &str,
+        recipients: Vec<String>,
+        notify: &[&str],
+        now_ms: i64,
+    ) -> Result<(), IngestError> {
+        let notify: Vec<String> = notify.iter().map(|n| n.to_string()).collect();
+        let entries = recipients
+            .into_iter()
+            .map(|recipient| NewEntry {
+                sender: sender.to_string(),
+                recipient,
+                notify: notify.clone(),
+            })
+            .collect();
+        self.spool.apply(Mutation::Enqueue { message, entries, now_ms }).await?;
+        Ok(())
+    }
+
+    fn envelope(&self, client: &Client, tx: Transaction, now_ms: i64) -> Envelope {
+        Envelope {
+            mail_from: tx.mail_from,
+            recipients: tx.recipients,
+            body: tx.body,
+            smtputf8: tx.smtputf8,
+            ret: tx.ret,
+            envid: tx.envid,
+            client: client.peer,
+            helo: client.helo.clone(),
+            tls: client.tls.clone(),
+            auth: client.login().map(str::to_string),
+            trusted_client: self.trusts(client),
+            received_at_ms: now_ms,
+        }
+    }
+
+    /// The "delivered" notice for the message's local copies whose recipient asked for one:
+    /// local delivery happens in the message's own commit, so the notice joins it.
+    fn delivered_notice(&self, message: &NewMessage, now_ms: i64) -> Option<NewMessage> {
+        if !self.delivered_notices
+            || !tern_queue::notice::wants_local_delivery_notice(&message.envelope)
+        {
+            return None;
+        }
+        let original = Original {
+            id: message.id,
+            envelope: &message.envelope,
+            data: &[message.received_header.as_slice(), &message.raw].concat(),
+        };
+        original.delivered_locally(&self.hostname, &self.routing, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tern_queue::{SpoolConfig, SpoolWriter};
+
+    use super::*;
+    use crate::check::Pending;
+    use crate::testing::{MemoryDirectory, MemoryStore, policy};
+
+    fn door(store: MemoryStore) -> (Door, SpoolWriter) {
+        let (spool, writer) = Spool::start(store, SpoolConfig::default());
+        let directory = MemoryDirectory::default().account("bob@tern.test", "bob");
+        let routing = Routing::mta(policy(), Some(Arc::new(directory)), "tern.test");
+        (Door::new(spool, "tern.test", routing).with_delivered_notices(true), writer)
+    }
+
+    /// An authenticated client (so its sender may be told of delivery).
+    fn client() -> Client {
+        Client {
+            peer: "192.0.2.7:4000".parse().expect("literal"),
+            helo: "client.example".into(),
+            protocol: "ESMTPA".into(),
+            tls: None,
+            auth: Some(AuthUser { login: "alice".into(), addresses: vec![] }),
+            admin: false,
+        }
+    }
+
+    /// Alice to Bob's mailbox, asking to hear of delivery.
+    fn to_bob() -> Transaction {
+        Transaction {
+            mail_from: "alice@tern.test".into(),
+            recipients: vec![Recipient {
+                address: "bob@tern.test".into(),
+                notify: vec!["SUCCESS".into()],
+                orcpt: None,
+                route: Route::Local { account: "bob".into() },
+            }],
+            ..Transaction::default()
+        }
+    }
+
+    const RAW: &[u8] = b"From: alice@tern.test\r\nSubject: hi\r\n\r\nhello\r\n";
+
+    async fn stop(door: Door, writer: SpoolWriter) {
+        drop(door);
+        tokio::task::spawn_blocking(move || writer.join()).await.expect("joined");
+    }
+
+    #[tokio::test]
+    async fn a_message_and_its_delivered_notice_commit_together() {
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let (door, writer) = door(store);
+        let id = door.accept(&client(), to_bob(), RAW.to_vec()).await.expect("accepted");
+        stop(door, writer).await;
+        let batches = batches.lock().expect("lock");
+        assert_eq!(batches.len(), 1, "one commit for the message and its notice");
+        let [message, notice] = batches[0].as_slice() else { panic!("two messages") };
+        assert_eq!(message.id, id);
+        let trace = String::from_utf8_lossy(&message.received_header);
+        assert!(trace.starts_with("Received: from client.example"), "{trace}");
+        assert!(trace.contains("with ESMTPA id"), "{trace}");
+        assert_eq!(message.summary.subject, "hi");
+        assert!(message.envelope.trusted_client);
+        assert_eq!(notice.envelope.mail_from, "");
+        let notice_to = &notice.envelope.recipients[0];
+        assert_eq!(notice_to.address, "alice@tern.test");
+        assert_eq!(notice_to.route, Route::Capture, "no mailbox for alice: kept");
+    }
+
+    #[tokio::test]
+    async fn when_the_commit_fails_neither_is_stored_and_the_client_hears_451() {
+        // The store refuses any batch that carries a notice: the message must not get in
+        // without it (it used to be stored alone, answered 250, the notice only logged).
+        let store = MemoryStore::new(|batch| batch.iter().any(|m| m.envelope.mail_from.is_empty()));
+        let batches = store.batches.clone();
+        let (door, writer) = door(store);
+        let refused = door.accept(&client(), to_bob(), RAW.to_vec()).await.expect_err("refused");
+        stop(door, writer).await;
+        assert_eq!(refused.reply().to_wire(), canned::storage_failed().to_wire());
+        assert!(refused.reply().to_wire().starts_with("451 4.3.0"));
+        assert!(batches.lock().expect("lock").is_empty(), "nothing stored");
+    }
+
+    #[tokio::test]
+    async fn strangers_are_not_trusted_and_get_no_notices() {
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let (door, writer) = door(store);
+        let stranger = Client { auth: None, ..client() };
+        door.accept(&stranger, to_bob(), RAW.to_vec()).await.expect("accepted");
+        stop(door, writer).await;
+        let batches = batches.lock().expect("lock");
+        assert_eq!(batches[0].len(), 1, "no notice to a sender anyone could have written");
+        assert!(!batches[0][0].envelope.trusted_client);
+    }
+
+    #[tokio::test]
+    async fn release_queues_the_stored_message_for_each_recipient() {
+        let store = MemoryStore::new(|_| false);
+        let mutations = store.mutations.clone();
+        let (door, writer) = door(store);
+        let id = MessageId::generate();
+        let to = vec!["a@remote.test".to_string(), "b@remote.test".to_string()];
+        door.release(id, "alice@tern.test", to, &["NEVER"], 7).await.expect("released");
+        stop(door, writer).await;
+        let mutations = mutations.lock().expect("lock");
+        let [Mutation::Enqueue { message, entries, now_ms }] = mutations.as_slice() else {
+            panic!("one enqueue: {mutations:?}");
+        };
+        assert_eq!((*message, *now_ms), (id, 7));
+        let recipients: Vec<_> = entries.iter().map(|e| e.recipient.as_str()).collect();
+        assert_eq!(recipients, ["a@remote.test", "b@remote.test"]);
+        assert!(entries.iter().all(|e| e.sender == "alice@tern.test" && e.notify == ["NEVER"]));
+    }
+
+    /// A check that answers every message at end of data with `verdict`, after yielding
+    /// once (as a check waiting on the network would).
+    struct AtData(Verdict);
+
+    impl crate::check::Check for AtData {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn at_data<'a>(&'a self, _: &'a Client, _: &'a Transaction, _: &'a [u8]) -> Pending<'a> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                self.0.clone()
+            })
+        }
+    }
+
+    fn with_checks(store: MemoryStore, verdicts: Vec<Verdict>) -> (Door, SpoolWriter) {
+        let (door, writer) = door(store);
+        let checks = verdicts
+            .into_iter()
+            .map(|v| Arc::new(AtData(v)) as Arc<dyn crate::check::Check>)
+            .collect();
+        (door.with_chain(Chain::new(checks)), writer)
+    }
+
+    #[tokio::test]
+    async fn checks_add_headers_and_tags_and_quarantine_every_copy() {
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let found = |header: &str, tag: &str, quarantine: Option<&str>| {
+            Verdict::Accept(Findings {
+                headers: vec![header.into()],
+                tags: vec![tag.into()],
+                quarantine: quarantine.map(str::to_string),
+            })
+        };
+        let verdicts = vec![
+            found("Authentication-Results: tern.test; spf=pass", "spf", None),
+            found("X-Spam: yes", "spam", Some("score 12")),
+        ];
+        let (door, writer) = with_checks(store, verdicts);
+        door.accept(&client(), to_bob(), RAW.to_vec()).await.expect("accepted");
+        stop(door, writer).await;
+        let batches = batches.lock().expect("lock");
+        let [message] = batches[0].as_slice() else { panic!("no notice for a quarantined copy") };
+        let head = String::from_utf8_lossy(&message.received_header);
+        let after = head.split_once("\r\nAuthentication-Results").map(|(_, rest)| rest);
+        assert!(head.starts_with("Received: "), "{head}");
+        assert!(after.is_some_and(|rest| rest.ends_with("spf=pass\r\nX-Spam: yes\r\n")), "{head}");
+        assert_eq!(message.summary.tags, ["quarantine", "spam", "spf"]);
+        assert_eq!(message.envelope.recipients[0].route, Route::Capture, "kept, not delivered");
+    }
+
+    #[tokio::test]
+    async fn the_first_refusal_wins_and_nothing_is_stored() {
+        use tern_protocol::reply::Status;
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let defer = Verdict::refuse(Reply::new(451, Status(4, 7, 1), "try later"));
+        let reject = Verdict::refuse(Reply::new(550, Status(5, 7, 1), "spam"));
+        let (door, writer) = with_checks(store, vec![Verdict::accept(), defer, reject]);
+        let refused = door.accept(&client(), to_bob(), RAW.to_vec()).await.expect_err("refused");
+        stop(door, writer).await;
+        assert_eq!(refused.reply().to_wire(), "451 4.7.1 try later\r\n");
+        assert!(batches.lock().expect("lock").is_empty());
+    }
+}
