@@ -2,6 +2,12 @@
 //! server answering from a fixed zone, and a scripted fake SMTP server that records what the
 //! client said. Each test builds its zone and script, runs one job and checks every
 //! recipient's outcome and the transcript.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -162,6 +162,48 @@ impl SendRequest {
 /// Builds the MIME message (with `message_id`) and the envelope recipients, or says what is
 /// wrong.
 fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), ApiError> {
+    let rcpts = recipients(req)?;
+    let list = |people: &[Person]| {
+        BuiltAddress::new_list(
+            people
+                .iter()
+                .map(|p| {
+                    BuiltAddress::new_address(
+                        (!p.name.is_empty()).then(|| p.name.clone()),
+                        p.email.clone(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let mut builder = MessageBuilder::new()
+        .message_id(message_id.to_string())
+        .from(BuiltAddress::new_address(
+            (!req.from.name.is_empty()).then(|| req.from.name.clone()),
+            req.from.email.clone(),
+        ))
+        .subject(req.subject.clone())
+        .text_body(req.text.clone());
+    if !req.to.is_empty() {
+        builder = builder.to(list(&req.to));
+    }
+    if !req.cc.is_empty() {
+        builder = builder.cc(list(&req.cc));
+    }
+    if !req.reply_to.is_empty() {
+        builder = builder.reply_to(list(&req.reply_to));
+    }
+    if !req.html.is_empty() {
+        builder = builder.html_body(req.html.clone());
+    }
+    builder = with_headers(builder, req)?;
+    builder = with_attachments(builder, req)?;
+    let raw = builder.write_to_vec().map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((raw, rcpts))
+}
+
+/// Checks the sender, subject and every address; returns the envelope recipients.
+fn recipients(req: &SendRequest) -> Result<Vec<String>, ApiError> {
     let bad = |m: String| ApiError::BadRequest(m);
     if req.from.email.trim().is_empty() {
         return Err(bad("error building message: from not set".into()));
@@ -198,39 +240,15 @@ fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), 
     if rcpts.is_empty() {
         return Err(bad("error building message: no recipients (to, cc, bcc) set".into()));
     }
-    let list = |people: &[Person]| {
-        BuiltAddress::new_list(
-            people
-                .iter()
-                .map(|p| {
-                    BuiltAddress::new_address(
-                        (!p.name.is_empty()).then(|| p.name.clone()),
-                        p.email.clone(),
-                    )
-                })
-                .collect(),
-        )
-    };
-    let mut builder = MessageBuilder::new()
-        .message_id(message_id.to_string())
-        .from(BuiltAddress::new_address(
-            (!req.from.name.is_empty()).then(|| req.from.name.clone()),
-            req.from.email.clone(),
-        ))
-        .subject(req.subject.clone())
-        .text_body(req.text.clone());
-    if !req.to.is_empty() {
-        builder = builder.to(list(&req.to));
-    }
-    if !req.cc.is_empty() {
-        builder = builder.cc(list(&req.cc));
-    }
-    if !req.reply_to.is_empty() {
-        builder = builder.reply_to(list(&req.reply_to));
-    }
-    if !req.html.is_empty() {
-        builder = builder.html_body(req.html.clone());
-    }
+    Ok(rcpts)
+}
+
+/// Adds the request's own headers (and its tags as `X-Tags`), refusing reserved names.
+fn with_headers<'a>(
+    mut builder: MessageBuilder<'a>,
+    req: &SendRequest,
+) -> Result<MessageBuilder<'a>, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
     for (name, value) in &req.headers {
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) || (lower == "x-tags" && !req.tags.is_empty())
@@ -252,6 +270,15 @@ fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), 
     if !req.tags.is_empty() {
         builder = builder.header("X-Tags", Raw::new(req.tags.join(", ")));
     }
+    Ok(builder)
+}
+
+/// Adds the attachments (inline when they have a content id).
+fn with_attachments<'a>(
+    mut builder: MessageBuilder<'a>,
+    req: &SendRequest,
+) -> Result<MessageBuilder<'a>, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
     for a in &req.attachments {
         // `data:…;base64,` prefixes are tolerated, as Mailpit does.
         let encoded = a.content.rsplit(',').next().unwrap_or_default();
@@ -269,8 +296,7 @@ fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), 
             builder.inline(content_type, a.content_id.clone(), bytes)
         };
     }
-    let raw = builder.write_to_vec().map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((raw, rcpts))
+    Ok(builder)
 }
 
 /// The media type of content given without one, from its first bytes.

@@ -2,6 +2,12 @@
 //! scheduler, so entries stay exactly as the requests leave them: listing and filtering,
 //! showing one message, retry/hold/release/delete with their body rules, admin-only access,
 //! and Mailpit's release of a stored message to new recipients.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod common;
 

@@ -2,6 +2,12 @@
 //! change is counted once (one store `page` read for its `stats`), not once per socket, and
 //! every socket still gets the change's frames and then the stats, exactly as Mailpit frames them;
 //! an account's sockets share their count and hear of their own mailbox only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod common;
 

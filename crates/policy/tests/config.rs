@@ -1,4 +1,10 @@
 //! Configuration: defaults, TOML loading, and errors that name the key and value.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::time::Duration;
 

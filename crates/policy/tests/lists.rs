@@ -1,4 +1,10 @@
 //! Allow and block lists: allow entries always win.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::net::IpAddr;
 

@@ -2,6 +2,12 @@
 //!
 //! Addresses are written the way `smtp-proto` hands them to the session: source routes stripped,
 //! quotes removed. The comment on each row shows what the client typed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::net::IpAddr;
 

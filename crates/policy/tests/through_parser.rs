@@ -2,6 +2,12 @@
 //! type it goes through `smtp-proto`, and whatever address comes out goes to the policy.
 //! This pins down what "as delivered" means; if `smtp-proto` changes how it strips routes or
 //! quotes, these tests say so.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::net::IpAddr;
 

@@ -184,7 +184,7 @@ mod tests {
     fn parses_replies() {
         // (input, code, status, lines, as displayed)
         type Case<'a> = (&'a str, u16, Option<&'a str>, &'a [&'a str], &'a str);
-        let cases: &[Case] = &[
+        let cases: &[Case<'_>] = &[
             ("220 mx.test ESMTP\r\n", 220, None, &["mx.test ESMTP"], "220 mx.test ESMTP"),
             ("250 2.0.0 Ok\r\n", 250, Some("2.0.0"), &["Ok"], "250 2.0.0 Ok"),
             ("354\r\n", 354, None, &[""], "354"),

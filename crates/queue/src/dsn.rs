@@ -136,7 +136,7 @@ pub struct Report<'a> {
 ///
 /// The result is 8-bit (send it with `BODY=8BITMIME`) when it is not all ASCII; its header
 /// section holds UTF-8 (needing `SMTPUTF8`) only if the sender's address does.
-pub fn build(report: &Report) -> Vec<u8> {
+pub fn build(report: &Report<'_>) -> Vec<u8> {
     let host = hostname(report.reporting_mta);
     let original = ReturnedOriginal::choose(report);
     let text = human_text(report, &host, original.whole);
@@ -280,7 +280,7 @@ impl<'a> ReturnedOriginal<'a> {
 }
 
 /// The explanation for people: what happened, then one paragraph per recipient.
-fn human_text(report: &Report, host: &str, whole: bool) -> String {
+fn human_text(report: &Report<'_>, host: &str, whole: bool) -> String {
     let attached =
         if whole { "A copy of it is attached below." } else { "Its headers are attached below." };
     let intro = match report.kind {
@@ -355,7 +355,7 @@ fn recipient_text(out: &mut String, rcpt: &ReportRecipient) {
 
 /// The `message/delivery-status` body: per-message fields, then one block per recipient,
 /// each block preceded by a blank line (RFC 3464 §2.1).
-fn delivery_status(report: &Report, host: &str) -> String {
+fn delivery_status(report: &Report<'_>, host: &str) -> String {
     let mut out = String::new();
     if let Some(envid) = report.original_envid {
         field(&mut out, "Original-Envelope-Id", &clean(envid));
@@ -391,13 +391,13 @@ fn delivery_status(report: &Report, host: &str) -> String {
 }
 
 /// `<queue-id.now.kind@host>`: unique per report, yet the same for the same inputs.
-fn message_id(report: &Report, host: &str) -> String {
+fn message_id(report: &Report<'_>, host: &str) -> String {
     let id = token(report.message_id);
     format!("<{id}.{}.{}@{host}>", report.now_ms, report.kind.action())
 }
 
 /// A boundary whose delimiter occurs in no part, so no body can end the report early.
-fn boundary(message_id: &str, parts: &[Part]) -> String {
+fn boundary(message_id: &str, parts: &[Part<'_>]) -> String {
     let id = token(message_id);
     let mut n: u64 = 0;
     loop {
@@ -679,7 +679,7 @@ see you.\r\n";
         (message, ids)
     }
 
-    fn content_type(message: &mail_parser::Message, id: u32) -> String {
+    fn content_type(message: &mail_parser::Message<'_>, id: u32) -> String {
         let ct = message.parts[id as usize].content_type().expect("content type");
         format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
     }
@@ -708,7 +708,7 @@ see you.\r\n";
         block.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    fn part_body<'b>(raw: &'b [u8], message: &mail_parser::Message, id: u32) -> &'b [u8] {
+    fn part_body<'b>(raw: &'b [u8], message: &mail_parser::Message<'_>, id: u32) -> &'b [u8] {
         let part = &message.parts[id as usize];
         &raw[part.raw_body_offset() as usize..part.raw_end_offset() as usize]
     }

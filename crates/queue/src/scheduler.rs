@@ -633,7 +633,7 @@ async fn apply_durably(spool: &Spool, mutation: Mutation) -> bool {
     false
 }
 
-fn job_message(message: &Loaded) -> JobMessage {
+fn job_message(message: &Loaded<'_>) -> JobMessage {
     let Loaded { id, body, entries, .. } = message;
     let envelope = &body.envelope;
     JobMessage {

@@ -1,6 +1,12 @@
 //! The scheduler over a real store and spool, with a scripted transport: grouping by
 //! destination, per-recipient results, retries, bounces committed with the results, and
 //! in-flight leases; a job that panics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 /// Default listen address of the catcher.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:1025";
+pub const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1025));
 /// Default largest message, in bytes (25 MiB, what large providers accept).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
 /// Default most recipients per message (as Postfix's `smtpd_recipient_limit`).
@@ -91,7 +92,7 @@ pub struct SmtpConfig {
 impl Default for SmtpConfig {
     fn default() -> Self {
         SmtpConfig {
-            listen: vec![DEFAULT_LISTEN.parse().expect("valid default listen address")],
+            listen: vec![DEFAULT_LISTEN],
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,

@@ -1,6 +1,12 @@
 //! Scripted sessions over an in-memory stream: the session state machine without sockets,
 //! with stores that fail or stall on demand, so storage failures and shutdown can be shown
 //! deterministically.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

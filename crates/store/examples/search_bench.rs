@@ -16,6 +16,12 @@
 //! runs); `rows` and `count` are its two query-dependent statements alone; `proposed` is the
 //! same page computed as the search module's report suggests (store totals via `COUNT(*)` and
 //! the `read = 0` partial index instead of a `SUM` over every row).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

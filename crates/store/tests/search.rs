@@ -1,5 +1,11 @@
 //! Search against a real store: messages are parsed from raw RFC 5322 text exactly as ingest
 //! does, committed to SQLite, and each query's result set is compared with the expected one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -74,7 +74,8 @@ pub enum Mode {
 }
 
 /// Default HTTP listen address of the catcher.
-pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8025";
+pub const DEFAULT_HTTP_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8025));
 
 /// The `[http]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -109,7 +110,7 @@ impl Default for HttpSection {
     fn default() -> Self {
         use tern_http::server;
         HttpSection {
-            listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default HTTP address"),
+            listen: DEFAULT_HTTP_LISTEN,
             require_auth: false,
             api_key: None,
             allowed_hosts: Vec::new(),

@@ -2,6 +2,12 @@
 //! on standard input, and the store read back to check what was written. Listings never show
 //! a password or its hash; failures name the thing and exit non-zero; the commands work while
 //! the server runs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

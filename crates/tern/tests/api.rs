@@ -3,6 +3,12 @@
 //! answer of a Mailpit-compatible endpoint is validated against Mailpit's published schema
 //! (`tests/api/reference/mailpit-swagger.json`) and against Tern's own `openapi.json`; the
 //! extensions are validated against Tern's document.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

@@ -17,6 +17,12 @@
 //!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,11 @@
 //! The command line as users meet it: configuration errors name the file, line and key and
 //! exit non-zero; `tern messages` reads what a running server stored; JSON logs are JSON.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

@@ -8,6 +8,12 @@
 //!
 //! Connection side: a client stuck in its request head does not hold up shutdown, head and body
 //! deadlines close slow clients, and connections over the cap are answered `503`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

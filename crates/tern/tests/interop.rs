@@ -18,6 +18,12 @@
 //!   and the same file accepted once `--crlf` makes curl convert it.
 //!
 //! A missing client fails the test with a message naming it (`scripts/test` installs them all).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

@@ -17,6 +17,12 @@
 //! trusted networks; sender ownership; AUTH brute-force throttling and lockout; per-IP
 //! connection limits and rate, messages per connection, recipients per message, access lists,
 //! the error tarpit; local delivery through subaddresses, aliases and the catch-all.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

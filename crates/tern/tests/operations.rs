@@ -1,5 +1,11 @@
 //! Operating the catcher: retention prunes the oldest messages in the background, and
 //! `/metrics` reports what happened, in Prometheus text.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

@@ -11,6 +11,12 @@
 //! null MX and NXDOMAIN bounce at once; a success DSN when asked and the next hop cannot give
 //! one; a smarthost with AUTH over STARTTLS; a restart with a full queue delivers every
 //! message exactly once; Postfix relaying into Tern's mailbox.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

@@ -4,6 +4,12 @@
 //! wants AUTH over STARTTLS; a relay instance forwards to it; two MX instances share a port on
 //! different loopback addresses (and show their SMTPUTF8 and SIZE options); smtp-sink counts
 //! sessions and messages. Tern is not involved.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

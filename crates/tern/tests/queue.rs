@@ -6,6 +6,12 @@
 //! DNS error after each attempt: the queue then has entries with attempts and an error text
 //! that the API and the CLI must show and change. The catcher's release goes to a smarthost
 //! played by a small SMTP sink in this file, which records what it receives.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

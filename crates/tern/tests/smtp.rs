@@ -1,6 +1,12 @@
 //! The inbound SMTP dialogue over real sockets against the real binary: replies and enhanced
 //! status codes for every phase, limits, timeouts, line-length and smuggling defences, BDAT
 //! edge cases and the trace header. Each test starts its own server on a free loopback port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod support;
 

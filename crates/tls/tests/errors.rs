@@ -1,4 +1,10 @@
 //! Misconfigurations are refused with an error that names the file or setting at fault.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod common;
 

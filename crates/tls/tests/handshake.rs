@@ -1,6 +1,12 @@
 //! Handshakes a real client completes against the configurations this crate builds: from PEM
 //! files in every accepted key encoding, from a generated self-signed certificate, and only
 //! with TLS 1.2 or 1.3.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod common;
 

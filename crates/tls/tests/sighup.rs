@@ -1,5 +1,11 @@
 //! SIGHUP makes the watcher re-read the certificate files. Its own test binary, because it
 //! signals the whole test process.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a broken fixture panics, and a test reads as one story"
+)]
 
 mod common;
 
