@@ -24,8 +24,14 @@
 //! nothing between attempts. Each look at the queue reads a bounded number of due entries and
 //! skips the domains of destinations whose connections are all busy, so one destination's
 //! backlog cannot fill the look and starve the rest.
+//!
+//! Every "now" the scheduler decides with (what is due, retry times, lifetimes, delay
+//! warnings, lease deadlines) comes from the [`Clock`] in its configuration, and every wait
+//! is a tokio timer: tests run it on tokio's paused time with a clock that follows it, so
+//! hours of retries pass at once and in a fixed order.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,6 +98,26 @@ pub struct SchedulerConfig {
     /// store, and new for each run (a restarted process must not take its crashed
     /// predecessor's leases for its own).
     pub node: String,
+    /// Where "now" comes from: the system's clock ([`SystemClock`]); tests give one that
+    /// follows tokio's paused time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The time the scheduler goes by, in milliseconds since the Unix epoch.
+pub trait Clock: fmt::Debug + Send + Sync {
+    /// Now.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock: queue times are stored as wall-clock instants, so they keep
+/// their meaning across restarts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
 }
 
 impl SchedulerConfig {
@@ -104,6 +130,7 @@ impl SchedulerConfig {
             max_per_destination: DEFAULT_MAX_PER_DESTINATION,
             messages_per_connection: DEFAULT_MESSAGES_PER_CONNECTION,
             node: node_id(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -217,7 +244,7 @@ async fn renew<T: Transport>(shared: &Shared<T>, in_flight: &HashSet<i64>) {
         return;
     }
     let entries: Vec<i64> = in_flight.iter().copied().collect();
-    let lease = shared.config.lease(now_ms());
+    let lease = shared.config.lease(shared.config.clock.now_ms());
     match shared.spool.renew_leases(lease, entries.clone()).await {
         Ok(held) if held.len() < entries.len() => {
             let lost: Vec<i64> = entries.into_iter().filter(|e| !held.contains(e)).collect();
@@ -344,7 +371,7 @@ async fn dispatch<T: Transport>(
     jobs: &mut JoinSet<()>,
 ) -> Result<Duration, Fault> {
     let config = &shared.config;
-    let now = now_ms();
+    let now = config.clock.now_ms();
     let mut running = active.running();
     if running < config.max_connections {
         let skip = active.busy_domains(config.max_per_destination);
@@ -372,7 +399,8 @@ async fn dispatch<T: Transport>(
     let pool = shared.readers.clone();
     let next = blocking(move || pool.with(|r| r.next_due_ms(now))).await?;
     Ok(match next {
-        Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(MAX_IDLE),
+        Some(at) => Duration::from_millis(u64::try_from(at - config.clock.now_ms()).unwrap_or(0))
+            .min(MAX_IDLE),
         None => MAX_IDLE,
     })
 }
@@ -531,7 +559,7 @@ async fn record<'e, T: Transport>(
     entries: impl Iterator<Item = &'e QueueEntry>,
     outcomes: &HashMap<i64, Outcome>,
 ) {
-    let now = now_ms();
+    let now = shared.config.clock.now_ms();
     let mut updates = Vec::new();
     let mut reports = Vec::new();
     for entry in entries {
@@ -595,7 +623,7 @@ async fn notify<T: Transport>(shared: &Shared<T>, message: MessageId) {
             return;
         }
     };
-    let now = now_ms();
+    let now = shared.config.clock.now_ms();
     let original = Original { id: message, envelope: &body.envelope, data: &body.data };
     let (ids, reports): (Vec<i64>, Vec<QueueReport>) = reports.into_iter().unzip();
     let config = &shared.config;
@@ -683,7 +711,7 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| StoreError::Corrupt { id: String::new(), reason: e.to_string() })?
 }
 
-/// Now, in milliseconds since the Unix epoch.
+/// Now by the system's clock, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -1,6 +1,10 @@
 //! The scheduler over a real store and spool, with a scripted transport: grouping by
 //! destination, per-recipient results, retries, bounces committed with the results, and
 //! in-flight leases; a job that panics.
+//!
+//! Tests that wait for retries, delay warnings or a lifetime run on tokio's paused time with a
+//! [`Paused`] clock that follows it: the scheduler's timers fire as soon as nothing else can
+//! run, so hours of queue time pass in milliseconds, and no test sleeps for real.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_queue::retry::RetryPolicy;
-use tern_queue::scheduler::{self, Router, SchedulerConfig};
+use tern_queue::scheduler::{self, Clock, Router, SchedulerConfig};
 use tern_queue::transport::{Failure, Job, JobResult, Outcome, Transport};
 use tern_queue::{Spool, SpoolConfig};
 use tern_store::pool::Pool;
@@ -31,6 +35,11 @@ struct Scripted {
     delay: Duration,
     /// Attempts begun (counted before the delay).
     started: AtomicUsize,
+    /// Signalled as each attempt begins.
+    begun: tokio::sync::Notify,
+    /// Never finishes an attempt (until the scheduler aborts it). Unlike a long delay, this
+    /// sets no timer that paused time could jump to.
+    stuck: bool,
 }
 
 impl Transport for Scripted {
@@ -40,6 +49,10 @@ impl Transport for Scripted {
 
     async fn deliver(&self, job: Job) -> JobResult {
         self.started.fetch_add(1, Ordering::SeqCst);
+        self.begun.notify_one();
+        if self.stuck {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(self.delay).await;
         let mut out = Vec::new();
         for message in &job.messages {
@@ -66,6 +79,38 @@ impl Transport for Scripted {
         self.jobs.lock().expect("lock").push(job);
         out
     }
+}
+
+/// Tokio's time (paused in the tests that use it) counted from the wall-clock time it was
+/// made at: wall-clock-like values, which advance only as the paused time does.
+#[derive(Debug)]
+struct Paused {
+    epoch_ms: i64,
+    start: tokio::time::Instant,
+}
+
+impl Paused {
+    fn new() -> Arc<Paused> {
+        Arc::new(Paused { epoch_ms: scheduler::now_ms(), start: tokio::time::Instant::now() })
+    }
+}
+
+impl Clock for Paused {
+    fn now_ms(&self) -> i64 {
+        self.epoch_ms + i64::try_from(self.start.elapsed().as_millis()).expect("in range")
+    }
+}
+
+/// A scheduler configuration going by `clock`, retrying by `retry`.
+fn paused_config(clock: &Arc<Paused>, retry: RetryPolicy) -> SchedulerConfig {
+    SchedulerConfig { retry, clock: clock.clone(), ..SchedulerConfig::new("mx.tern.test") }
+}
+
+/// `message(to)` received now by `clock`.
+fn message_at(clock: &Paused, to: &[&str]) -> NewMessage {
+    let mut message = message(to);
+    message.envelope.received_at_ms = clock.now_ms();
+    message
 }
 
 struct ToAlice;
@@ -124,8 +169,7 @@ fn setup(delay: Duration) -> Setup {
     let readers = Pool::new(Arc::new(move || {
         SqliteStore::open_read_only(&reader_dir).map(|s| Box::new(s) as Box<dyn StoreRead>)
     }));
-    let transport =
-        Arc::new(Scripted { jobs: Mutex::default(), delay, started: AtomicUsize::new(0) });
+    let transport = Arc::new(Scripted { delay, ..Scripted::default() });
     Setup { dir, spool, readers, transport, shutdown: CancellationToken::new() }
 }
 
@@ -152,6 +196,37 @@ async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Awaits `wait` on paused time, with a budget of real time kept by a thread of its own: a
+/// test timer would not do, since paused time jumps to the next timer whenever the runtime
+/// waits (as it does while the spool's writer thread commits).
+async fn in_real_time<T>(what: &str, wait: impl Future<Output = T>) -> T {
+    let (expire, expired) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        let _ = expire.send(());
+    });
+    tokio::select! {
+        found = wait => found,
+        _ = expired => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// On paused time: waits until `check` holds, looking again after each change the spool
+/// commits.
+async fn until_changed<T>(spool: &Spool, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let mut changes = spool.subscribe();
+    in_real_time(what, async {
+        loop {
+            if let Some(found) = check() {
+                return found;
+            }
+            // A lagging receiver only means looking again.
+            let _ = changes.recv().await;
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,20 +290,21 @@ async fn results_are_recorded_per_recipient_with_a_bounce_for_the_failure() {
     s.shutdown.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn retries_come_on_schedule_and_an_entry_is_never_attempted_twice_at_once() {
     // A slow transport and a retry interval shorter than one attempt: the lease must keep
     // the entry from being handed out again while its attempt runs.
     let s = setup(Duration::from_millis(600));
-    s.spool.submit(message(&["temp@a.test"])).await.expect("queued");
+    let clock = Paused::new();
+    s.spool.submit(message_at(&clock, &["temp@a.test"])).await.expect("queued");
     let retry = RetryPolicy {
         first: Duration::from_millis(100),
         max: Duration::from_millis(100),
         ..RetryPolicy::default()
     };
-    start(&s, retry);
+    start_with(&s, paused_config(&clock, retry));
     let readers = s.readers.clone();
-    until("three attempts", || {
+    until_changed(&s.spool, "three attempts", || {
         let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
         (entries.first()?.attempts >= 3).then_some(())
     })
@@ -350,22 +426,22 @@ impl Transport for PanicsOnce {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_job_that_panics_is_deferred_and_its_destination_stays_open() {
     let s = setup(Duration::ZERO);
-    let first = message(&["bob@a.test"]);
+    let clock = Paused::new();
+    let first = message_at(&clock, &["bob@a.test"]);
     s.spool.submit(first.clone()).await.expect("queued");
     let transport = Arc::new(PanicsOnce::default());
     // One connection per destination: a leaked one would block a.test for good.
-    let config = SchedulerConfig {
-        max_per_destination: 1,
-        retry: RetryPolicy {
-            first: Duration::from_millis(50),
-            max: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        },
-        ..SchedulerConfig::new("mx.tern.test")
+    // A minute of paused time passes in no real time, and is long enough that the deferral
+    // is seen before the retry (time moves on while the spool's writer thread commits).
+    let retry = RetryPolicy {
+        first: Duration::from_secs(60),
+        max: Duration::from_secs(60),
+        ..RetryPolicy::default()
     };
+    let config = SchedulerConfig { max_per_destination: 1, ..paused_config(&clock, retry) };
     tokio::spawn(scheduler::run(
         s.readers.clone(),
         s.spool.clone(),
@@ -376,16 +452,16 @@ async fn a_job_that_panics_is_deferred_and_its_destination_stays_open() {
     ));
     // The panic is recorded as a temporary failure, not lost and not retried at once.
     let readers = s.readers.clone();
-    let deferred = until("the panicked attempt to be recorded", || {
+    let deferred = until_changed(&s.spool, "the panicked attempt to be recorded", || {
         let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
         entries.into_iter().find(|e| e.attempts == 1)
     })
     .await;
     assert!(deferred.last_error.expect("error").contains("failed unexpectedly"));
     // Then delivered on the retry, and another message to the same destination goes too.
-    let second = message(&["carol@a.test"]);
+    let second = message_at(&clock, &["carol@a.test"]);
     s.spool.submit(second.clone()).await.expect("queued");
-    until("both messages delivered and gone", || {
+    until_changed(&s.spool, "both messages delivered and gone", || {
         let gone = |id| readers.with(|r| r.message(&id)).ok().flatten().is_none();
         (gone(first.id) && gone(second.id)).then_some(())
     })
@@ -489,32 +565,39 @@ async fn a_message_failing_at_thirty_destinations_gets_one_bounce_listing_them_a
     s.shutdown.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn delivered_failed_and_deferred_recipients_get_one_notice_of_each_kind() {
     let s = setup(Duration::ZERO);
-    let mut sent = message(&[
-        "bob@a.test",
-        "perm1@b.test",
-        "perm2@c.test",
-        "temp1@d.test",
-        "temp2@e.test",
-        "carol@f.test",
-    ]);
+    let clock = Paused::new();
+    let mut sent = message_at(
+        &clock,
+        &[
+            "bob@a.test",
+            "perm1@b.test",
+            "perm2@c.test",
+            "temp1@d.test",
+            "temp2@e.test",
+            "carol@f.test",
+        ],
+    );
     // Carol's sender asked to hear of success (the scripted next hop does not speak DSN).
     sent.envelope.recipients[5].notify = vec!["SUCCESS".into()];
     s.spool.submit(sent.clone()).await.expect("queued");
-    // Warn at the first deferral; retry soon, to see that the warning is not repeated.
+    // Warn at the first deferral; retry, to see that the warning is not repeated. An hour
+    // of paused time passes in no real time, and leaves each attempt's notices time to go
+    // out before the next attempt (time moves on while the spool's writer thread commits).
     let retry = RetryPolicy {
-        first: Duration::from_millis(200),
-        max: Duration::from_millis(200),
+        first: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
         delay_warning: Some(Duration::ZERO),
         ..RetryPolicy::default()
     };
-    start(&s, retry);
+    start_with(&s, paused_config(&clock, retry));
     let readers = s.readers.clone();
-    until("both deferred recipients retried", || {
+    // A third attempt: the second one's notices (there must be none) have gone out by then.
+    until_changed(&s.spool, "both deferred recipients retried twice", || {
         let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
-        (entries.len() == 2 && entries.iter().all(|e| e.attempts >= 2)).then_some(())
+        (entries.len() == 2 && entries.iter().all(|e| e.attempts >= 3)).then_some(())
     })
     .await;
     let notices = notices(&s.readers);
@@ -545,18 +628,19 @@ async fn delivered_failed_and_deferred_recipients_get_one_notice_of_each_kind() 
 
 /// Another node on the same database sees the scheduler's lease while it attempts an entry,
 /// and gets the entry once the scheduler stops (its leases released, not left to expire).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time, so the stop's grace period for the stuck attempt passes at once.
+#[tokio::test(start_paused = true)]
 async fn entries_being_attempted_are_leased_in_the_store_and_released_at_shutdown() {
-    let s = setup(Duration::from_secs(600));
-    let run = start_with(&s, SchedulerConfig::new("mx.tern.test"));
-    s.spool.submit(message(&["bob@slow.test"])).await.expect("queued");
-    until("the attempt to start", || {
-        (s.transport.started.load(Ordering::SeqCst) == 1).then_some(())
-    })
-    .await;
+    let stuck = Arc::new(Scripted { stuck: true, ..Scripted::default() });
+    let s = Setup { transport: stuck, ..setup(Duration::ZERO) };
+    let clock = Paused::new();
+    let run = start_with(&s, paused_config(&clock, RetryPolicy::default()));
+    s.spool.submit(message_at(&clock, &["bob@slow.test"])).await.expect("queued");
+    in_real_time("the attempt to start", s.transport.begun.notified()).await;
+    assert_eq!(s.transport.started.load(Ordering::SeqCst), 1);
     let mut other = SqliteStore::open(&s.dir).expect("open");
     let lease = |other: &mut SqliteStore| {
-        let now_ms = scheduler::now_ms();
+        let now_ms = clock.now_ms();
         let lease = Lease { node: "other".into(), now_ms, until_ms: now_ms + 60_000 };
         other.lease_due(&lease, 10, &[]).expect("lease")
     };
@@ -566,4 +650,41 @@ async fn entries_being_attempted_are_leased_in_the_store_and_released_at_shutdow
     let taken = lease(&mut other);
     assert_eq!(taken.len(), 1, "released at shutdown, the entry is free at once");
     assert_eq!(taken[0].recipient, "bob@slow.test");
+}
+
+/// Hours of queue time on the paused clock: a recipient that keeps failing is retried on the
+/// doubling schedule, warned about once it is older than the warning age, and bounced as
+/// expired (4.4.7) at the first attempt past its lifetime.
+#[tokio::test(start_paused = true)]
+async fn a_recipient_failing_past_its_lifetime_is_warned_about_then_bounced_as_expired() {
+    let s = setup(Duration::ZERO);
+    let clock = Paused::new();
+    let sent = message_at(&clock, &["temp@a.test"]);
+    s.spool.submit(sent.clone()).await.expect("queued");
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    // Attempts at 0, 5, 15, 35, 75 and 135 minutes; the warning follows the one at 35.
+    let retry = RetryPolicy {
+        first: minutes(5),
+        max: minutes(60),
+        lifetime: minutes(120),
+        delay_warning: Some(minutes(30)),
+    };
+    start_with(&s, paused_config(&clock, retry));
+    let readers = s.readers.clone();
+    until_changed(&s.spool, "the original to go with its entry", || {
+        readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
+    })
+    .await;
+    let elapsed = clock.now_ms() - sent.envelope.received_at_ms;
+    assert!(elapsed >= 135 * 60 * 1000, "bounced after {elapsed} ms of queue time");
+    let notices = notices(&s.readers);
+    let delayed = of_kind(&notices, "delayed");
+    assert_eq!(delayed.len(), 1, "one delay warning: {notices:#?}");
+    assert!(delayed[0].contains("Final-Recipient: rfc822; temp@a.test"), "{}", delayed[0]);
+    let failed = of_kind(&notices, "failed");
+    assert_eq!(failed.len(), 1, "one bounce: {notices:#?}");
+    assert!(failed[0].contains("Status: 4.4.7"), "{}", failed[0]);
+    assert!(failed[0].contains("gave up after 6 attempts over 2 hours"), "{}", failed[0]);
+    assert_eq!(s.transport.jobs.lock().expect("lock").len(), 6, "one job per attempt");
+    s.shutdown.cancel();
 }
