@@ -261,11 +261,13 @@ fn apply_updates(
             last_error = ?3, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
     )?;
     for (entry, update) in updates {
-        // Deleted meanwhile (an operator, or the message was deleted): nothing to do.
+        // Deleted meanwhile (an operator, or another node finished it after this lease ran
+        // out): nothing to record, and its report must not be filed a second time.
         let Some((message, owner)) = owner_of
             .query_row([entry], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
             .optional()?
         else {
+            refused.push(*entry);
             continue;
         };
         if owner.as_deref() != Some(node) {
@@ -312,7 +314,7 @@ impl SqliteStore {
         let tx = write_transaction(&mut self.conn)?;
         let (touched, refused) = apply_updates(&tx, node, updates, attempted_at_ms)?;
         if !refused.is_empty() {
-            warn!(node, entries = ?refused, "queue: results refused, the lease was lost");
+            warn!(node, entries = ?refused, "queue: results refused, the lease was lost or the entry is gone");
         }
         let kept: Vec<&QueueReport> =
             reports.iter().filter(|(entry, _)| !refused.contains(entry)).map(|(_, r)| r).collect();
@@ -962,5 +964,26 @@ mod tests {
         assert_eq!((entries[0].attempts, entries[0].next_attempt_ms), (1, 9_500), "b's counts");
         // Recorded, the lease is gone: the entry is anyone's when next due.
         assert_eq!(ids(&a.lease_due(&lease_as("a", 9_500, 20_000), 10, &[]).expect("a")), [entry]);
+    }
+
+    /// An entry removed while its attempt ran (an operator's delete, or another node that
+    /// finished it after this node's lease ran out) files no report: the bounce would be a
+    /// second one, or one the operator cancelled.
+    #[test]
+    fn a_result_for_an_entry_gone_meanwhile_files_no_report() {
+        let (mut a, _) = two_nodes();
+        let msg = message(&[("r1@x.test", Route::Remote), ("r2@y.test", Route::Remote)]);
+        a.commit_batch(std::slice::from_ref(&msg)).expect("commit");
+        let leased = a.lease_due(&lease_as("a", 1_000, 9_000), 10, &[]).expect("lease");
+        let entry = leased.iter().find(|e| e.recipient == "r1@x.test").expect("r1").id;
+        a.conn.execute("DELETE FROM queue WHERE id = ?1", [entry]).expect("operator delete");
+        let late = Mutation::QueueAttempted {
+            node: "a".into(),
+            updates: vec![(entry, EntryUpdate::Done)],
+            attempted_at_ms: 2_500,
+            reports: vec![(entry, report(&msg, "r1@x.test", ReportAction::Failed))],
+        };
+        a.apply(&late).expect("record");
+        assert!(a.queue_reports(&msg.id).expect("reports").is_empty(), "a report was filed");
     }
 }
