@@ -218,6 +218,7 @@ fn recipients(req: &SendRequest) -> Result<Vec<String>, ApiError> {
             Err(bad(format!("invalid {kind} address: {address}")))
         }
     };
+    check("From", &req.from.email)?;
     for p in &req.to {
         check("To", &p.email)?;
     }

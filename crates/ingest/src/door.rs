@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_protocol::Reply;
 use tern_protocol::received::Trace;
-use tern_protocol::reply::canned;
+use tern_protocol::reply::{Status, canned};
 use tern_queue::notice::Original;
 use tern_queue::{Spool, SpoolError};
 use tern_store::{
@@ -61,6 +61,34 @@ pub struct Transaction {
     pub ret: Option<String>,
     /// DSN `ENVID=`.
     pub envid: Option<String>,
+}
+
+/// Refuses addresses that could not stand inside `MAIL FROM:<…>` / `RCPT TO:<…>` as they are
+/// written out later: the SMTP parser already keeps such bytes out of SMTP's envelopes, but
+/// the HTTP paths (send API, release from a parsed `From:`) hand the door strings of their own,
+/// and a line break in one would inject commands into the outbound session.
+fn fits_smtp<'a>(
+    sender: &str,
+    recipients: impl Iterator<Item = &'a str>,
+) -> Result<(), IngestError> {
+    let bad = |address: &str| {
+        address.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>'))
+    };
+    if bad(sender) {
+        return Err(IngestError::Refused(Reply::new(
+            553,
+            Status(5, 1, 7),
+            format!("invalid sender address {sender:?}"),
+        )));
+    }
+    if let Some(rcpt) = recipients.into_iter().find(|r| r.is_empty() || bad(r)) {
+        return Err(IngestError::Refused(Reply::new(
+            553,
+            Status(5, 1, 3),
+            format!("invalid recipient address {rcpt:?}"),
+        )));
+    }
+    Ok(())
 }
 
 /// Why a message or a release did not get in.
@@ -181,6 +209,7 @@ impl Door {
         tx: Transaction,
         raw: Vec<u8>,
     ) -> Result<MessageId, IngestError> {
+        fits_smtp(&tx.mail_from, tx.recipients.iter().map(|r| r.address.as_str()))?;
         let findings = match self.chain.at_data(client, &tx, &raw).await {
             Verdict::Accept(findings) => findings,
             Verdict::Reject(reply) | Verdict::Defer(reply) => {
@@ -266,6 +295,7 @@ impl Door {
         notify: &[&str],
         now_ms: i64,
     ) -> Result<(), IngestError> {
+        fits_smtp(sender, recipients.iter().map(String::as_str))?;
         let notify: Vec<String> = notify.iter().map(|n| n.to_string()).collect();
         let entries = recipients
             .into_iter()
@@ -410,6 +440,37 @@ mod tests {
         let batches = batches.lock().expect("lock");
         assert_eq!(batches[0].len(), 1, "no notice to a sender anyone could have written");
         assert!(!batches[0][0].envelope.trusted_client);
+    }
+
+    /// The HTTP paths hand the door strings the SMTP parser never saw: one with a line break
+    /// would be written into `MAIL FROM:<…>` on the way out, injecting commands.
+    #[tokio::test]
+    async fn addresses_that_would_break_an_smtp_line_are_refused_and_nothing_is_queued() {
+        let store = MemoryStore::new(|_| false);
+        let (batches, mutations) = (store.batches.clone(), store.mutations.clone());
+        let (door, writer) = door(store);
+        let injected = "a@b.test>\r\nRCPT TO:<victim@elsewhere.example";
+        let tx = Transaction { mail_from: injected.into(), ..to_bob() };
+        let refused = door.accept(&client(), tx, RAW.to_vec()).await.expect_err("refused");
+        assert!(refused.reply().to_wire().starts_with("553 5.1.7"), "{refused}");
+        let id = MessageId::generate();
+        for (sender, rcpt, status) in [
+            (injected, "carol@remote.test", "553 5.1.7"),
+            ("alice@tern.test", "carol@remote.test\r\nDATA", "553 5.1.3"),
+            ("alice bob@tern.test", "carol@remote.test", "553 5.1.7"),
+        ] {
+            let refused = door
+                .release(id, sender, vec![rcpt.into()], &["NEVER"], 0)
+                .await
+                .expect_err("refused");
+            assert!(
+                refused.reply().to_wire().starts_with(status),
+                "{sender:?} {rcpt:?}: {refused}"
+            );
+        }
+        stop(door, writer).await;
+        assert!(batches.lock().expect("lock").is_empty());
+        assert!(mutations.lock().expect("lock").is_empty());
     }
 
     #[tokio::test]

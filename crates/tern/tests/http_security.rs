@@ -240,6 +240,21 @@ fn reads_from_another_site_change_nothing_and_no_answer_is_sniffed() {
     }
 }
 
+/// A sender with a line break would later be written into `MAIL FROM:<…>` when the message
+/// is released: the send API refuses it, and stores nothing.
+#[test]
+fn a_send_whose_sender_would_break_an_smtp_line_is_refused() {
+    let server = TernServer::start("");
+    let body = json!({"From": {"Email": "a@b.test>\r\nRCPT TO:<victim@elsewhere.example"},
+        "To": [{"Email": "dev@example.com"}], "Subject": "s", "Text": "x"})
+    .to_string();
+    let error =
+        curl(&server, "POST", "/api/v1/send", &["Content-Type: application/json"], Some(&body))
+            .refused(400);
+    assert!(error.contains("From"), "{error}");
+    assert_eq!(server.count(), 0);
+}
+
 #[test]
 fn websocket_handshakes_from_another_origin_are_refused() {
     let server = TernServer::start("");
