@@ -16,7 +16,6 @@
 //! rewrites the sequence number in place, commands are prebuilt byte strings, and with
 //! `--pipelining` MAIL, RCPT and DATA leave in one write.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod client;

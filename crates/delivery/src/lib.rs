@@ -4,7 +4,6 @@
 //! Delivery never decides whether a message is kept: the message is already durable in the
 //! store (and in its account's mailbox) before anything here runs. A Maildir copy is written
 //! at least once: after a crash a copy may be written again, never lost.
-#![forbid(unsafe_code)]
 
 pub mod local;
 pub mod maildir;

@@ -6,7 +6,6 @@
 //! single writer); new mail (the send API, release) comes in by the door (`tern-ingest`)
 //! exactly like SMTP's. Nothing here parses
 //! a message to list it; a message is parsed only when one is opened.
-#![forbid(unsafe_code)]
 
 mod access;
 pub mod api;

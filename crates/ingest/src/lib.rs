@@ -11,7 +11,6 @@
 //!
 //! It must not know about sockets or SQL: listeners hand it bytes and facts about the client,
 //! and the spool (`tern-queue`) owns the writing.
-#![forbid(unsafe_code)]
 
 pub mod check;
 pub mod checks;

@@ -16,7 +16,6 @@
 //!
 //! Time is always an argument (`now: Instant`); nothing here reads a clock, so every decision is
 //! deterministic and covered by table tests. The session layer owns I/O, sleeping and logging.
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod address;

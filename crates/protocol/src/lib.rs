@@ -12,7 +12,6 @@
 //!
 //! The session layer (`tern-smtp`) owns I/O and calls into these pieces; everything here is
 //! deterministic and covered by table tests.
-#![forbid(unsafe_code)]
 // Sums over what a peer sends must not wrap (a wrapped BDAT size once let one client buffer
 // without limit): use checked or saturating arithmetic, or say why an operation is bounded.
 #![deny(clippy::arithmetic_side_effects)]

@@ -9,7 +9,6 @@
 //! The same writer applies every other change to stored mail (delete, mark read, prune), so
 //! there is exactly one writer, and publishes an [`Event`] after each change for live views
 //! and waiters. [`maintenance`] prunes old mail and merges the search index through it.
-#![forbid(unsafe_code)]
 
 mod bodies;
 pub mod dsn;

@@ -8,7 +8,6 @@
 //!
 //! Sessions never write storage themselves: recipients are routed and finished messages taken
 //! in by the door (`tern-ingest`), which answers only after they are durable.
-#![forbid(unsafe_code)]
 // Sums over what a peer sends must not wrap (a wrapped BDAT size once let one client buffer
 // without limit): use checked or saturating arithmetic, or say why an operation is bounded.
 #![deny(clippy::arithmetic_side_effects)]

@@ -41,7 +41,6 @@
 //! connection or more concurrent readers than blocking threads: then add an async read trait
 //! for the readers beside [`StoreRead`]. The writer stays a thread, since group commit is
 //! sequential by nature.
-#![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod id;

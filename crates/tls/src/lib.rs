@@ -13,7 +13,6 @@
 //! This crate knows nothing of SMTP: the session decides when to start TLS (STARTTLS or implicit
 //! TLS) and only asks this crate for an acceptor.
 
-#![forbid(unsafe_code)]
 #![deny(missing_docs, rust_2018_idioms, unused_must_use)]
 
 pub mod config;
