@@ -237,6 +237,15 @@ impl SmtpTransport {
     /// `/etc/resolv.conf`). Needs no runtime; delivering does.
     pub fn new(config: OutboundConfig) -> Result<Self, OutboundError> {
         let resolver = MxResolver::new(&config.dns_servers, config.dns_timeout)?;
+        Self::with_resolver(config, resolver)
+    }
+
+    /// [`SmtpTransport::new`] over a resolver shared with the rest of the server
+    /// (`dns_servers` and `dns_timeout` of `config` are then the caller's business).
+    pub fn with_resolver(
+        config: OutboundConfig,
+        resolver: MxResolver,
+    ) -> Result<Self, OutboundError> {
         let tls = tls::TlsSetup::new(config.tls_ca_file.as_deref())?;
         Ok(SmtpTransport { inner: Arc::new(Inner { config, resolver, tls }) })
     }

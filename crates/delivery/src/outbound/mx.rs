@@ -12,11 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
-};
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use rand::seq::SliceRandom;
 use tern_queue::transport::{Failure, Outcome};
@@ -25,7 +21,7 @@ use super::OutboundError;
 use super::outcome::local_failure;
 
 /// Queries per name server before a lookup fails.
-pub const DNS_ATTEMPTS: usize = 2;
+pub use tern_dns::DNS_ATTEMPTS;
 
 /// One mail exchanger and its addresses, A before AAAA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,42 +119,17 @@ impl std::fmt::Debug for MxResolver {
 }
 
 impl MxResolver {
-    /// A resolver asking `servers` (UDP, then TCP for truncated answers, on each server's
-    /// port) or, when `servers` is empty, the system's name servers (`/etc/resolv.conf`).
-    /// `timeout` bounds each query; each is tried [`DNS_ATTEMPTS`] times.
+    /// A resolver asking `servers`, or the system's name servers when `servers` is empty
+    /// (see [`tern_dns::settings`]).
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Self, OutboundError> {
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = if servers.is_empty() {
-            match TokioResolver::builder_tokio() {
-                Ok(builder) => builder,
-                // No usable /etc/resolv.conf (a minimal container): the server must still
-                // start — the catcher never needs DNS — and outbound lookups then fail as
-                // temporary errors until `outbound.dns_servers` is set.
-                Err(e) => {
-                    tracing::warn!(error = %e, "no system DNS configuration; set outbound.dns_servers for outbound delivery");
-                    TokioResolver::builder_with_config(
-                        ResolverConfig::from_name_servers(vec![]),
-                        provider,
-                    )
-                }
-            }
-        } else {
-            let name_servers = servers.iter().map(|server| name_server(*server)).collect();
-            let mut builder = TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(name_servers),
-                provider,
-            );
-            // Configured name servers are the whole truth; /etc/hosts is for the system's.
-            builder.options_mut().use_hosts_file = ResolveHosts::Never;
-            builder
-        };
-        let options = builder.options_mut();
-        options.timeout = timeout;
-        options.attempts = DNS_ATTEMPTS;
-        // Many MTAs have no IPv6 route; try IPv4 addresses first, then IPv6.
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        let resolver = builder.build().map_err(|e| OutboundError::Resolver(e.to_string()))?;
+        let resolver = tern_dns::resolver(servers, timeout)
+            .map_err(|e| OutboundError::Resolver(e.to_string()))?;
         Ok(MxResolver { resolver })
+    }
+
+    /// Over a resolver built elsewhere: the server's one shared resolver.
+    pub fn from_resolver(resolver: TokioResolver) -> Self {
+        MxResolver { resolver }
     }
 
     /// The hosts to try for `domain`, best first.
@@ -274,14 +245,6 @@ fn order_exchanges(
         }
     }
     Ok(Some(names))
-}
-
-fn name_server(server: SocketAddr) -> NameServerConfig {
-    let mut udp = ConnectionConfig::udp();
-    udp.port = server.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = server.port();
-    NameServerConfig::new(server.ip(), true, vec![udp, tcp])
 }
 
 /// `dest.test` → `dest.test.`: fully qualified, so no search domains are tried.
