@@ -56,7 +56,8 @@ pub struct AuthConfig {
     pub received_spf: bool,
     /// TXT records answered before DNS is asked, by name: DKIM public keys for a selector
     /// (`"sel._domainkey.example.com" = "v=DKIM1; k=ed25519; p=…"`), SPF or DMARC records,
-    /// so tests and air-gapped catchers verify without DNS.
+    /// so tests and air-gapped catchers verify without DNS. An empty value answers "no
+    /// record" (`"_dmarc.com" = ""`).
     pub records: BTreeMap<String, String>,
 }
 

@@ -8,9 +8,12 @@
 
 pub mod cache;
 pub mod config;
+pub mod keys;
 pub mod results;
+pub mod sign;
 pub mod verify;
 
 pub use config::{Action, AuthConfig, DkimConfig, OnTempError};
 pub use results::{Decision, Results};
+pub use sign::Signer;
 pub use verify::{Session, Verifier, VerifierError};
