@@ -2,6 +2,9 @@
 //! domain's published policy: the keys and records come from configuration (`auth.records`),
 //! DNS goes to a closed loopback port, so nothing leaves the machine.
 
+// Helpers outside #[test] functions may panic too: that is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

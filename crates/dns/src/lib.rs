@@ -17,6 +17,7 @@ use hickory_resolver::config::{
     ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+pub use hickory_resolver::proto::rr::RData;
 
 /// Queries per name server before a lookup fails.
 pub const DNS_ATTEMPTS: usize = 2;

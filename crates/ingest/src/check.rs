@@ -31,6 +31,9 @@ pub struct Findings {
     /// Why the message is quarantined: every copy is kept in the store (tagged
     /// [`QUARANTINE_TAG`]) and none is delivered to a mailbox or sent on.
     pub quarantine: Option<String>,
+    /// Remove the client's `Authentication-Results` fields that claim this authserv-id: only
+    /// Tern may speak for itself (RFC 8601 §5).
+    pub remove_results_of: Option<String>,
 }
 
 /// The tag a quarantined message carries.
@@ -41,6 +44,7 @@ impl Findings {
         self.headers.extend(more.headers);
         self.tags.extend(more.tags);
         self.quarantine = self.quarantine.take().or(more.quarantine);
+        self.remove_results_of = self.remove_results_of.take().or(more.remove_results_of);
     }
 }
 
@@ -119,6 +123,11 @@ impl Chain {
     /// A chain of `checks`, run in this order.
     pub fn new(checks: Vec<Arc<dyn Check>>) -> Self {
         Chain { checks }
+    }
+
+    /// Adds `check` at the end.
+    pub fn push(&mut self, check: Arc<dyn Check>) {
+        self.checks.push(check);
     }
 
     /// The checks' names, in order.

@@ -91,6 +91,80 @@ fn fits_smtp<'a>(
     Ok(())
 }
 
+/// A check's header as one field: its own folds (CRLF before a space or tab) stay, any other
+/// line break becomes a space, so no check can start a second field or end the header.
+fn folded(header: &str) -> String {
+    let header = header.trim_end_matches(['\r', '\n']);
+    let mut out = String::with_capacity(header.len());
+    let mut chars = header.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                if matches!(chars.peek(), Some(' ' | '\t')) {
+                    out.push_str("\r\n");
+                } else {
+                    out.push(' ');
+                }
+            }
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `raw` without the `Authentication-Results` fields of its header that name `authserv_id`:
+/// a client's claim to speak for this server (RFC 8601 §5).
+fn without_results_of(raw: Vec<u8>, authserv_id: &str) -> Vec<u8> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |at| at + 2);
+    let claims = |field: &[u8]| {
+        let text = String::from_utf8_lossy(field);
+        let Some((name, value)) = text.split_once(':') else { return false };
+        if !name.trim().eq_ignore_ascii_case("authentication-results") {
+            return false;
+        }
+        // authserv-id [version] ";" …, comments and folding allowed around it.
+        let id = value.split(';').next().unwrap_or_default();
+        id.split_whitespace().next().is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    let mut removed = 0usize;
+    let mut start = 0;
+    while start < head_end {
+        // A field runs to the CRLF not followed by a fold.
+        let mut end = start;
+        loop {
+            match memchr_lf(&raw[end..head_end]) {
+                Some(lf) => end += lf + 1,
+                None => {
+                    end = head_end;
+                    break;
+                }
+            }
+            if !matches!(raw.get(end), Some(b' ' | b'\t')) || end >= head_end {
+                break;
+            }
+        }
+        if claims(&raw[start..end]) {
+            removed += 1;
+        } else {
+            out.extend_from_slice(&raw[start..end]);
+        }
+        start = end;
+    }
+    if removed == 0 {
+        return raw;
+    }
+    warn!(removed, authserv_id, "removed Authentication-Results fields forging our authserv-id");
+    out.extend_from_slice(&raw[head_end..]);
+    out
+}
+
+fn memchr_lf(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
 /// Why a message or a release did not get in.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -265,10 +339,13 @@ impl Door {
         }
         .render();
         for header in &findings.headers {
-            // A header never spans lines it did not fold itself.
-            received_header.extend(header.replace(['\r', '\n'], " ").bytes());
+            received_header.extend(folded(header).bytes());
             received_header.extend_from_slice(b"\r\n");
         }
+        let raw = match &findings.remove_results_of {
+            Some(authserv_id) => without_results_of(raw, authserv_id),
+            None => raw,
+        };
         let (mut summary, search_text) = Summary::extract_with_text(&raw);
         summary.tags.extend(findings.tags);
         if let Some(reason) = &findings.quarantine {
@@ -526,6 +603,7 @@ mod tests {
                 headers: vec![header.into()],
                 tags: vec![tag.into()],
                 quarantine: quarantine.map(str::to_string),
+                ..Findings::default()
             })
         };
         let verdicts = vec![
@@ -543,6 +621,39 @@ mod tests {
         assert!(after.is_some_and(|rest| rest.ends_with("spf=pass\r\nX-Spam: yes\r\n")), "{head}");
         assert_eq!(message.summary.tags, ["quarantine", "spam", "spf"]);
         assert_eq!(message.envelope.recipients[0].route, Route::Capture, "kept, not delivered");
+    }
+
+    #[tokio::test]
+    async fn results_forging_our_authserv_id_are_removed_and_folds_kept() {
+        let store = MemoryStore::new(|_| false);
+        let batches = store.batches.clone();
+        let findings = Findings {
+            headers: vec![
+                "Authentication-Results: tern.test;\r\n\tspf=pass\r\nX-Injected: 1\r\n".into(),
+            ],
+            remove_results_of: Some("tern.test".into()),
+            ..Findings::default()
+        };
+        let (door, writer) = with_checks(store, vec![Verdict::Accept(findings)]);
+        let raw = b"Authentication-Results: TERN.test; dkim=pass\r\n\
+From: a@b.test\r\n\
+Authentication-Results:\r\n tern.test (folded);\r\n dmarc=pass\r\n\
+Authentication-Results: mx.other.example; spf=pass\r\n\
+Subject: hi\r\n\r\nAuthentication-Results: tern.test; in the body stays\r\n";
+        door.accept(&client(), to_bob(), raw.to_vec()).await.expect("accepted");
+        stop(door, writer).await;
+        let batches = batches.lock().expect("lock");
+        let message = &batches[0][0];
+        let head = String::from_utf8_lossy(&message.received_header);
+        assert!(
+            head.ends_with("Authentication-Results: tern.test;\r\n\tspf=pass X-Injected: 1\r\n"),
+            "{head}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&message.raw),
+            "From: a@b.test\r\nAuthentication-Results: mx.other.example; spf=pass\r\n\
+Subject: hi\r\n\r\nAuthentication-Results: tern.test; in the body stays\r\n"
+        );
     }
 
     #[tokio::test]

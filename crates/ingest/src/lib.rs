@@ -7,11 +7,13 @@
 //!   targets, postmaster, remote) and routes notices by the same rules.
 //! - [`check`] is the ordered chain of checks a message passes at `MAIL FROM`, `RCPT TO` and
 //!   end of data; [`checks`] holds the checks Tern ships (lists, sender ownership, relay).
+//! - [`authentication`] holds the chain's SPF/DKIM/DMARC/ARC stage and the DKIM signing stage.
 //! - [`directory`] is what routing (and the SMTP session's AUTH) asks of the accounts.
 //!
 //! It must not know about sockets or SQL: listeners hand it bytes and facts about the client,
 //! and the spool (`tern-queue`) owns the writing.
 
+pub mod authentication;
 pub mod check;
 pub mod checks;
 pub mod directory;

@@ -60,6 +60,12 @@ pub struct Config {
     /// The outbound queue's retry schedule and notices.
     #[serde(default)]
     pub queue: tern_queue::retry::QueueSection,
+    /// Checking received mail: SPF, DKIM, DMARC, ARC.
+    #[serde(default)]
+    pub auth: tern_auth::AuthConfig,
+    /// DKIM signing of the mail Tern sends for its users.
+    #[serde(default)]
+    pub dkim: tern_auth::DkimConfig,
 }
 
 /// What Tern is running as.
@@ -162,6 +168,8 @@ impl Default for Config {
             lists: tern_policy::ListsConfig::default(),
             outbound: tern_delivery::outbound::OutboundSection::default(),
             queue: tern_queue::retry::QueueSection::default(),
+            auth: tern_auth::AuthConfig::default(),
+            dkim: tern_auth::DkimConfig::default(),
         }
     }
 }
@@ -301,6 +309,12 @@ impl Config {
                 message[key.len()..].trim_start_matches([':', ' ']).to_string(),
             ));
         }
+        if let Err(e) = config.auth.validate() {
+            // The message starts with the key (`auth.records."name"`).
+            let message = e.to_string();
+            let (key, rest) = message.split_once(": ").unwrap_or(("auth", message.as_str()));
+            return Err(invalid(line_of_key(text, "auth.records"), key.into(), rest.into()));
+        }
         if config.mode == Mode::Mta && config.listeners.is_empty() {
             return Err(invalid(
                 line_of_key(text, "mode"),
@@ -422,6 +436,16 @@ impl Config {
     }
 
     /// The hostname to announce: configured, else the system's, else `localhost`.
+    /// Where the DKIM keys are: `dkim.key_dir`, or `DATA_DIR/dkim`.
+    pub fn dkim_key_dir(&self) -> PathBuf {
+        self.dkim.key_dir.clone().unwrap_or_else(|| self.data_dir.join("dkim"))
+    }
+
+    /// Whether received mail is checked: `auth.verify`, by default on in MTA mode only.
+    pub fn verifies(&self) -> bool {
+        self.auth.verify_or(self.mode == Mode::Mta)
+    }
+
     pub fn resolved_hostname(&self) -> String {
         self.hostname.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -488,6 +512,8 @@ mod tests {
         assert_eq!(config.retention, defaults.retention);
         assert_eq!(format!("{:?}", config.outbound), format!("{:?}", defaults.outbound));
         assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
+        assert_eq!(config.auth, defaults.auth);
+        assert_eq!(config.dkim, defaults.dkim);
     }
 
     /// The README's configuration table names every key of the example file, so the two

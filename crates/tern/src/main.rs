@@ -4,6 +4,7 @@
 mod account;
 mod config;
 mod directory;
+mod dkim;
 mod messages;
 mod metrics;
 mod outbound;
@@ -42,6 +43,8 @@ enum Command {
     Alias(account::AliasArgs),
     /// Inspect and manage the outbound queue of a running server.
     Queue(queue::QueueArgs),
+    /// DKIM signing keys: generate them, list their DNS records, check what DNS publishes.
+    Dkim(dkim::DkimArgs),
 }
 
 /// Flags of `tern serve`; each overrides the matching configuration key.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Account(args) => account::account_main(args),
         Command::Alias(args) => account::alias_main(args),
         Command::Queue(args) => queue::main(args),
+        Command::Dkim(args) => dkim::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tern_delivery::outbound::SmtpTransport;
+use tern_delivery::outbound::{MxResolver, SmtpTransport};
 use tern_queue::Spool;
 use tern_queue::scheduler::{self, Router, SchedulerConfig};
 use tern_store::StoreRead;
@@ -16,12 +16,21 @@ use crate::config::Config;
 pub fn scheduler(
     config: &Config,
     hostname: &str,
+    resolver: Option<tern_delivery::outbound::TokioResolver>,
     readers: Pool<Box<dyn StoreRead>>,
     spool: Spool,
     router: Arc<dyn Router>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
-    let transport = SmtpTransport::new(config.outbound.client(hostname))?;
+    // One resolver for the server: the authentication checks' when they run, so both share
+    // its cache.
+    let client = config.outbound.client(hostname);
+    let transport = match resolver {
+        Some(resolver) => {
+            SmtpTransport::with_resolver(client, MxResolver::from_resolver(resolver))?
+        }
+        None => SmtpTransport::new(client)?,
+    };
     let o = &config.outbound;
     let scheduler_config = SchedulerConfig {
         retry: config.queue.retry_policy(),

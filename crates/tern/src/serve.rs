@@ -115,7 +115,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
-    let door = door(&spool, &hostname, mta.as_deref(), directory.clone());
+    let auth = Authentication::load(&config, &hostname)?;
+    let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
     let http = tokio::spawn(tern_http::server::serve(
         http_listener,
@@ -126,6 +127,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracker.spawn(crate::outbound::scheduler(
         &config,
         &hostname,
+        auth.verifier.as_ref().map(|v| v.resolver().clone()),
         readers,
         spool,
         Arc::new(door.routing().clone()),
@@ -172,20 +174,74 @@ async fn close_spool(writer: tern_queue::SpoolWriter) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Message authentication as configured: the verifier (when received mail is checked) and the
+/// DKIM signer (when keys exist and signing is on).
+struct Authentication {
+    verifier: Option<Arc<tern_auth::Verifier>>,
+    config: tern_auth::AuthConfig,
+    signer: Option<Arc<tern_auth::Signer>>,
+}
+
+impl Authentication {
+    fn load(config: &Config, hostname: &str) -> anyhow::Result<Self> {
+        let verifier = if config.verifies() {
+            let o = &config.outbound;
+            let timeout = Duration::from_secs(o.dns_timeout_secs);
+            let verifier =
+                tern_auth::Verifier::new(&config.auth, hostname, &o.dns_servers, timeout)?;
+            info!(authserv_id = verifier.authserv_id(), "checking SPF, DKIM, DMARC and ARC");
+            Some(Arc::new(verifier))
+        } else {
+            None
+        };
+        let dir = config.dkim_key_dir();
+        let keys = tern_auth::keys::load_dir(&dir)
+            .with_context(|| format!("reading DKIM keys in {}", dir.display()))?;
+        let signer = if keys.is_empty() || !config.dkim.sign.unwrap_or(true) {
+            None
+        } else {
+            for key in &keys {
+                info!(domain = %key.domain, selector = %key.selector, "DKIM key loaded");
+            }
+            Some(Arc::new(tern_auth::Signer::new(keys)))
+        };
+        Ok(Authentication { verifier, config: config.auth.clone(), signer })
+    }
+
+    /// The chain's stages for it, after `standard` (the MTA's checks) if any.
+    fn chain(&self, mta: Option<&tern_smtp::Mta>) -> tern_ingest::Chain {
+        use tern_ingest::authentication::{Authenticate, Sign};
+        let mut chain = match mta {
+            Some(mta) => tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
+            None => tern_ingest::Chain::default(),
+        };
+        if let Some(verifier) = &self.verifier {
+            let config = self.config.clone();
+            chain.push(Arc::new(match mta {
+                Some(mta) => Authenticate::mta(verifier.clone(), config, mta.relay.clone()),
+                None => Authenticate::catcher(verifier.clone(), config),
+            }));
+        }
+        if let (Some(signer), Some(mta)) = (&self.signer, mta) {
+            chain.push(Arc::new(Sign::new(signer.clone(), mta.relay.clone())));
+        }
+        chain
+    }
+}
+
 /// The door every message enters by: in MTA mode with the relay policy's routing and the
-/// standard checks, in catcher mode capturing everything.
+/// standard checks, in catcher mode capturing everything; then authentication and signing.
 fn door(
     spool: &Spool,
     hostname: &str,
     mta: Option<&tern_smtp::Mta>,
     directory: Option<Arc<dyn tern_ingest::Directory>>,
+    auth: &Authentication,
 ) -> Arc<Door> {
-    let (routing, chain) = match mta {
-        Some(mta) => (
-            Routing::mta(mta.relay.clone(), directory, hostname),
-            tern_ingest::checks::standard(mta.relay.clone(), mta.lists.clone()),
-        ),
-        None => (Routing::capture(), tern_ingest::Chain::default()),
+    let chain = auth.chain(mta);
+    let routing = match mta {
+        Some(mta) => Routing::mta(mta.relay.clone(), directory, hostname),
+        None => Routing::capture(),
     };
     let door = Door::new(spool.clone(), hostname, routing).with_chain(chain);
     Arc::new(door.with_delivered_notices(true))

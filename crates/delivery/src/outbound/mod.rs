@@ -35,6 +35,7 @@ use tern_queue::transport::{Job, JobResult, Transport};
 pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
 pub use section::{OutboundSection, parse_host_port};
+pub use tern_dns::TokioResolver;
 
 /// Default time each DNS query may take.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -241,8 +241,16 @@ impl DnsRecord {
             DnsRecord::Aaaa { host, addr } => format!("host-record={host},{addr}"),
             DnsRecord::Cname { alias, target } => format!("cname={alias},{target}"),
             DnsRecord::Txt { name, text } => {
-                let quoted = text.replace('\\', "\\\\").replace('"', "\\\"");
-                format!("txt-record={name},\"{quoted}\"")
+                // One TXT character-string holds at most 255 bytes (a DKIM RSA key needs two).
+                let strings: Vec<String> = text
+                    .as_bytes()
+                    .chunks(255)
+                    .map(|chunk| {
+                        let chunk = String::from_utf8_lossy(chunk);
+                        format!("\"{}\"", chunk.replace('\\', "\\\\").replace('"', "\\\""))
+                    })
+                    .collect();
+                format!("txt-record={name},{}", strings.join(","))
             }
             DnsRecord::Timeout { domain } => format!("server=/{domain}/127.0.0.1#{black_hole}"),
         }
