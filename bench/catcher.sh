@@ -66,10 +66,10 @@ start() {
 stop() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 
 log "building this Tern (release), and the same without the index"
-(cd "$REPO" && cargo build --release -p tern >&2)
+(cd "$REPO" && cargo build --release --ignore-rust-version -p tern >&2)
 TERN="$TARGET/release/tern"
 (cd "$REPO" && CARGO_TARGET_DIR="$TARGET/catcher-bench-unindexed" \
-  cargo build --release -p tern --features bench-without-index >&2)
+  cargo build --release --ignore-rust-version -p tern --features bench-without-index >&2)
 UNINDEXED="$TARGET/catcher-bench-unindexed/release/tern"
 
 # ingest LABEL BIN -> one JSON line on stdout; sets RATE
@@ -88,7 +88,8 @@ ingest() {
 if [ -n "$BASE_REV" ]; then
   log "building the baseline $BASE_REV (release, own target dir)"
   git -C "$REPO" worktree add --detach "$WORK/base" "$BASE_REV" >&2
-  (cd "$WORK/base" && CARGO_TARGET_DIR="$TARGET/catcher-bench-base" cargo build --release -p tern >&2)
+  (cd "$WORK/base" && CARGO_TARGET_DIR="$TARGET/catcher-bench-base" \
+    cargo build --release --ignore-rust-version -p tern >&2)
 fi
 # Rounds alternate between the builds: this machine's speed drifts between runs, so only
 # ratios within a round compare.

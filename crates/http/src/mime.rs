@@ -2,9 +2,9 @@
 //! (root `0`, children `1`, `2`, deeper `1.2` …), the Inline/Attachments split, text and HTML
 //! bodies, and raw headers. Parsing happens per request for one message; lists never parse.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, PartId, PartKind};
 use md5::Digest as _;
 use serde::Serialize;
 
@@ -43,8 +43,8 @@ enum Kind {
 /// A parsed message and its numbered leaf parts.
 pub struct Parsed<'a> {
     pub message: Message<'a>,
-    /// (PartID, index into `message.parts`, kind), depth-first.
-    leaves: Vec<(String, usize, Kind)>,
+    /// (PartID, id of the part in `message`, kind), depth-first.
+    leaves: Vec<(String, PartId, Kind)>,
 }
 
 impl<'a> Parsed<'a> {
@@ -52,10 +52,7 @@ impl<'a> Parsed<'a> {
     pub fn new(raw: &'a [u8]) -> Option<Parsed<'a>> {
         let message = MessageParser::default().parse(raw)?;
         let mut leaves = Vec::new();
-        if message.parts.is_empty() {
-            return Some(Parsed { message, leaves });
-        }
-        number(&message, 0, String::from("0"), true, &mut leaves);
+        number(message.root_part(), String::from("0"), true, &mut leaves);
         Some(Parsed { message, leaves })
     }
 
@@ -74,21 +71,23 @@ impl<'a> Parsed<'a> {
             .iter()
             .filter(|(_, _, k)| *k == kind)
             .filter_map(|(id, index, _)| {
-                let part = &self.message.parts[*index];
-                let info = part_info(id, part);
+                let info = part_info(id, self.message.part(*index)?);
                 (!info.file_name.is_empty() || !info.content_id.is_empty()).then_some(info)
             })
             .collect()
     }
 
     /// A listed-or-not leaf part by its PartID.
-    pub fn part(&self, part_id: &str) -> Option<(PartInfo, &MessagePart<'a>)> {
-        self.leaves.iter().find(|(id, _, kind)| id == part_id && *kind != Kind::Body).map(
-            |(id, index, _)| {
-                let part = &self.message.parts[*index];
-                (part_info(id, part), part)
-            },
-        )
+    pub fn part(&self, part_id: &str) -> Option<(PartInfo, MessagePart<'_>)> {
+        let (id, index, _) =
+            self.leaves.iter().find(|(id, _, kind)| id == part_id && *kind != Kind::Body)?;
+        let part = self.message.part(*index)?;
+        Some((part_info(id, part), part))
+    }
+
+    /// The raw value of the message's last header called `name`, after its colon.
+    pub fn header_raw(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.message.headers().get(name)?.raw_value()).ok()
     }
 
     /// Every leaf with a Content-ID: (Content-ID, PartID), for rewriting `cid:` links.
@@ -96,7 +95,7 @@ impl<'a> Parsed<'a> {
         self.leaves
             .iter()
             .filter_map(|(id, index, _)| {
-                let cid = self.message.parts[*index].content_id()?;
+                let cid = self.message.part(*index)?.content_id()?;
                 Some((cid.trim_matches(['<', '>']).to_string(), id.clone()))
             })
             .collect()
@@ -104,63 +103,51 @@ impl<'a> Parsed<'a> {
 
     /// The text body: the text parts, or text made from the HTML when there are none.
     pub fn text(&self) -> String {
-        let parts: Vec<String> = (0..self.message.text_body_count())
-            .filter_map(|i| self.message.body_text(i).map(|t| t.into_owned()))
-            .collect();
+        let parts: Vec<String> = self.message.text_bodies().map(Cow::into_owned).collect();
         parts.join("\n--\n")
     }
 
     /// The first real `text/html` body, if any.
     pub fn html(&self) -> Option<String> {
-        (0..self.message.html_body_count() as u32).find_map(|i| {
-            match &self.message.html_part(i)?.body {
-                PartType::Html(html) => Some(html.to_string()),
-                _ => None,
-            }
-        })
+        self.message
+            .html_body()
+            .filter(|part| matches!(part.kind(), PartKind::Html))
+            .find_map(|part| part.text().map(Cow::into_owned))
     }
 
     /// Headers as Mailpit shows them: canonical names, in alphabetical order, each with its
     /// raw values unfolded and trimmed.
     pub fn headers(&self) -> BTreeMap<String, Vec<String>> {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, value) in self.message.headers_raw() {
+        for header in self.message.headers() {
+            let Ok(value) = std::str::from_utf8(header.raw_value()) else { continue };
             let unfolded = value
                 .split(['\r', '\n'])
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
-            map.entry(canonical_header_name(name)).or_default().push(unfolded);
+            map.entry(canonical_header_name(header.raw_name())).or_default().push(unfolded);
         }
         map
     }
 }
 
-fn number(
-    message: &Message<'_>,
-    index: usize,
-    id: String,
-    is_root: bool,
-    out: &mut Vec<(String, usize, Kind)>,
-) {
-    let Some(part) = message.parts.get(index) else { return };
-    match &part.body {
-        PartType::Multipart(children) => {
-            for (n, child) in children.iter().enumerate() {
-                let child_id =
-                    if is_root { (n + 1).to_string() } else { format!("{id}.{}", n + 1) };
-                number(message, *child as usize, child_id, false, out);
-            }
+fn number(part: MessagePart<'_>, id: String, is_root: bool, out: &mut Vec<(String, PartId, Kind)>) {
+    if part.is_multipart() {
+        for (n, child) in part.children().enumerate() {
+            let child_id = if is_root { (n + 1).to_string() } else { format!("{id}.{}", n + 1) };
+            number(child, child_id, false, out);
         }
-        _ => out.push((id, index, classify(part))),
+    } else {
+        out.push((id, part.id(), classify(part)));
     }
 }
 
 /// Mailpit's split: `attachment` disposition or octet-stream → attachment; `inline`
 /// disposition → inline; other non-text parts without disposition → inline; text bodies are
 /// not listed.
-fn classify(part: &MessagePart<'_>) -> Kind {
+fn classify(part: MessagePart<'_>) -> Kind {
     let disposition = part.content_disposition().map(|d| d.ctype().to_ascii_lowercase());
     let media = media_type(part);
     if disposition.as_deref() == Some("attachment") || media == "application/octet-stream" {
@@ -175,7 +162,7 @@ fn classify(part: &MessagePart<'_>) -> Kind {
 }
 
 /// The bare media type, lower-case, `text/plain` when absent.
-pub fn media_type(part: &MessagePart<'_>) -> String {
+pub fn media_type(part: MessagePart<'_>) -> String {
     match part.content_type() {
         Some(ct) => match ct.subtype() {
             Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
@@ -185,8 +172,22 @@ pub fn media_type(part: &MessagePart<'_>) -> String {
     }
 }
 
-fn part_info(id: &str, part: &MessagePart<'_>) -> PartInfo {
-    let content = part.contents();
+/// A leaf part's content as it is downloaded: text decoded to UTF-8, a nested message as
+/// its bytes, anything else decoded from its transfer encoding.
+pub fn contents<'m>(part: MessagePart<'m>) -> Cow<'m, [u8]> {
+    if let Some(nested) = part.nested() {
+        return Cow::Borrowed(nested.raw());
+    }
+    match part.text() {
+        Some(Cow::Borrowed(text)) => Cow::Borrowed(text.as_bytes()),
+        Some(Cow::Owned(text)) => Cow::Owned(text.into_bytes()),
+        None => part.decoded(),
+    }
+}
+
+fn part_info(id: &str, part: MessagePart<'_>) -> PartInfo {
+    let content = contents(part);
+    let content = content.as_ref();
     let content_id = part.content_id().unwrap_or_default().trim_matches(['<', '>']).to_string();
     PartInfo {
         part_id: id.to_string(),
@@ -242,7 +243,7 @@ mod tests {
         assert_eq!(parsed.text().trim(), "plain body");
         assert!(parsed.html().expect("html").contains("cid:logo@x"));
         assert!(parsed.part("1.1").is_none(), "body parts are not downloadable");
-        assert_eq!(parsed.part("3").expect("pdf").1.contents(), b"hello");
+        assert_eq!(contents(parsed.part("3").expect("pdf").1).as_ref(), b"hello");
         assert_eq!(parsed.content_ids(), vec![("logo@x".to_string(), "2".to_string())]);
         assert_eq!(parsed.headers()["Subject"], vec!["parts"]);
     }

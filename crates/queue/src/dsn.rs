@@ -615,7 +615,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_parser::{MessageParser, MimeHeaders};
+    use mail_parser::{MessageParser, MessagePart, PartId};
 
     const ORIGINAL: &[u8] =
         b"Received: from client.example by mx.tern.test; Tue, 14 Nov 2023 22:13:20 +0000\r\n\
@@ -668,19 +668,28 @@ see you.\r\n";
     }
 
     /// The parsed report's three parts as (content type, part).
-    fn parts(raw: &[u8]) -> (mail_parser::Message<'_>, Vec<u32>) {
+    fn parts(raw: &[u8]) -> (mail_parser::Message<'_>, Vec<PartId>) {
         let message = MessageParser::default().parse(raw).expect("parses");
         let root = message.root_part();
         let ct = root.content_type().expect("content type");
         assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
         assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
-        let ids = root.sub_parts().expect("multipart").to_vec();
+        let ids: Vec<PartId> = root.children().map(|part| part.id()).collect();
         assert_eq!(ids.len(), 3, "three parts");
         (message, ids)
     }
 
-    fn content_type(message: &mail_parser::Message<'_>, id: u32) -> String {
-        let ct = message.parts[id as usize].content_type().expect("content type");
+    fn part<'m>(message: &'m mail_parser::Message<'_>, id: PartId) -> MessagePart<'m> {
+        message.part(id).expect("a part")
+    }
+
+    /// The raw value of the report's last header called `name`, after its colon.
+    fn header_raw<'m>(message: &'m mail_parser::Message<'_>, name: &str) -> Option<&'m str> {
+        std::str::from_utf8(message.headers().get(name)?.raw_value()).ok()
+    }
+
+    fn content_type(message: &mail_parser::Message<'_>, id: PartId) -> String {
+        let ct = part(message, id).content_type().expect("content type");
         format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
     }
 
@@ -708,9 +717,9 @@ see you.\r\n";
         block.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    fn part_body<'b>(raw: &'b [u8], message: &mail_parser::Message<'_>, id: u32) -> &'b [u8] {
-        let part = &message.parts[id as usize];
-        &raw[part.raw_body_offset() as usize..part.raw_end_offset() as usize]
+    fn part_body<'b>(raw: &'b [u8], message: &mail_parser::Message<'_>, id: PartId) -> &'b [u8] {
+        let part = part(message, id);
+        &raw[part.offset_body() as usize..part.offset_end() as usize]
     }
 
     fn assert_crlf_and_short(raw: &[u8]) {
@@ -742,10 +751,10 @@ see you.\r\n";
             message.message_id(),
             Some("01HF0000000000000000000000.1700000200000.failed@mx.tern.test")
         );
-        assert_eq!(message.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"));
+        assert_eq!(header_raw(&message, "Auto-Submitted").map(str::trim), Some("auto-replied"));
 
         assert_eq!(content_type(&message, ids[0]), "text/plain");
-        let text = message.parts[ids[0] as usize].text_contents().expect("text");
+        let text = part(&message, ids[0]).text().expect("text");
         assert!(text.contains("<bob@remote.example>: delivery failed (status 5.1.1)"), "{text}");
         assert!(text.contains("It said: 550 5.1.1 No such user"), "{text}");
         assert!(text.contains("Remote server: mx1.remote.example"), "{text}");
@@ -769,7 +778,7 @@ see you.\r\n";
         // No RET= on a failure: the whole message comes back.
         assert_eq!(content_type(&message, ids[2]), "message/rfc822");
         assert_eq!(part_body(&raw, &message, ids[2]), ORIGINAL);
-        let inner = message.parts[ids[2] as usize].message().expect("nested message");
+        let inner = part(&message, ids[2]).nested().expect("nested message");
         assert_eq!(inner.subject(), Some("Hello"));
     }
 
@@ -780,7 +789,7 @@ see you.\r\n";
         assert_crlf_and_short(&raw);
         let (message, ids) = parts(&raw);
         assert_eq!(message.subject(), Some("Delayed Mail (still being retried)"));
-        let text = message.parts[ids[0] as usize].text_contents().expect("text");
+        let text = part(&message, ids[0]).text().expect("text");
         assert!(text.contains("retried until Sun, 19 Nov 2023 22:13:20 +0000"), "{text}");
         let blocks = status_blocks(part_body(&raw, &message, ids[1]));
         let rcpt = &blocks[1];
@@ -868,7 +877,7 @@ see you.\r\n";
             assert!(!line.starts_with("Bcc:") && !line.starts_with("X-Evil"), "{line}");
         }
         let (message, ids) = parts(&raw);
-        assert!(message.header_raw("Bcc").is_none());
+        assert!(header_raw(&message, "Bcc").is_none());
         let blocks = status_blocks(part_body(&raw, &message, ids[1]));
         assert_eq!(blocks.len(), 2, "{blocks:?}");
         let rcpt = &blocks[1];
@@ -890,18 +899,18 @@ Content-Transfer-Encoding: 8bit\r\n\r\nVoil\xe0, d\xe9j\xe0 vu.\r\n\xff\xfe\x00 
             build(&Report { original, ret: Some("FULL"), ..report(ReportKind::Failed, &rcpts) });
         assert_crlf_and_short(&raw);
         let (message, ids) = parts(&raw);
-        let part = &message.parts[ids[2] as usize];
+        let global = part(&message, ids[2]);
         // UTF-8 in the original's headers (RFC 6532) makes it message/global (RFC 6533).
         assert_eq!(content_type(&message, ids[2]), "message/global");
-        assert_eq!(part.content_transfer_encoding(), Some("8bit"));
+        assert_eq!(global.content_transfer_encoding(), Some("8bit"));
         assert_eq!(part_body(&raw, &message, ids[2]), original);
-        assert_eq!(message.header_raw("Content-Transfer-Encoding").map(str::trim), Some("8bit"));
+        assert_eq!(header_raw(&message, "Content-Transfer-Encoding").map(str::trim), Some("8bit"));
         // A Latin-1 body alone keeps message/rfc822.
         let latin: &[u8] = b"Subject: x\r\n\r\nd\xe9j\xe0\r\n";
         let raw = build(&Report { original: latin, ..report(ReportKind::Failed, &rcpts) });
         let (message, ids) = parts(&raw);
         assert_eq!(content_type(&message, ids[2]), "message/rfc822");
-        assert_eq!(message.parts[ids[2] as usize].content_transfer_encoding(), Some("8bit"));
+        assert_eq!(part(&message, ids[2]).content_transfer_encoding(), Some("8bit"));
         assert_eq!(part_body(&raw, &message, ids[2]), latin);
     }
 

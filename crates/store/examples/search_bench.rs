@@ -2,7 +2,7 @@
 //! ingest does) and times `StoreRead::page` for a set of queries.
 //!
 //! ```text
-//! cargo run --release -p tern-store --example search_bench -- [MESSAGES] [DIR] [OPTIONS]
+//! cargo run --release --ignore-rust-version -p tern-store --example search_bench -- [MESSAGES] [DIR] [OPTIONS]
 //! ```
 //!
 //! MESSAGES defaults to 100000 and DIR to `$TMPDIR/tern-search-bench-MESSAGES`; an existing

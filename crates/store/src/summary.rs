@@ -2,7 +2,7 @@
 //! ingest with mail-parser so listing never re-parses raw bytes.
 
 use mail_parser::{
-    Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+    AddressList, HeaderValue, Message, MessageParser, MessagePart, PartKind, PartRole,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,24 +81,21 @@ impl Summary {
         let text = SearchText {
             // The text bodies; mail-parser lists the HTML body there when a message has no text
             // alternative, and `part_text` reduces it to words.
-            body: (0..message.text_body_count() as u32)
-                .filter_map(|i| message.text_part(i).map(part_text))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            attachments: message
-                .attachments()
+            body: message.text_body().map(part_text).collect::<Vec<_>>().join("\n"),
+            attachments: attachment_parts(&message)
                 .filter_map(|a| a.attachment_name())
                 .collect::<Vec<_>>()
                 .join("\n"),
             headers: message
                 .headers()
                 .iter()
-                .map(|h| format!("{}: {}", h.name(), header_text(h.value())))
+                .map(|h| format!("{}: {}", h.name().as_str(), header_text(h.value())))
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
         let tags = message
-            .header("X-Tags")
+            .headers()
+            .value("X-Tags")
             .map(header_text)
             .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
             .unwrap_or_default();
@@ -110,7 +107,7 @@ impl Summary {
             date: message.date().map(|d| d.to_timestamp()),
             message_id: message.message_id().map(str::to_string),
             size,
-            attachments: u32::try_from(message.attachments().filter(|p| is_attachment(p)).count())
+            attachments: u32::try_from(attachment_parts(&message).filter(is_attachment).count())
                 .unwrap_or(u32::MAX),
             snippet: snippet_of(&message),
             bcc: message.bcc().map(mailboxes).unwrap_or_default(),
@@ -122,13 +119,13 @@ impl Summary {
 }
 
 /// A header value as searchable text, whatever its parsed form.
-fn header_text(value: &HeaderValue<'_>) -> String {
+fn header_text(value: HeaderValue<'_>) -> String {
     match value {
         HeaderValue::Text(text) => text.to_string(),
-        HeaderValue::TextList(list) => list.join(", "),
+        HeaderValue::TextList(list) => list.iter().collect::<Vec<_>>().join(", "),
         HeaderValue::Address(address) => address
-            .iter()
-            .map(|a| match (a.name.as_deref(), a.address.as_deref()) {
+            .mailboxes()
+            .map(|a| match (a.name(), a.address()) {
                 (Some(name), Some(addr)) => format!("{name} <{addr}>"),
                 (None, Some(addr)) => addr.to_string(),
                 (Some(name), None) => name.to_string(),
@@ -145,6 +142,13 @@ fn header_text(value: &HeaderValue<'_>) -> String {
     }
 }
 
+/// The parts that are not body text: mail-parser's attachments and the inline images,
+/// sounds and videos shown in the body, which mail-parser leaves out of its attachments
+/// while their file names are still worth searching.
+fn attachment_parts<'m>(message: &'m Message<'_>) -> impl Iterator<Item = MessagePart<'m>> {
+    message.root().parts().filter(|part| part.is_attachment() || part.role() == PartRole::MediaBody)
+}
+
 /// A part counts as an attachment as Mailpit counts them: `Content-Disposition: attachment`,
 /// or `application/octet-stream` whatever its disposition (inline images do not count).
 fn is_attachment(part: &MessagePart<'_>) -> bool {
@@ -159,18 +163,18 @@ fn is_attachment(part: &MessagePart<'_>) -> bool {
 
 /// The snippet, from the HTML body when there is one (as Mailpit does), else the text body.
 fn snippet_of(message: &Message<'_>) -> String {
-    let html = message.html_part(0).filter(|p| matches!(p.body, PartType::Html(_)));
-    match html.or_else(|| message.text_part(0)) {
+    let html = message.html_body().next().filter(|p| matches!(p.kind(), PartKind::Html));
+    match html.or_else(|| message.text_body().next()) {
         Some(part) => snippet(&part_text(part)),
         None => String::new(),
     }
 }
 
 /// A body part as plain text: HTML is reduced to its words.
-fn part_text(part: &MessagePart<'_>) -> String {
-    match &part.body {
-        PartType::Html(html) => html_to_text(html),
-        PartType::Text(text) => text.to_string(),
+fn part_text(part: MessagePart<'_>) -> String {
+    match part.kind() {
+        PartKind::Html => part.text().map(|html| html_to_text(&html)).unwrap_or_default(),
+        PartKind::Text => part.text().map(String::from).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -253,12 +257,12 @@ fn decode_entities(text: &str) -> String {
     out
 }
 
-fn mailboxes(address: &Address<'_>) -> Vec<Mailbox> {
+fn mailboxes(address: AddressList<'_>) -> Vec<Mailbox> {
     address
-        .iter()
+        .mailboxes()
         .map(|a| Mailbox {
-            name: a.name.as_deref().unwrap_or_default().to_string(),
-            address: a.address.as_deref().unwrap_or_default().to_string(),
+            name: a.name().unwrap_or_default().to_string(),
+            address: a.address().unwrap_or_default().to_string(),
         })
         .collect()
 }
@@ -328,6 +332,14 @@ Hello   there\r\n  world\r\n";
         assert_eq!(s.snippet, "hi there");
         assert!(text.body.contains("hi") && text.body.contains("there"));
         assert_eq!(text.attachments, "a.pdf");
+    }
+
+    #[test]
+    fn inline_images_keep_their_names_for_search() {
+        let raw = b"Subject: a\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B\r\nContent-Type: image/png; name=logo.png\r\nContent-Disposition: inline; filename=logo.png\r\n\r\nPNG\r\n--B--\r\n";
+        let (s, text) = Summary::extract_with_text(raw);
+        assert_eq!(s.attachments, 0);
+        assert_eq!(text.attachments, "logo.png");
     }
 
     #[test]

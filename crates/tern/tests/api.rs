@@ -1358,7 +1358,8 @@ fn unknown_messages_parts_and_paths_get_404_json_errors() {
 
 // ---------------------------------------------------------------------------------------
 // Known differences from Mailpit, reported and not yet fixed: each test states Mailpit's
-// behaviour and is ignored until the server matches it (`cargo test -- --ignored`).
+// behaviour and is ignored until the server matches it
+// (`cargo test --ignore-rust-version -- --ignored`).
 
 #[test]
 fn summary_attachment_count_leaves_out_inline_parts() {

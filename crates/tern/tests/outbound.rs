@@ -24,7 +24,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mail_parser::MimeHeaders as _;
 use support::peers::{DnsRecord, Dnsmasq, Postfix, PostfixOptions, free_port_on_all};
 use support::{Client, MtaListener, TernServer, is_tern_banner, temp_dir};
 use tern_store::{QueueFilter, Route, StoreRead, StoredMessage};
@@ -224,7 +223,7 @@ fn a_remote_4xx_is_retried_on_schedule_and_the_sender_warned_then_a_5xx_bounces(
     let content_type = parsed.content_type().expect("content type");
     assert_eq!((content_type.ctype(), content_type.subtype()), ("multipart", Some("report")));
     assert_eq!(content_type.attribute("report-type"), Some("delivery-status"));
-    assert_eq!(parsed.parts.len(), 4, "root + text + delivery-status + original");
+    assert_eq!(parsed.root().parts().count(), 4, "root + text + delivery-status + original");
     let report = text(raw);
     for field in [
         "Final-Recipient: rfc822; nobody@dest.test",

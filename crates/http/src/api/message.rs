@@ -148,9 +148,8 @@ pub async fn detail(
 }
 
 fn list_unsubscribe(parsed: &Parsed<'_>) -> Value {
-    let header = parsed.message.header_raw("List-Unsubscribe").map(str::trim).unwrap_or_default();
-    let post =
-        parsed.message.header_raw("List-Unsubscribe-Post").map(str::trim).unwrap_or_default();
+    let header = parsed.header_raw("List-Unsubscribe").map(str::trim).unwrap_or_default();
+    let post = parsed.header_raw("List-Unsubscribe-Post").map(str::trim).unwrap_or_default();
     let links: Vec<&str> = header
         .split(',')
         .filter_map(|entry| {
@@ -208,7 +207,7 @@ pub async fn part(
     let (info, part) =
         parsed.part(&part_id).ok_or_else(|| ApiError::NotFound("Part not found".into()))?;
     let headers = disposition::part_headers(&info.content_type, &info.file_name);
-    Ok((headers, part.contents().to_vec()).into_response())
+    Ok((headers, crate::mime::contents(part).into_owned()).into_response())
 }
 
 /// `GET /view/{ID}.html` and `/view/{ID}.txt`: the bodies alone, for tests and the UI's frame.
