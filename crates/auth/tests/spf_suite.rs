@@ -396,3 +396,20 @@ async fn rfc7208_suite() {
          remove it from KNOWN_DIFFERENCES): {regressions:?}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_too_big_for_udp_comes_over_tcp() {
+    // About 2 kB of ip4 terms: more than any UDP payload the resolver offers, so the stub
+    // answers truncated and the resolver asks again over TCP.
+    let terms: Vec<String> = (1..=120).map(|i| format!("ip4:198.51.100.{i}")).collect();
+    let record = format!("v=spf1 {} ip4:192.0.2.1 -all", terms.join(" "));
+    let mut zone = Zone::default();
+    zone.add("big.example.com", Entry::Record(Data::Txt(vec![record])));
+    let stub = DnsStub::start(zone).await.unwrap();
+    let verifier = Verifier::new(&AuthConfig::default(), RECEIVER, &[stub.addr], DNS_TIMEOUT)
+        .expect("verifier");
+    let ip = "192.0.2.1".parse().unwrap();
+    let session = Session { ip, helo: "client.example.com", mail_from: "a@big.example.com" };
+    assert_eq!(verifier.check_spf(session).await.result, "pass");
+    assert!(stub.tcp_queries() > 0, "the answer came over TCP");
+}

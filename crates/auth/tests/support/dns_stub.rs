@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
@@ -204,6 +206,7 @@ fn respond(zone: &Zone, request: &[u8], over_udp: bool) -> Option<Vec<u8>> {
 pub struct DnsStub {
     pub addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    tcp_queries: Arc<AtomicUsize>,
 }
 
 impl Drop for DnsStub {
@@ -217,7 +220,9 @@ impl Drop for DnsStub {
 impl DnsStub {
     /// Serves `zone` on 127.0.0.1, UDP and TCP on the same ephemeral port.
     pub async fn start(zone: Zone) -> std::io::Result<DnsStub> {
-        let zone = std::sync::Arc::new(zone);
+        let zone = Arc::new(zone);
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let counter = tcp_queries.clone();
         let (udp, tcp) = bind_pair().await?;
         let addr = udp.local_addr()?;
         let udp_zone = zone.clone();
@@ -231,10 +236,15 @@ impl DnsStub {
         });
         let tcp_task = tokio::spawn(async move {
             while let Ok((stream, _)) = tcp.accept().await {
-                tokio::spawn(serve_tcp(zone.clone(), stream));
+                tokio::spawn(serve_tcp(zone.clone(), stream, counter.clone()));
             }
         });
-        Ok(DnsStub { addr, tasks: vec![udp_task, tcp_task] })
+        Ok(DnsStub { addr, tasks: vec![udp_task, tcp_task], tcp_queries })
+    }
+
+    /// How many queries came over TCP.
+    pub fn tcp_queries(&self) -> usize {
+        self.tcp_queries.load(Ordering::Relaxed)
     }
 }
 
@@ -253,7 +263,7 @@ async fn bind_pair() -> std::io::Result<(UdpSocket, TcpListener)> {
 }
 
 /// One TCP connection: length-prefixed queries (RFC 1035 §4.2.2), each answered in turn.
-async fn serve_tcp(zone: std::sync::Arc<Zone>, mut stream: TcpStream) {
+async fn serve_tcp(zone: Arc<Zone>, mut stream: TcpStream, queries: Arc<AtomicUsize>) {
     loop {
         let mut len = [0u8; 2];
         if stream.read_exact(&mut len).await.is_err() {
@@ -263,6 +273,7 @@ async fn serve_tcp(zone: std::sync::Arc<Zone>, mut stream: TcpStream) {
         if stream.read_exact(&mut request).await.is_err() {
             return;
         }
+        queries.fetch_add(1, Ordering::Relaxed);
         let Some(bytes) = respond(&zone, &request, false) else { continue };
         let Ok(prefix) = u16::try_from(bytes.len()) else { return };
         if stream.write_all(&prefix.to_be_bytes()).await.is_err()
