@@ -89,7 +89,13 @@ impl Verifier {
     /// path is empty), as RFC 7208's `check_host()` defines it.
     pub async fn check_spf(&self, session: Session<'_>) -> SpfCheck {
         let helo = session.helo.trim_start_matches('[').trim_end_matches(']');
-        let params = SpfParameters::mail_from(session.ip, helo, &self.hostname, session.mail_from);
+        // A dual-stack listener reports an IPv4 client as ::ffff:a.b.c.d; SPF must see IPv4.
+        let params = SpfParameters::mail_from(
+            session.ip.to_canonical(),
+            helo,
+            &self.hostname,
+            session.mail_from,
+        );
         let output =
             self.authenticator.verify_spf(Parameters::new(params).with_cache(&*self.caches)).await;
         let domain = session.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
@@ -99,7 +105,7 @@ impl Verifier {
     /// Runs every check on `raw` (the message as the client sent it) for `session`.
     pub async fn verify(&self, session: Session<'_>, raw: &[u8]) -> Results {
         let caches = &*self.caches;
-        let ip = session.ip;
+        let ip = session.ip.to_canonical();
         let helo = session.helo.trim_start_matches('[').trim_end_matches(']');
         let helo_params = SpfParameters::helo(ip, helo, &self.hostname);
         let spf_helo =
@@ -185,10 +191,10 @@ impl Verifier {
 fn with_note(header: String, unchecked: usize, partial: usize) -> String {
     let mut notes = Vec::new();
     if partial > 0 {
-        notes.push(format!("({partial} DKIM signatures leave content after l= unsigned)"));
+        notes.push(format!("({partial} DKIM signature(s) leave content after l= unsigned)"));
     }
     if unchecked > 0 {
-        notes.push(format!("({unchecked} further DKIM signatures not checked)"));
+        notes.push(format!("({unchecked} further DKIM signature(s) not checked)"));
     }
     if notes.is_empty() {
         return header;

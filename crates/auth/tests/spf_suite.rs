@@ -45,13 +45,6 @@ const RECEIVER: &str = "receiver.tern.test";
 /// until it is removed, so the list stays true.
 const KNOWN_DIFFERENCES: &[(&[&str], &str)] = &[
     (
-        &["a-cidr6-0-ip4mapped", "mx-cidr6-0-ip4mapped"],
-        "TERN: the verifier passes an IPv4-mapped IPv6 client address (::ffff:1.2.3.4, what a \
-         dual-stack listener reports for an IPv4 client) unchanged, so mail-auth checks it as \
-         IPv6 (AAAA lookups, ip6 rules) instead of as IPv4 (RFC 7208 §5); \
-         Session.ip.to_canonical() in Verifier fixes both",
-    ),
-    (
         &["cidr6-0-ip4", "cidr6-ip4"],
         "mail-auth lets an ip6 mechanism match an IPv4 client (RFC 7208 §5.6: it cannot); \
          cidr6-ip4 also needs the TERN fix above",
