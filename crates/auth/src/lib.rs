@@ -14,6 +14,6 @@ pub mod sign;
 pub mod verify;
 
 pub use config::{Action, AuthConfig, DkimConfig, OnTempError};
-pub use results::{Decision, Results};
+pub use results::{Decision, MethodResult, Results, parse_results};
 pub use sign::Signer;
 pub use verify::{Session, Verifier, VerifierError};

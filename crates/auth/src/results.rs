@@ -240,3 +240,120 @@ impl Results {
         count("dmarc", &self.dmarc.result);
     }
 }
+
+/// One `method=result` of an `Authentication-Results` field (RFC 8601 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MethodResult {
+    /// `spf`, `dkim`, `dmarc`, `arc`, ...
+    #[serde(rename = "Method")]
+    pub method: String,
+    /// `pass`, `fail`, `none`, ...
+    #[serde(rename = "Result")]
+    pub result: String,
+    /// `ptype.property=value` pairs (`smtp.mailfrom`, `header.d`, `header.from`, ...).
+    #[serde(rename = "Properties")]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The comments that came with it (mail-auth puts the reason there).
+    #[serde(rename = "Comment", skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+/// The results of the `Authentication-Results` fields in `head` (what Tern put above a stored
+/// message), in order: the first field's authserv-id, and every result of the fields with it.
+pub fn parse_results(head: &[u8]) -> (String, Vec<MethodResult>) {
+    let mut authserv: Option<String> = None;
+    let text = String::from_utf8_lossy(head);
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.split("\r\n") {
+        match (line.starts_with([' ', '\t']), fields.last_mut()) {
+            (true, Some(field)) => field.push_str(line),
+            _ => fields.push(line.to_string()),
+        }
+    }
+    let mut results = Vec::new();
+    for field in fields {
+        let Some((name, value)) = field.split_once(':') else { continue };
+        if !name.trim().eq_ignore_ascii_case("authentication-results") {
+            continue;
+        }
+        let (value, comments) = without_comments(value);
+        let mut parts = value.split(';');
+        let id = parts.next().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+        let authserv_id = authserv.get_or_insert_with(|| id.to_ascii_lowercase());
+        if !id.eq_ignore_ascii_case(authserv_id) {
+            continue;
+        }
+        // mail-auth writes one comment per result, right after it: pair them in order.
+        let mut comments = comments.into_iter();
+        for part in parts {
+            let mut words = part.split_whitespace();
+            let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else {
+                continue;
+            };
+            let properties = words
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim_matches('"').to_string()))
+                .collect();
+            let comment = if part.contains('\u{1}') {
+                comments.next().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            results.push(MethodResult {
+                method: method.to_ascii_lowercase(),
+                result: result.to_ascii_lowercase(),
+                properties,
+                comment,
+            });
+        }
+    }
+    (authserv.unwrap_or_default(), results)
+}
+
+/// `value` with its (nested) comments replaced by a marker byte, and the comments' text.
+fn without_comments(value: &str) -> (String, Vec<String>) {
+    let (mut out, mut comments, mut depth, mut current) =
+        (String::new(), Vec::new(), 0usize, String::new());
+    for c in value.chars() {
+        match c {
+            '(' => {
+                if depth > 0 {
+                    current.push(c);
+                }
+                depth = depth.saturating_add(1);
+            }
+            ')' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    comments.push(std::mem::take(&mut current).trim().to_string());
+                    out.push_str(" \u{1} ");
+                } else {
+                    current.push(c);
+                }
+            }
+            c if depth > 0 => current.push(c),
+            c => out.push(c),
+        }
+    }
+    (out, comments)
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn our_results_are_read_back_and_others_ignored() {
+        let head = b"Received: from x\r\nAuthentication-Results: mx.tern.test;\r\n\tdkim=pass header.d=example.com header.s=s1 header.b=abc;\r\n\tspf=fail (no match (at all)) smtp.mailfrom=a@example.com;\r\n\tdmarc=pass header.from=example.com\r\nAuthentication-Results: other.example; spf=pass\r\n";
+        let (id, results) = parse_results(head);
+        assert_eq!(id, "mx.tern.test");
+        let summary: Vec<_> =
+            results.iter().map(|r| (r.method.as_str(), r.result.as_str())).collect();
+        assert_eq!(summary, [("dkim", "pass"), ("spf", "fail"), ("dmarc", "pass")]);
+        assert_eq!(results[0].properties["header.d"], "example.com");
+        assert_eq!(results[1].comment, "no match (at all)");
+        assert_eq!(results[1].properties["smtp.mailfrom"], "a@example.com");
+        assert_eq!(results.len(), 3, "another server's field is not ours");
+        assert_eq!(parse_results(b"Received: from x\r\n"), (String::new(), Vec::new()));
+    }
+}

@@ -83,6 +83,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDRESS", default_value = DEFAULT_FROM)]
     pub from: String,
 
+    /// Send this file (CRLF lines) as every message instead of a generated one, e.g. a
+    /// DKIM-signed message whose signature must stay intact; --size is then ignored.
+    #[arg(long = "message", value_name = "FILE")]
+    pub message_file: Option<std::path::PathBuf>,
+
     /// Envelope recipient (RCPT TO) and To header.
     #[arg(long, value_name = "ADDRESS", default_value = DEFAULT_TO)]
     pub to: String,
@@ -214,13 +219,25 @@ impl Plan {
         }
         let size_bytes = usize::try_from(args.size_bytes)
             .map_err(|e| BenchError::Arguments(format!("--size does not fit in memory: {e}")))?;
-        let template = MessageBuffer::new(&MessageSpec {
-            from: &args.from,
-            to: &args.to,
-            size_bytes,
-            date: rfc5322_date(SystemTime::now()),
-            run_token: run_token(),
-        })?;
+        let (template, size_bytes) = match &args.message_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    BenchError::Arguments(format!("--message {}: {e}", path.display()))
+                })?;
+                let size = bytes.len();
+                (MessageBuffer::from_bytes(&bytes), size)
+            }
+            None => {
+                let spec = MessageSpec {
+                    from: &args.from,
+                    to: &args.to,
+                    size_bytes,
+                    date: rfc5322_date(SystemTime::now()),
+                    run_token: run_token(),
+                };
+                (MessageBuffer::new(&spec)?, size_bytes)
+            }
+        };
         Ok(Plan {
             server: args.server.clone(),
             sessions: args.sessions,

@@ -86,6 +86,11 @@ impl MessageBuffer {
         }
     }
 
+    /// A fixed message (no sequence numbers: each copy is byte for byte the same).
+    pub(crate) fn from_bytes(message: &[u8]) -> MessageBuffer {
+        MessageBuffer { wire: dot_stuff(message), sequence_slots: Vec::new() }
+    }
+
     /// The bytes to send after the 354 reply, final `.` CRLF included.
     pub(crate) fn wire(&self) -> &[u8] {
         &self.wire

@@ -308,6 +308,7 @@ mod tests {
             messages: 25,
             size_bytes: 1500,
             from: DEFAULT_FROM.to_owned(),
+            message_file: None,
             to: DEFAULT_TO.to_owned(),
             ehlo: DEFAULT_EHLO.to_owned(),
             pipelining: false,

@@ -174,6 +174,20 @@ pub async fn headers(
     Ok(Json(json!(headers)))
 }
 
+/// `GET /api/v1/message/{ID}/authentication`: the results in the `Authentication-Results`
+/// field Tern put above the message (only Tern writes there: a client's copy claiming Tern's
+/// name was removed when the message came in).
+pub async fn authentication(
+    AxumState(state): AxumState<State>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let message = load(&state, &access, &id, &params).await?;
+    let (authserv_id, results) = tern_auth::parse_results(&message.received_header);
+    Ok(Json(json!({ "AuthservID": authserv_id, "Results": results })))
+}
+
 /// `GET /api/v1/message/{ID}/raw` (`?dl=1` to download as `ID.eml`)
 pub async fn raw(
     AxumState(state): AxumState<State>,

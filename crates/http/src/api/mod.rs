@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/search"),
     ("GET", "/api/v1/message/{ID}"),
     ("GET", "/api/v1/message/{ID}/headers"),
+    ("GET", "/api/v1/message/{ID}/authentication"),
     ("GET", "/api/v1/message/{ID}/raw"),
     ("GET", "/api/v1/message/{ID}/part/{PartID}"),
     ("GET", "/api/v1/message/{ID}/links"),
@@ -66,6 +67,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/search", get(messages::search).delete(messages::delete_search))
         .route("/api/v1/message/{id}", get(message::detail))
         .route("/api/v1/message/{id}/headers", get(message::headers))
+        .route("/api/v1/message/{id}/authentication", get(message::authentication))
         .route("/api/v1/message/{id}/raw", get(message::raw))
         .route("/api/v1/message/{id}/part/{part}", get(message::part))
         .route("/api/v1/message/{id}/links", get(message::links))
