@@ -78,6 +78,10 @@ pub struct Results {
     /// The `Received-SPF:` field, when configured.
     #[serde(skip)]
     pub received_spf: Option<String>,
+    /// `ARC-Seal`, `ARC-Message-Signature` and `ARC-Authentication-Results`, one field each,
+    /// when the message was sealed.
+    #[serde(skip)]
+    pub arc_set: Option<Vec<String>>,
 }
 
 /// What the policy makes of the results.

@@ -106,6 +106,60 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// An ARC set sealing `message` with `results` as the server called `hostname`: with the
+    /// first key of its domain (or the nearest parent with keys; RSA first, as most ARC
+    /// verifiers know only RSA). None without a key, or when the chain cannot be sealed (one
+    /// that failed already, RFC 8617 §5.1.2).
+    pub fn seal(
+        &self,
+        hostname: &str,
+        message: &mail_auth::AuthenticatedMessage<'_>,
+        results: &mail_auth::AuthenticationResults<'_>,
+        arc: &mail_auth::ArcOutput<'_>,
+        raw: &[u8],
+    ) -> Option<Vec<String>> {
+        let domain = self.signing_domain(hostname)?;
+        let keys = self.keys.get(domain)?;
+        let key = keys
+            .iter()
+            .find(|k| k.algorithm == crate::keys::Algorithm::Rsa)
+            .or_else(|| keys.first())?;
+        if !arc.can_be_sealed() {
+            return None;
+        }
+        let mut fields = fields_to_sign(head_of(raw));
+        fields.push("DKIM-Signature".into());
+        let sealed = mail_auth::arc::ArcSealer::from_key(key.key.clone())
+            .domain(domain)
+            .selector(&key.selector)
+            .headers(fields)
+            .seal(message, results, arc);
+        match sealed {
+            Ok(set) => Some(split_fields(&set.to_header())),
+            Err(e) => {
+                tracing::warn!(domain, error = %e, "ARC sealing failed");
+                None
+            }
+        }
+    }
+}
+
+/// Header text holding several fields, one string per field (folds kept, CRLFs dropped).
+fn split_fields(text: &str) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.split("\r\n").filter(|line| !line.is_empty()) {
+        match fields.last_mut() {
+            Some(field) if line.starts_with([' ', '\t']) => {
+                field.push_str("\r\n");
+                field.push_str(line);
+            }
+            _ => fields.push(line.to_string()),
+        }
+    }
+    fields
+}
+
 /// The header section of `raw` (up to the empty line).
 fn head_of(raw: &[u8]) -> &[u8] {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |at| at + 2);

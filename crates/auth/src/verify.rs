@@ -104,6 +104,19 @@ impl Verifier {
 
     /// Runs every check on `raw` (the message as the client sent it) for `session`.
     pub async fn verify(&self, session: Session<'_>, raw: &[u8]) -> Results {
+        self.verify_and_seal(session, raw, None).await
+    }
+
+    /// [`Verifier::verify`], and when `sealer` has keys for this server's domain (the
+    /// authserv-id or a parent of it), an ARC set (RFC 8617) over the message and these
+    /// results, for a message Tern forwards: the next hop can then trust our verdict when
+    /// forwarding has broken SPF (and a footer DKIM).
+    pub async fn verify_and_seal(
+        &self,
+        session: Session<'_>,
+        raw: &[u8],
+        sealer: Option<&crate::Signer>,
+    ) -> Results {
         let caches = &*self.caches;
         let ip = session.ip.to_canonical();
         let helo = session.helo.trim_start_matches('[').trim_end_matches(']');
@@ -134,13 +147,15 @@ impl Verifier {
             .await;
 
         let from = message.first_from_address();
-        let header = AuthenticationResults::new(&self.hostname)
+        let results_field = AuthenticationResults::new(&self.hostname)
             .with_spf_result(&spf_helo, &helo_params)
             .with_spf_result(&spf, &from_params)
             .with_dkim_results(&dkim, from)
             .with_arc_result(&arc, ip)
-            .with_dmarc_result(&dmarc)
-            .to_header();
+            .with_dmarc_result(&dmarc);
+        let header = results_field.to_header();
+        let arc_set = sealer
+            .and_then(|sealer| sealer.seal(&self.hostname, &message, &results_field, &arc, raw));
         let mut results = Results {
             authserv_id: self.hostname.clone(),
             spf: SpfCheck::new(&spf, "mailfrom", session.mail_from, spf_domain),
@@ -151,6 +166,7 @@ impl Verifier {
             dmarc: crate::results::DmarcCheck::new(&dmarc, message.from_addresses().len()),
             header: with_note(header, unchecked, partial),
             received_spf: None,
+            arc_set,
         };
         if self.received_spf {
             results.received_spf = Some(ReceivedSpf::new(&spf, &from_params).to_header());
@@ -180,6 +196,7 @@ impl Verifier {
             dmarc: crate::results::DmarcCheck::none(),
             header,
             received_spf: None,
+            arc_set: None,
         };
         results.record();
         results

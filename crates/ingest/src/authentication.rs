@@ -36,6 +36,8 @@ fn trusted(policy: Option<&RelayPolicy>, client: &Client) -> bool {
 pub struct Authenticate {
     verifier: Arc<Verifier>,
     config: AuthConfig,
+    /// Seals forwarded mail with ARC (the mail server, when keys exist and `dkim.arc_seal`).
+    sealer: Option<Arc<Signer>>,
     /// The mail server's relay policy (who is trusted); `None` in the catcher, which then
     /// checks every SMTP client and never refuses.
     policy: Option<Arc<RelayPolicy>>,
@@ -44,20 +46,36 @@ pub struct Authenticate {
 impl Authenticate {
     /// The stage for the mail server: clients `policy` trusts are not checked.
     pub fn mta(verifier: Arc<Verifier>, config: AuthConfig, policy: Arc<RelayPolicy>) -> Self {
-        Authenticate { verifier, config, policy: Some(policy) }
+        Authenticate { verifier, config, sealer: None, policy: Some(policy) }
+    }
+
+    /// Seals what is forwarded (a local alias whose target is remote) with `signer`'s keys for
+    /// this server's domain.
+    pub fn with_sealer(mut self, signer: Arc<Signer>) -> Self {
+        self.sealer = Some(signer);
+        self
     }
 
     /// The stage for the catcher: every SMTP client is checked, nothing is refused.
     pub fn catcher(verifier: Arc<Verifier>, config: AuthConfig) -> Self {
-        Authenticate { verifier, config, policy: None }
+        Authenticate { verifier, config, sealer: None, policy: None }
     }
 
     async fn judge(&self, client: &Client, tx: &Transaction, raw: &[u8]) -> Verdict {
         let session =
             Session { ip: client.peer.ip(), helo: &client.helo, mail_from: &tx.mail_from };
-        let results = self.verifier.verify(session, raw).await;
+        // Only a local alias can send an untrusted client's mail to another domain.
+        let forwarded = tx.recipients.iter().any(|r| r.route == tern_store::Route::Remote);
+        let sealer = self.sealer.as_deref().filter(|_| forwarded);
+        let results = self.verifier.verify_and_seal(session, raw, sealer).await;
         let mut findings = Findings {
-            headers: vec![results.header.clone()],
+            headers: results
+                .arc_set
+                .iter()
+                .flatten()
+                .cloned()
+                .chain([results.header.clone()])
+                .collect(),
             remove_results_of: Some(self.verifier.authserv_id().to_string()),
             ..Findings::default()
         };

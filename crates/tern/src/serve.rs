@@ -180,6 +180,7 @@ struct Authentication {
     verifier: Option<Arc<tern_auth::Verifier>>,
     config: tern_auth::AuthConfig,
     signer: Option<Arc<tern_auth::Signer>>,
+    sealer: Option<Arc<tern_auth::Signer>>,
 }
 
 impl Authentication {
@@ -197,15 +198,13 @@ impl Authentication {
         let dir = config.dkim_key_dir();
         let keys = tern_auth::keys::load_dir(&dir)
             .with_context(|| format!("reading DKIM keys in {}", dir.display()))?;
-        let signer = if keys.is_empty() || !config.dkim.sign.unwrap_or(true) {
-            None
-        } else {
-            for key in &keys {
-                info!(domain = %key.domain, selector = %key.selector, "DKIM key loaded");
-            }
-            Some(Arc::new(tern_auth::Signer::new(keys)))
-        };
-        Ok(Authentication { verifier, config: config.auth.clone(), signer })
+        for key in &keys {
+            info!(domain = %key.domain, selector = %key.selector, "DKIM key loaded");
+        }
+        let keys = (!keys.is_empty()).then(|| Arc::new(tern_auth::Signer::new(keys)));
+        let signer = keys.clone().filter(|_| config.dkim.sign.unwrap_or(true));
+        let sealer = keys.filter(|_| config.dkim.arc_seal.unwrap_or(true));
+        Ok(Authentication { verifier, config: config.auth.clone(), signer, sealer })
     }
 
     /// The chain's stages for it, after `standard` (the MTA's checks) if any.
@@ -218,7 +217,13 @@ impl Authentication {
         if let Some(verifier) = &self.verifier {
             let config = self.config.clone();
             chain.push(Arc::new(match mta {
-                Some(mta) => Authenticate::mta(verifier.clone(), config, mta.relay.clone()),
+                Some(mta) => {
+                    let stage = Authenticate::mta(verifier.clone(), config, mta.relay.clone());
+                    match &self.sealer {
+                        Some(sealer) => stage.with_sealer(sealer.clone()),
+                        None => stage,
+                    }
+                }
                 None => Authenticate::catcher(verifier.clone(), config),
             }));
         }

@@ -160,7 +160,7 @@ fn received_mail_is_judged_by_spf_dkim_and_dmarc_as_dns_publishes_them() {
 }
 
 #[test]
-fn mail_from_users_is_signed_once_and_the_next_hop_verifies_it() {
+fn mail_from_users_is_signed_and_forwarded_mail_sealed_and_the_next_hop_verifies_both() {
     let data = temp_dir("auth-signing");
     // Tern's default key set for its domain: RSA-2048 and Ed25519, in the default key dir.
     let keys = generate(&data.join("store").join("dkim"), "tern.test", &[]);
@@ -174,19 +174,20 @@ fn mail_from_users_is_signed_once_and_the_next_hop_verifies_it() {
         })
         .collect();
     records.push(DnsRecord::mx("dest.test", "mx.dest.test", 10));
+    records.push(DnsRecord::txt("sender.test", "v=spf1 ip4:127.0.0.0/8 -all"));
     records.push(DnsRecord::a("mx.dest.test", mx_ip));
     let dns = Dnsmasq::start(&records);
     let postfix = Postfix::mx(
-        &["bob@dest.test"],
+        &["bob@dest.test", "carol@dest.test"],
         PostfixOptions { ip: mx_ip, port: Some(mx_port), ..PostfixOptions::default() },
     );
     let toml = format!(
-        "[relay]\nlocal_domains = [\"tern.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\n\
+        "[relay]\nlocal_domains = [\"tern.test\"]\ntrusted_networks = [\"127.0.0.1/32\"]\n\n\
          [outbound]\ndns_servers = [\"{}\"]\nmx_port = {mx_port}\ndns_timeout_secs = 2\n\n\
-         [queue]\nretry_first_secs = 1\nretry_max_secs = 1\n",
+         [queue]\nretry_first_secs = 1\nretry_max_secs = 1\n\n[auth]\nverify = true\n",
         dns.addr()
     );
-    let (_server, addrs) = TernServer::start_mta_in(&data, &MX, &toml, is_tern_banner);
+    let (server, addrs) = TernServer::start_mta_in(&data, &MX, &toml, is_tern_banner);
     let mut client = Client::greeted(addrs[0]);
     client.cmd("EHLO app.tern.test", "250");
     let body = b"From: Alice <alice@tern.test>\r\nTo: bob@dest.test\r\nSubject: signed by Tern\r\n\
@@ -214,7 +215,46 @@ Date: Thu, 03 Dec 2026 02:00:00 +0000\r\nMessage-ID: <s1@tern.test>\r\n\r\nTrail
         ["dkim", "check", "tern.test", "--key-dir", key_dir.as_str(), "--dns", dns_addr.as_str()];
     let out = support::run(env!("CARGO_BIN_EXE_tern"), &argv, None);
     assert_eq!(out.matches(": ok").count(), 2, "{out}");
+
+    // A stranger (127.0.0.5 is not trusted) writes to an alias that forwards to dest.test:
+    // Tern checks the message and seals its verdict with ARC; dkimpy validates the chain.
+    let store = server.store_dir().display().to_string();
+    let alias = ["alias", "add", "fwd@tern.test", "carol@dest.test", "--data", store.as_str()];
+    support::run(env!("CARGO_BIN_EXE_tern"), &alias, None);
+    let sent = python(
+        r#"
+s = smtplib.SMTP(timeout=30, source_address=("127.0.0.5", 0))
+s.connect("127.0.0.1", int(ARGS[0]))
+s.ehlo("mail.sender.test")
+s.sendmail("ann@sender.test", ["fwd@tern.test"],
+           b"From: ann@sender.test\r\nTo: fwd@tern.test\r\nSubject: forwarded\r\n\r\nHi.\r\n")
+s.quit()
+emit(ok=True)
+"#,
+        &[&addrs[0].port().to_string()],
+    );
+    assert_eq!(sent["ok"], true);
+    let forwarded = postfix.wait_for_messages("carol@dest.test", 1, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&forwarded[0]);
+    assert!(text.contains("ARC-Seal: i=1;") && text.contains("d=tern.test"), "{text}");
+    let verdict = support::python_input(
+        DKIMPY_ARC_VERIFY,
+        &[&serde_json::to_string(&records).unwrap()],
+        Some(&forwarded[0]),
+    );
+    assert_eq!(verdict["cv"], "pass", "{verdict}\n{text}");
 }
+
+/// dkimpy validates the ARC chain of the message on stdin (records as in [`DKIMPY_VERIFY`]).
+const DKIMPY_ARC_VERIFY: &str = r#"
+import dkim, re
+records = json.loads(ARGS[0])
+message = re.sub(rb"(?<!\r)\n", b"\r\n", sys.stdin.buffer.read())
+def dns(name, timeout=5):
+    return records.get(name.decode().rstrip("."), "").encode() or None
+cv, results, reason = dkim.arc_verify(message, dnsfunc=dns)
+emit(cv=cv.decode(), reason=str(reason))
+"#;
 
 /// dkimpy verifies every DKIM-Signature of the message on stdin with the TXT records of
 /// `ARGS[0]` (JSON name → record) as its only DNS.
