@@ -38,9 +38,18 @@ pub struct Routing {
     policy: Option<Arc<RelayPolicy>>,
     directory: Option<Arc<dyn Directory>>,
     hostname: String,
+    /// Signs Tern's own notices (bounces, delay warnings) from its domain.
+    signer: Option<Arc<tern_auth::Signer>>,
 }
 
 impl Routing {
+    /// Notices Tern writes (From: `MAILER-DAEMON@` its host name) are DKIM-signed with
+    /// `signer`'s keys for that domain.
+    pub fn with_signer(mut self, signer: Arc<tern_auth::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     /// The catcher's routing: every recipient is captured.
     pub fn capture() -> Self {
         Routing::default()
@@ -53,7 +62,7 @@ impl Routing {
         directory: Option<Arc<dyn Directory>>,
         hostname: impl Into<String>,
     ) -> Self {
-        Routing { policy: Some(policy), directory, hostname: hostname.into() }
+        Routing { policy: Some(policy), directory, hostname: hostname.into(), signer: None }
     }
 
     /// The relay policy, if this is a mail server.
@@ -183,6 +192,11 @@ impl tern_queue::notice::Router for Routing {
 
     fn recipients(&self, address: &str) -> Vec<(String, Route)> {
         self.notice_routes(address)
+    }
+
+    fn sign(&self, raw: &[u8]) -> Vec<u8> {
+        let signatures = self.signer.as_ref().map(|signer| signer.sign(raw)).unwrap_or_default();
+        signatures.concat().into_bytes()
     }
 }
 

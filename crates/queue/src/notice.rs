@@ -22,6 +22,13 @@ pub trait Router: Send + Sync + 'static {
     fn recipients(&self, address: &str) -> Vec<(String, Route)> {
         vec![(address.to_string(), self.route(address))]
     }
+
+    /// Header fields to put above a notice Tern wrote (`raw`): its DKIM signatures, when
+    /// Tern's domain has keys. None by default.
+    fn sign(&self, raw: &[u8]) -> Vec<u8> {
+        let _ = raw;
+        Vec::new()
+    }
 }
 
 /// Whether a sender asked to hear of delivery to one of the envelope's local mailboxes: the
@@ -98,7 +105,7 @@ impl Original<'_> {
                 trusted_client: true,
                 received_at_ms: now_ms,
             },
-            received_header: vec![],
+            received_header: router.sign(&raw),
             raw,
             summary,
             search_text,

@@ -244,9 +244,12 @@ fn door(
     auth: &Authentication,
 ) -> Arc<Door> {
     let chain = auth.chain(mta);
-    let routing = match mta {
-        Some(mta) => Routing::mta(mta.relay.clone(), directory, hostname),
-        None => Routing::capture(),
+    let routing = match (mta, &auth.signer) {
+        (Some(mta), Some(signer)) => {
+            Routing::mta(mta.relay.clone(), directory, hostname).with_signer(signer.clone())
+        }
+        (Some(mta), None) => Routing::mta(mta.relay.clone(), directory, hostname),
+        (None, _) => Routing::capture(),
     };
     let door = Door::new(spool.clone(), hostname, routing).with_chain(chain);
     Arc::new(door.with_delivered_notices(true))

@@ -195,6 +195,14 @@ Date: Thu, 03 Dec 2026 02:00:00 +0000\r\nMessage-ID: <s1@tern.test>\r\n\r\nTrail
     client.send_message("alice@tern.test", &["bob@dest.test"], body);
     client.cmd("QUIT", "221");
 
+    // And one the MX refuses: Tern's bounce (From: MAILER-DAEMON@tern.test) is signed too.
+    let mut client = Client::greeted(addrs[0]);
+    client.cmd("EHLO app.tern.test", "250");
+    let refused =
+        b"From: alice@tern.test\r\nTo: nobody@dest.test\r\nSubject: will bounce\r\n\r\nx\r\n";
+    client.send_message("alice@tern.test", &["nobody@dest.test"], refused);
+    client.cmd("QUIT", "221");
+
     let delivered = postfix.wait_for_messages("bob@dest.test", 1, Duration::from_secs(30));
     let received = &delivered[0];
     let text = String::from_utf8_lossy(received);
@@ -207,6 +215,13 @@ Date: Thu, 03 Dec 2026 02:00:00 +0000\r\nMessage-ID: <s1@tern.test>\r\n\r\nTrail
         Some(received),
     );
     assert_eq!(verdict["results"], serde_json::json!([true, true]), "{text}");
+    let bounce = wait_for_bounce(&server);
+    let verdict = support::python_input(
+        DKIMPY_VERIFY,
+        &[&serde_json::to_string(&records).unwrap()],
+        Some(&bounce),
+    );
+    assert_eq!(verdict["results"], serde_json::json!([true, true]), "the bounce's signatures");
 
     // The published records match the keys; one that is missing is reported.
     let key_dir = data.join("store").join("dkim").display().to_string();
@@ -255,6 +270,26 @@ def dns(name, timeout=5):
 cv, results, reason = dkim.arc_verify(message, dnsfunc=dns)
 emit(cv=cv.decode(), reason=str(reason))
 "#;
+
+/// The bytes of the first notice (null sender) the server stored, as it would send them.
+fn wait_for_bounce(server: &TernServer) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = format!("http://{}/api/v1/search?query=from:mailer-daemon", server.http);
+        let page: serde_json::Value =
+            serde_json::from_str(&support::run("curl", &["-sS", "--fail", &url], None)).unwrap();
+        if let Some(id) = page["messages"][0]["ID"].as_str() {
+            let message = server.message(id).expect("stored");
+            assert!(
+                String::from_utf8_lossy(&message.received_header).contains("d=tern.test"),
+                "unsigned bounce"
+            );
+            return message.full_message();
+        }
+        assert!(std::time::Instant::now() < deadline, "no bounce; stderr:\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// dkimpy verifies every DKIM-Signature of the message on stdin with the TXT records of
 /// `ARGS[0]` (JSON name → record) as its only DNS.
