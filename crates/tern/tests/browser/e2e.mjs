@@ -27,17 +27,18 @@
  * With `--scenario authentication` (against a catcher with `[auth] verify = true` whose records
  * pass ann@spf.test and fail mallory@forged.test) it opens the Authentication tab: nothing is
  * fetched before the tab opens → SPF and DMARC pass rows with green badges for the first mail →
- * fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
+ * DKIM and DMARC pass for a mail it signs with `--dkim-key` (d=signed.test, s=e2e) → fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
  * a catcher that does not verify (`--unchecked-http`, `--unchecked-smtp`) says "Not checked".
  *
  * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication]
  *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
- *        [--unchecked-http URL --unchecked-smtp HOST:PORT]
+ *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
  * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
  * failure, after a screenshot of the page as it was.
  */
 
+import crypto from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -489,6 +490,7 @@ function activeContentMail(mail) {
 
 /** Mail from a domain whose SPF and DMARC pass from loopback, and from one whose both fail. */
 const genuine = { token: `kiwi${run}`, subject: `Genuine kiwi${run}`, from: 'ann@spf.test' };
+const signed = { token: `tui${run}`, subject: `Signed tui${run}`, from: 'bob@signed.test' };
 const forged = { token: `kea${run}`, subject: `Forged kea${run}`, from: 'mallory@forged.test' };
 const unchecked = { token: `weka${run}`, subject: `Unchecked weka${run}`, from: 'sender@e2e.test' };
 
@@ -512,12 +514,22 @@ async function authenticationScenario(page) {
     if (fetched.length !== 1) fail(`opening the tab fetched the results ${fetched.length} times`);
     await screenshot(page, 'auth-pass');
   });
+  await step('a DKIM-signed mail: DKIM and DMARC pass', async () => {
+    await arrives(page, signed, dkimSign(authMail(signed), config.dkimKey), { from: signed.from });
+    await rowOf(page, signed).locator('a').click();
+    await expectText(page.locator('.message-subject'), signed.subject);
+    // The tab chosen last is the one the next message opens on.
+    await expectText(page.locator('.auth-summary'), 'DMARC pass for signed.test');
+    await expectVerdict(page, 'dkim', 'pass', 'signed.test');
+    await expectText(authRow(page, 'dkim', 'signed.test'), DKIM_SELECTOR);
+    await expectVerdict(page, 'spf', 'none', 'bob@signed.test', 'neutral');
+    await screenshot(page, 'auth-dkim');
+  });
   await step('a forged mail: SPF and DMARC fail, tagged junk', async () => {
     await arrives(page, forged, authMail(forged), { from: forged.from });
     await rowOf(page, forged).locator('a').click();
     await expectText(page.locator('.message-subject'), forged.subject);
     await expectText(page.locator('.message-header .tags'), 'junk');
-    // The tab chosen last is the one the next message opens on.
     await expectText(page.locator('.auth-summary'), 'DMARC fail for forged.test');
     await expectVerdict(page, 'spf', 'fail', 'mallory@forged.test');
     await expectVerdict(page, 'dmarc', 'fail', 'forged.test');
@@ -563,6 +575,44 @@ async function expectVerdict(page, method, result, identity, badge = result) {
 
 async function expectAttribute(locator, name, value) {
   await waitFor(async () => (await locator.getAttribute(name)) === value, `${locator} to have ${name}=${value}`);
+}
+
+/** The selector of the key `--dkim-key` holds (browser.rs publishes it in `auth.records`). */
+const DKIM_SELECTOR = 'e2e';
+
+/**
+ * `message` with a DKIM-Signature (RFC 6376, ed25519-sha256 of RFC 8463, relaxed/relaxed) by
+ * the key in `keyFile` for the domain of its From: address.
+ */
+function dkimSign(message, keyFile) {
+  const split = message.indexOf('\r\n\r\n');
+  const fields = message.slice(0, split).split(/\r\n(?![ \t])/);
+  const body = message.slice(split + 4).split('\r\n').map((line) => line.replace(/[ \t]+/g, ' ').replace(/ $/, ''));
+  const canonicalBody = `${body.join('\r\n').replace(/(\r\n)+$/, '')}\r\n`;
+  const names = ['from', 'to', 'subject', 'date', 'message-id'];
+  const relaxed = (field) => {
+    const colon = field.indexOf(':');
+    return `${field.slice(0, colon).trim().toLowerCase()}:${field.slice(colon + 1).replace(/\r\n/g, '').replace(/[ \t]+/g, ' ').trim()}`;
+  };
+  const signedFields = names.map((name) => fields.find((field) => field.toLowerCase().startsWith(`${name}:`)));
+  const domain = /@([^>\s]+)/.exec(signedFields[0])[1];
+  const bodyHash = crypto.createHash('sha256').update(canonicalBody).digest('base64');
+  const field = `DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=${domain}; s=${DKIM_SELECTOR}; h=${names.join(':')}; bh=${bodyHash}; b=`;
+  const signedData = [...signedFields.map((item) => `${relaxed(item)}\r\n`), relaxed(field)].join('');
+  // Ed25519 signs the SHA-256 hash of the header data (RFC 8463 §3).
+  const hash = crypto.createHash('sha256').update(signedData).digest();
+  const signature = crypto.sign(null, hash, ed25519Key(keyFile)).toString('base64');
+  return `${field}${signature}\r\n${message}`;
+}
+
+/**
+ * The Ed25519 key of a `tern dkim generate` file. It is PKCS#8 v2 (RFC 5958, with the public
+ * key), which OpenSSL 3 does not read from ring's encoding: rewrap its 32-byte seed as v1.
+ */
+function ed25519Key(keyFile) {
+  const der = Buffer.from(readFileSync(keyFile, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const v1Prefix = Buffer.from('302e020100300506032b657004220420', 'hex');
+  return crypto.createPrivateKey({ key: Buffer.concat([v1Prefix, der.subarray(16, 48)]), format: 'der', type: 'pkcs8' });
 }
 
 function authMail(mail) {
@@ -795,16 +845,17 @@ function readConfig() {
       scenario: { type: 'string', default: 'mailbox' },
       'unchecked-http': { type: 'string', default: '' },
       'unchecked-smtp': { type: 'string', default: '' },
+      'dkim-key': { type: 'string', default: '' },
     },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
   const scenarios = ['mailbox', 'queue', 'active-content', 'authentication'];
-  const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp']);
+  const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key']);
   if (!http || !smtp || !scenarios.includes(values.scenario) || uncheckedMissing) {
     console.error(
-      'usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR] [--unchecked-http URL --unchecked-smtp HOST:PORT]',
+      'usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR] [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]',
     );
     process.exit(2);
   }
@@ -816,6 +867,7 @@ function readConfig() {
     scenario: values.scenario,
     uncheckedHttp: values['unchecked-http'].replace(/\/$/, ''),
     uncheckedSmtp: values['unchecked-smtp'],
+    dkimKey: values['dkim-key'],
     chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   };
 }
