@@ -252,7 +252,8 @@ impl Server {
     /// a closed loopback port: `ann@spf.test` passes SPF and DMARC from loopback,
     /// `bob@signed.test` has no SPF record but passes DKIM (with `dkim_record` at
     /// `e2e._domainkey.signed.test`) and so DMARC, and `mallory@forged.test` fails SPF and
-    /// DMARC (`-all`, `p=reject`; the catcher tags it junk).
+    /// DMARC (`-all`, `p=reject`; the catcher tags it junk) and names a DKIM selector that is
+    /// markup, with no key.
     fn start_verifying(dkim_record: &str) -> Server {
         Server::catcher(&format!(
             "hostname = \"tern.test\"\n\n\
@@ -264,7 +265,8 @@ impl Server {
              \"signed.test\" = \"\", \"_dmarc.signed.test\" = \"v=DMARC1; p=reject\", \
              \"e2e._domainkey.signed.test\" = \"{dkim_record}\", \
              \"forged.test\" = \"v=spf1 -all\", \
-             \"_dmarc.forged.test\" = \"v=DMARC1; p=reject\" }}\n",
+             \"_dmarc.forged.test\" = \"v=DMARC1; p=reject\", \
+             \"x<b>hostile</b>._domainkey.forged.test\" = \"\" }}\n",
         ))
     }
 

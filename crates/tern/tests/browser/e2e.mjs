@@ -492,6 +492,8 @@ function activeContentMail(mail) {
 const genuine = { token: `kiwi${run}`, subject: `Genuine kiwi${run}`, from: 'ann@spf.test' };
 const signed = { token: `tui${run}`, subject: `Signed tui${run}`, from: 'bob@signed.test' };
 const forged = { token: `kea${run}`, subject: `Forged kea${run}`, from: 'mallory@forged.test' };
+/** A DKIM selector that is markup (browser.rs publishes no key for it): the tab shows it as text. */
+const HOSTILE_SELECTOR = 'x<b>hostile</b>';
 const unchecked = { token: `weka${run}`, subject: `Unchecked weka${run}`, from: 'sender@e2e.test' };
 
 async function authenticationScenario(page) {
@@ -526,13 +528,15 @@ async function authenticationScenario(page) {
     await screenshot(page, 'auth-dkim');
   });
   await step('a forged mail: SPF and DMARC fail, tagged junk', async () => {
-    await arrives(page, forged, authMail(forged), { from: forged.from });
+    await arrives(page, forged, dkimSign(authMail(forged), config.dkimKey, HOSTILE_SELECTOR), { from: forged.from });
     await rowOf(page, forged).locator('a').click();
     await expectText(page.locator('.message-subject'), forged.subject);
     await expectText(page.locator('.message-header .tags'), 'junk');
     await expectText(page.locator('.auth-summary'), 'DMARC fail for forged.test');
     await expectVerdict(page, 'spf', 'fail', 'mallory@forged.test');
+    await expectText(authRow(page, 'dkim', 'forged.test'), HOSTILE_SELECTOR);
     await expectVerdict(page, 'dmarc', 'fail', 'forged.test');
+    if (await page.locator('.authentication b').count()) fail('the selector\'s markup became an element');
     await screenshot(page, 'auth-fail');
   });
   await step('keyboard: the tab is reached with the arrow keys', async () => {
@@ -582,9 +586,9 @@ const DKIM_SELECTOR = 'e2e';
 
 /**
  * `message` with a DKIM-Signature (RFC 6376, ed25519-sha256 of RFC 8463, relaxed/relaxed) by
- * the key in `keyFile` for the domain of its From: address.
+ * the key in `keyFile` for the domain of its From: address, naming `selector`.
  */
-function dkimSign(message, keyFile) {
+function dkimSign(message, keyFile, selector = DKIM_SELECTOR) {
   const split = message.indexOf('\r\n\r\n');
   const fields = message.slice(0, split).split(/\r\n(?![ \t])/);
   const body = message.slice(split + 4).split('\r\n').map((line) => line.replace(/[ \t]+/g, ' ').replace(/ $/, ''));
@@ -597,7 +601,7 @@ function dkimSign(message, keyFile) {
   const signedFields = names.map((name) => fields.find((field) => field.toLowerCase().startsWith(`${name}:`)));
   const domain = /@([^>\s]+)/.exec(signedFields[0])[1];
   const bodyHash = crypto.createHash('sha256').update(canonicalBody).digest('base64');
-  const field = `DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=${domain}; s=${DKIM_SELECTOR}; h=${names.join(':')}; bh=${bodyHash}; b=`;
+  const field = `DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=${domain}; s=${selector}; h=${names.join(':')}; bh=${bodyHash}; b=`;
   const signedData = [...signedFields.map((item) => `${relaxed(item)}\r\n`), relaxed(field)].join('');
   // Ed25519 signs the SHA-256 hash of the header data (RFC 8463 §3).
   const hash = crypto.createHash('sha256').update(signedData).digest();
