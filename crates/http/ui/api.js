@@ -1,7 +1,7 @@
 /**
  * The HTTP API the UI speaks: Mailpit's `/api/v1` (list, search, message, headers, raw source,
- * parts, read state, delete) and Tern's extensions (inboxes, the envelope inside a message, the
- * outbound queue and the server-sent event stream). Functions return parsed JSON or text and
+ * parts, read state, delete) and Tern's extensions (inboxes, the envelope inside a message, its
+ * authentication results, the outbound queue and the server-sent event stream). Functions return parsed JSON or text and
  * throw `ApiError` carrying the server's message when the status is not 2xx.
  */
 
@@ -70,6 +70,15 @@ export async function getMessage(messageId) {
 /** Header name → list of values. */
 export async function getHeaders(messageId) {
   return (await request('GET', `/api/v1/message/${id(messageId)}/headers`)).json();
+}
+
+/**
+ * The SPF, DKIM, ARC and DMARC results Tern recorded when the message came in:
+ * `{"AuthservID", "Results": [{"Method", "Result", "Properties", "Comment"}]}`, with an empty
+ * `Results` when it was not checked.
+ */
+export async function getAuthentication(messageId) {
+  return (await request('GET', `/api/v1/message/${id(messageId)}/authentication`)).json();
 }
 
 /** The message source exactly as stored. */

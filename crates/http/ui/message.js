@@ -1,11 +1,16 @@
 /**
  * The message pane for one message: a toolbar (back, read/unread, delete), the header (subject,
- * addresses, date, size, tags) and tabs — HTML, Text, Headers, Raw, Attachments, Envelope.
+ * addresses, date, size, tags) and tabs — HTML, Text, Headers, Raw, Attachments, Envelope,
+ * Authentication.
  *
  * The HTML body is never put into this page: it loads in an `<iframe sandbox="allow-popups">`
  * (no scripts, no same-origin access) from `/view/ID.html`, whose Content-Security-Policy blocks
  * remote content until the reader ticks "Load remote content". Each tab's body is built the first
  * time it is shown and kept, so switching tabs does not refetch.
+ *
+ * The Authentication tab shows the SPF, DKIM, ARC and DMARC results Tern recorded when the
+ * message came in. Their identities are what the sender claimed (MAIL FROM, From:, d=), so
+ * they go on the page as text like every other piece of the message.
  */
 
 import * as api from './api.js';
@@ -18,7 +23,29 @@ const TAB_LABELS = {
   raw: 'Raw',
   attachments: 'Attachments',
   envelope: 'Envelope',
+  authentication: 'Authentication',
 };
+
+/** The properties that name what each method judged, in the order they are shown. */
+const AUTH_IDENTITIES = {
+  spf: ['smtp.mailfrom', 'smtp.helo'],
+  dkim: ['header.d', 'header.s', 'header.i'],
+  dmarc: ['header.from', 'policy.dmarc'],
+};
+
+/** The badge colour of each result (RFC 8601 §2.7); any other result is neutral. */
+const VERDICT_CLASSES = {
+  pass: 'verdict-pass',
+  fail: 'verdict-fail',
+  softfail: 'verdict-neutral',
+  neutral: 'verdict-neutral',
+  none: 'verdict-neutral',
+  policy: 'verdict-neutral',
+  temperror: 'verdict-error',
+  permerror: 'verdict-error',
+};
+
+const NOT_CHECKED = 'Not checked — set [auth] verify = true (catcher) to check SPF, DKIM and DMARC';
 
 export class MessageView {
   /**
@@ -123,6 +150,8 @@ export class MessageView {
         return asyncPanel(() => api.getRaw(message.ID), (raw) => rawPanel(message, raw));
       case 'attachments':
         return attachmentsPanel(message);
+      case 'authentication':
+        return asyncPanel(() => api.getAuthentication(message.ID), authenticationPanel);
       default:
         return envelopePanel(message.Envelope);
     }
@@ -130,7 +159,7 @@ export class MessageView {
 }
 
 function availableTabs(message) {
-  const tabs = ['text', 'headers', 'raw', 'attachments', 'envelope'];
+  const tabs = ['text', 'headers', 'raw', 'attachments', 'envelope', 'authentication'];
   return message.HTML ? ['html', ...tabs] : tabs;
 }
 
@@ -250,6 +279,54 @@ function attachmentCard(messageId, part) {
       h('a', { class: 'icon-button attachment-download', href: url, download: name, title: `Download ${name}`, 'aria-label': `Download ${name}` }, icon('download')),
     ),
   );
+}
+
+/** The overall line, then one row per result: method, verdict badge, identity, comment. */
+function authenticationPanel(report) {
+  const results = report?.Results || [];
+  if (!results.length) return h('div', { class: 'panel-pad' }, h('p', { class: 'auth-summary muted' }, NOT_CHECKED));
+  const rows = results.map((result) =>
+    h(
+      'tr',
+      { class: 'auth-row', dataset: { method: result.Method } },
+      h('th', { scope: 'row', class: 'auth-method' }, result.Method.toUpperCase()),
+      h('td', {}, verdictBadge(result.Result)),
+      h('td', { class: 'auth-identity' }, identityList(result)),
+      h('td', { class: 'auth-comment' }, result.Comment || ''),
+    ),
+  );
+  const head = h('thead', {}, h('tr', {}, ['Method', 'Result', 'Identity', 'Comment'].map((name) => h('th', { scope: 'col' }, name))));
+  return h(
+    'div',
+    { class: 'panel-pad authentication' },
+    h('p', { class: 'auth-summary' }, authSummary(results), report.AuthservID ? h('span', { class: 'muted' }, ` · checked by ${report.AuthservID}`) : null),
+    h('table', { class: 'auth-table' }, head, h('tbody', {}, rows)),
+  );
+}
+
+/** "DMARC pass for example.com", or the SPF verdict when there is no DMARC result. */
+function authSummary(results) {
+  const dmarc = results.find((result) => result.Method === 'dmarc');
+  if (dmarc) {
+    const domain = dmarc.Properties?.['header.from'];
+    return [verdictBadge(dmarc.Result), ` DMARC ${dmarc.Result}${domain ? ` for ${domain}` : ''}`];
+  }
+  const spf = results.find((result) => result.Method === 'spf' && result.Properties?.['smtp.mailfrom']);
+  if (spf) return [verdictBadge(spf.Result), ` SPF ${spf.Result} for ${spf.Properties['smtp.mailfrom']}, no DMARC result`];
+  return 'No DMARC result';
+}
+
+function verdictBadge(result) {
+  return h('span', { class: ['verdict', VERDICT_CLASSES[result] || 'verdict-neutral'] }, result);
+}
+
+/** The properties naming what `result` judged (every property, for a method not listed). */
+function identityList(result) {
+  const properties = result.Properties || {};
+  const names = AUTH_IDENTITIES[result.Method] || Object.keys(properties);
+  const shown = names.filter((name) => properties[name]);
+  if (!shown.length) return h('span', { class: 'muted' }, '—');
+  return h('dl', { class: 'auth-properties' }, shown.map((name) => [h('dt', {}, name), h('dd', {}, properties[name])]));
 }
 
 function envelopePanel(envelope) {

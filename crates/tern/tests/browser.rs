@@ -15,6 +15,13 @@
 //! rendered them (XHTML in `+xml` types, SVG, HTML, a type list ending in `text/html`) and opens
 //! each part's URL as a page of its own: none runs a script, the dangerous ones download.
 //!
+//! A fourth (`--scenario authentication`) opens the Authentication tab of mail a verifying
+//! catcher judged (`[auth] verify = true`, every record answered from `auth.records`): SPF and
+//! DMARC pass for one sender, DKIM and DMARC for mail the script signs with a key of `tern dkim
+//! generate`, both fail for a forged one (tagged junk), and a catcher that does not verify says
+//! "Not checked". Its screenshots land in `$CARGO_TARGET_TMPDIR/
+//! browser-screenshots-auth`.
+//!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
 #![allow(
@@ -39,22 +46,64 @@ const RELAY: &str = "127.0.0.1:9";
 
 #[test]
 fn web_ui_end_to_end_in_headless_chromium() {
-    run_e2e(&Server::start(), "mailbox", "browser-screenshots");
+    run_e2e(&Server::start(), "mailbox", "browser-screenshots", &[]);
 }
 
 #[test]
 fn queue_page_end_to_end_in_headless_chromium() {
-    run_e2e(&Server::start_mta(), "queue", "browser-screenshots-queue");
+    run_e2e(&Server::start_mta(), "queue", "browser-screenshots-queue", &[]);
 }
 
 #[test]
 fn message_parts_run_no_script_when_opened_in_headless_chromium() {
-    run_e2e(&Server::start(), "active-content", "browser-screenshots-active");
+    run_e2e(&Server::start(), "active-content", "browser-screenshots-active", &[]);
 }
 
-/// Runs `e2e.mjs --scenario SCENARIO` against `server`, screenshots into `$CARGO_TARGET_TMPDIR/
-/// SHOTS`; fails with the script's log and the server's stderr.
-fn run_e2e(server: &Server, scenario: &str, shots: &str) {
+#[test]
+fn authentication_tab_shows_spf_dkim_and_dmarc_verdicts_in_headless_chromium() {
+    let keys = std::env::temp_dir().join(format!(
+        "tern-browser-dkim-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let (key, record) = dkim_key(&keys, "signed.test", "e2e");
+    let unchecked = Server::start();
+    let extra = [
+        ("--unchecked-http", format!("http://{}", unchecked.http)),
+        ("--unchecked-smtp", unchecked.smtp.to_string()),
+        ("--dkim-key", key.display().to_string()),
+    ];
+    run_e2e(
+        &Server::start_verifying(&record),
+        "authentication",
+        "browser-screenshots-auth",
+        &extra,
+    );
+    let _ = std::fs::remove_dir_all(&keys);
+}
+
+/// An Ed25519 key made by `tern dkim generate DOMAIN --selector SELECTOR` in `dir`: its file
+/// and the TXT record it printed for `SELECTOR._domainkey.DOMAIN`.
+fn dkim_key(dir: &Path, domain: &str, selector: &str) -> (PathBuf, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["dkim", "--key-dir"])
+        .arg(dir)
+        .args(["generate", domain, "--selector", selector, "--algorithm", "ed25519"])
+        .output()
+        .expect("run tern dkim generate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "tern dkim generate failed:\n{stdout}{}", combined(&output));
+    let record = stdout
+        .split_once("( \"")
+        .and_then(|(_, rest)| rest.split_once("\" )"))
+        .map(|(record, _)| record.to_string())
+        .unwrap_or_else(|| panic!("no TXT record in the output of tern dkim generate:\n{stdout}"));
+    (dir.join(format!("{domain}.{selector}.key")), record)
+}
+
+/// Runs `e2e.mjs --scenario SCENARIO` (with the flags `extra`) against `server`, screenshots
+/// into `$CARGO_TARGET_TMPDIR/SHOTS`; fails with the script's log and the server's stderr.
+fn run_e2e(server: &Server, scenario: &str, shots: &str, extra: &[(&str, String)]) {
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| CHROMIUM.to_string());
     assert!(
         Path::new(&chromium).exists(),
@@ -84,6 +133,7 @@ fn run_e2e(server: &Server, scenario: &str, shots: &str) {
             .arg(&screenshots)
             .arg("--relay")
             .arg(RELAY)
+            .args(extra.iter().flat_map(|(flag, value)| [*flag, value.as_str()]))
             .env("CHROMIUM_PATH", &chromium)
             .current_dir(&browser_dir),
         E2E_TIMEOUT,
@@ -194,9 +244,36 @@ impl Server {
     /// A catcher, configured by flags but for its relay host ([`RELAY`], which refuses
     /// connections: released mail stays queued).
     fn start() -> Server {
+        Server::catcher(&format!("[outbound]\nrelay_host = \"{RELAY}\"\ntls = \"off\"\n"))
+    }
+
+    /// A catcher that checks SPF, DKIM and DMARC (`[auth] verify = true`) with every record
+    /// it asks for given in `auth.records` (an empty value is "no record") and its DNS server
+    /// a closed loopback port: `ann@spf.test` passes SPF and DMARC from loopback,
+    /// `bob@signed.test` has no SPF record but passes DKIM (with `dkim_record` at
+    /// `e2e._domainkey.signed.test`) and so DMARC, and `mallory@forged.test` fails SPF and
+    /// DMARC (`-all`, `p=reject`; the catcher tags it junk) and names a DKIM selector that is
+    /// markup, with no key.
+    fn start_verifying(dkim_record: &str) -> Server {
+        Server::catcher(&format!(
+            "hostname = \"tern.test\"\n\n\
+             [outbound]\ndns_servers = [\"127.0.0.1:9\"]\ndns_timeout_secs = 1\n\n\
+             [auth]\nverify = true\nrecords = {{ \
+             \"e2e.test\" = \"\", \"_dmarc.test\" = \"\", \
+             \"spf.test\" = \"v=spf1 ip4:127.0.0.0/8 -all\", \
+             \"_dmarc.spf.test\" = \"v=DMARC1; p=reject\", \
+             \"signed.test\" = \"\", \"_dmarc.signed.test\" = \"v=DMARC1; p=reject\", \
+             \"e2e._domainkey.signed.test\" = \"{dkim_record}\", \
+             \"forged.test\" = \"v=spf1 -all\", \
+             \"_dmarc.forged.test\" = \"v=DMARC1; p=reject\", \
+             \"x<b>hostile</b>._domainkey.forged.test\" = \"\" }}\n",
+        ))
+    }
+
+    /// A catcher with its listeners given by flags and the rest by the config `toml`.
+    fn catcher(toml: &str) -> Server {
         Server::launch(|data, smtp, http, store| {
             let config = data.join("tern.toml");
-            let toml = format!("[outbound]\nrelay_host = \"{RELAY}\"\ntls = \"off\"\n");
             std::fs::write(&config, toml).expect("write the catcher config");
             let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
             command.arg("serve").arg("--config").arg(config);

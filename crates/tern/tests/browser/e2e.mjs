@@ -24,13 +24,21 @@
  * ones download, the harmless ones display, sandboxed. The HTML view opened on its own runs no
  * script either and still shows its `cid:` image.
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue|active-content] --http http://127.0.0.1:8025
- *        --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
+ * With `--scenario authentication` (against a catcher with `[auth] verify = true` whose records
+ * pass ann@spf.test and fail mallory@forged.test) it opens the Authentication tab: nothing is
+ * fetched before the tab opens → SPF and DMARC pass rows with green badges for the first mail →
+ * DKIM and DMARC pass for a mail it signs with `--dkim-key` (d=signed.test, s=e2e) → fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
+ * a catcher that does not verify (`--unchecked-http`, `--unchecked-smtp`) says "Not checked".
+ *
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication]
+ *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
+ *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
  * Screenshots (PNG) of every step go to the output directory. Exits non-zero on the first
  * failure, after a screenshot of the page as it was.
  */
 
+import crypto from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -81,7 +89,12 @@ async function main() {
   watch(page);
   const started = Date.now();
   try {
-    const scenarios = { mailbox: scenario, queue: queueScenario, 'active-content': activeContentScenario };
+    const scenarios = {
+      mailbox: scenario,
+      queue: queueScenario,
+      'active-content': activeContentScenario,
+      authentication: authenticationScenario,
+    };
     await scenarios[config.scenario](page);
   } catch (error) {
     await page.screenshot({ path: path.join(config.out, 'failure.png'), fullPage: true }).catch(() => {});
@@ -124,8 +137,8 @@ async function openUi(page) {
   await screenshot(page, 'empty');
 }
 
-async function arrives(page, mail, data) {
-  const id = await sendMail(data);
+async function arrives(page, mail, data, envelope = {}) {
+  const id = await sendMail(data, envelope);
   const row = rowOf(page, mail);
   await row.waitFor({ timeout: STEP_TIMEOUT_MS });
   if (!(await page.evaluate(() => window.ternE2eNoReload === true))) fail('the page reloaded');
@@ -473,6 +486,154 @@ function activeContentMail(mail) {
   ].join('\r\n');
 }
 
+// ---- authentication -------------------------------------------------------------------------
+
+/** Mail from a domain whose SPF and DMARC pass from loopback, and from one whose both fail. */
+const genuine = { token: `kiwi${run}`, subject: `Genuine kiwi${run}`, from: 'ann@spf.test' };
+const signed = { token: `tui${run}`, subject: `Signed tui${run}`, from: 'bob@signed.test' };
+const forged = { token: `kea${run}`, subject: `Forged kea${run}`, from: 'mallory@forged.test' };
+/** A DKIM selector that is markup (browser.rs publishes no key for it): the tab shows it as text. */
+const HOSTILE_SELECTOR = 'x<b>hostile</b>';
+const unchecked = { token: `weka${run}`, subject: `Unchecked weka${run}`, from: 'sender@e2e.test' };
+
+async function authenticationScenario(page) {
+  const fetched = [];
+  page.on('request', (request) => {
+    if (request.url().endsWith('/authentication')) fetched.push(request.url());
+  });
+  await step('open the UI of the verifying catcher', () => openUi(page));
+  await step('a genuine mail: SPF and DMARC pass', async () => {
+    await arrives(page, genuine, authMail(genuine), { from: genuine.from });
+    await rowOf(page, genuine).locator('a').click();
+    await expectText(page.locator('.message-subject'), genuine.subject);
+    if (fetched.length) fail(`the results were fetched before the tab opened: ${fetched.join(', ')}`);
+    await page.locator('#tab-authentication').click();
+    await expectText(page.locator('.auth-summary'), 'DMARC pass for spf.test');
+    await expectVerdict(page, 'spf', 'pass', 'ann@spf.test');
+    await expectVerdict(page, 'dmarc', 'pass', 'spf.test');
+    await expectText(authRow(page, 'dmarc', 'spf.test'), 'reject');
+    await expectVerdict(page, 'spf', 'none', 'e2e.test', 'neutral'); // the HELO name has no SPF record
+    if (fetched.length !== 1) fail(`opening the tab fetched the results ${fetched.length} times`);
+    await screenshot(page, 'auth-pass');
+  });
+  await step('a DKIM-signed mail: DKIM and DMARC pass', async () => {
+    await arrives(page, signed, dkimSign(authMail(signed), config.dkimKey), { from: signed.from });
+    await rowOf(page, signed).locator('a').click();
+    await expectText(page.locator('.message-subject'), signed.subject);
+    // The tab chosen last is the one the next message opens on.
+    await expectText(page.locator('.auth-summary'), 'DMARC pass for signed.test');
+    await expectVerdict(page, 'dkim', 'pass', 'signed.test');
+    await expectText(authRow(page, 'dkim', 'signed.test'), DKIM_SELECTOR);
+    await expectVerdict(page, 'spf', 'none', 'bob@signed.test', 'neutral');
+    await screenshot(page, 'auth-dkim');
+  });
+  await step('a forged mail: SPF and DMARC fail, tagged junk', async () => {
+    await arrives(page, forged, dkimSign(authMail(forged), config.dkimKey, HOSTILE_SELECTOR), { from: forged.from });
+    await rowOf(page, forged).locator('a').click();
+    await expectText(page.locator('.message-subject'), forged.subject);
+    await expectText(page.locator('.message-header .tags'), 'junk');
+    await expectText(page.locator('.auth-summary'), 'DMARC fail for forged.test');
+    await expectVerdict(page, 'spf', 'fail', 'mallory@forged.test');
+    await expectText(authRow(page, 'dkim', 'forged.test'), HOSTILE_SELECTOR);
+    await expectVerdict(page, 'dmarc', 'fail', 'forged.test');
+    if (await page.locator('.authentication b').count()) fail('the selector\'s markup became an element');
+    await screenshot(page, 'auth-fail');
+  });
+  await step('keyboard: the tab is reached with the arrow keys', async () => {
+    await page.locator('#tab-text').click();
+    await page.keyboard.press('End');
+    await expectAttribute(page.locator('#tab-authentication'), 'aria-selected', 'true');
+    if (!(await page.locator('#tab-authentication').evaluate((tab) => tab === document.activeElement))) fail('End did not focus the Authentication tab');
+    await expectText(page.locator('.auth-summary'), 'DMARC fail for forged.test');
+    await page.keyboard.press('ArrowLeft');
+    await expectAttribute(page.locator('#tab-envelope'), 'aria-selected', 'true');
+    await page.keyboard.press('ArrowRight');
+    await expectAttribute(page.locator('#tab-authentication'), 'aria-selected', 'true');
+  });
+  await step('a catcher that does not verify says "Not checked"', async () => {
+    await page.goto(`${config.uncheckedHttp}/`);
+    await page.locator('#live.connected').waitFor({ timeout: STEP_TIMEOUT_MS });
+    await sendMail(authMail(unchecked), { smtp: config.uncheckedSmtp });
+    await rowOf(page, unchecked).locator('a').click();
+    await expectText(page.locator('.message-subject'), unchecked.subject);
+    await page.locator('#tab-authentication').click();
+    await expectText(page.locator('.auth-summary'), 'Not checked — set [auth] verify = true (catcher) to check SPF, DKIM and DMARC');
+    if (await page.locator('.auth-row').count()) fail('an unchecked message shows result rows');
+    await screenshot(page, 'auth-unchecked');
+  });
+  if (pageErrors.length) fail(`the page threw: ${pageErrors.join('; ')}`);
+}
+
+/** The result row of `method` that names `identity` (SPF has one for HELO and one for MAIL FROM). */
+function authRow(page, method, identity) {
+  return page.locator(`.auth-row[data-method="${method}"]`, { has: page.locator('.auth-identity', { hasText: identity }) });
+}
+
+/** The `method` row for `identity` shows `result` in a badge of colour class `badge`. */
+async function expectVerdict(page, method, result, identity, badge = result) {
+  const row = authRow(page, method, identity);
+  await expectText(row.locator('.verdict'), result);
+  await expectClass(row.locator('.verdict'), `verdict-${badge}`, true);
+  await expectText(row.locator('.auth-identity'), identity);
+}
+
+async function expectAttribute(locator, name, value) {
+  await waitFor(async () => (await locator.getAttribute(name)) === value, `${locator} to have ${name}=${value}`);
+}
+
+/** The selector of the key `--dkim-key` holds (browser.rs publishes it in `auth.records`). */
+const DKIM_SELECTOR = 'e2e';
+
+/**
+ * `message` with a DKIM-Signature (RFC 6376, ed25519-sha256 of RFC 8463, relaxed/relaxed) by
+ * the key in `keyFile` for the domain of its From: address, naming `selector`.
+ */
+function dkimSign(message, keyFile, selector = DKIM_SELECTOR) {
+  const split = message.indexOf('\r\n\r\n');
+  const fields = message.slice(0, split).split(/\r\n(?![ \t])/);
+  const body = message.slice(split + 4).split('\r\n').map((line) => line.replace(/[ \t]+/g, ' ').replace(/ $/, ''));
+  const canonicalBody = `${body.join('\r\n').replace(/(\r\n)+$/, '')}\r\n`;
+  const names = ['from', 'to', 'subject', 'date', 'message-id'];
+  const relaxed = (field) => {
+    const colon = field.indexOf(':');
+    return `${field.slice(0, colon).trim().toLowerCase()}:${field.slice(colon + 1).replace(/\r\n/g, '').replace(/[ \t]+/g, ' ').trim()}`;
+  };
+  const signedFields = names.map((name) => fields.find((field) => field.toLowerCase().startsWith(`${name}:`)));
+  const domain = /@([^>\s]+)/.exec(signedFields[0])[1];
+  const bodyHash = crypto.createHash('sha256').update(canonicalBody).digest('base64');
+  const field = `DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=${domain}; s=${selector}; h=${names.join(':')}; bh=${bodyHash}; b=`;
+  const signedData = [...signedFields.map((item) => `${relaxed(item)}\r\n`), relaxed(field)].join('');
+  // Ed25519 signs the SHA-256 hash of the header data (RFC 8463 §3).
+  const hash = crypto.createHash('sha256').update(signedData).digest();
+  const signature = crypto.sign(null, hash, ed25519Key(keyFile)).toString('base64');
+  return `${field}${signature}\r\n${message}`;
+}
+
+/**
+ * The Ed25519 key of a `tern dkim generate` file. It is PKCS#8 v2 (RFC 5958, with the public
+ * key), which OpenSSL 3 does not read from ring's encoding: rewrap its 32-byte seed as v1.
+ */
+function ed25519Key(keyFile) {
+  const der = Buffer.from(readFileSync(keyFile, 'utf8').replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const v1Prefix = Buffer.from('302e020100300506032b657004220420', 'hex');
+  return crypto.createPrivateKey({ key: Buffer.concat([v1Prefix, der.subarray(16, 48)]), format: 'der', type: 'pkcs8' });
+}
+
+function authMail(mail) {
+  return [
+    `From: <${mail.from}>`,
+    'To: Inbox <inbox@e2e.test>',
+    `Subject: ${mail.subject}`,
+    `Message-ID: <${mail.token}@e2e.test>`,
+    `Date: ${new Date().toUTCString().replace('GMT', '+0000')}`,
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    `Checked or not, ${mail.token}.`,
+    '',
+  ].join('\r\n');
+}
+
 // ---- mail -----------------------------------------------------------------------------------
 
 function mailWithAttachments(mail) {
@@ -530,9 +691,9 @@ function headers(mail, contentType) {
   ];
 }
 
-/** EHLO, MAIL, RCPT, DATA, QUIT over a plain socket; returns the queue id from the 250 reply. */
-async function sendMail(data, { from = 'sender@e2e.test', to = 'inbox@e2e.test' } = {}) {
-  const [host, port] = splitHostPort(config.smtp);
+/** EHLO, MAIL, RCPT, DATA, QUIT over a plain socket (to `smtp`); returns the queue id from the 250 reply. */
+async function sendMail(data, { from = 'sender@e2e.test', to = 'inbox@e2e.test', smtp = config.smtp } = {}) {
+  const [host, port] = splitHostPort(smtp);
   const socket = net.connect({ host, port });
   socket.setTimeout(STEP_TIMEOUT_MS, () => socket.destroy(new Error('SMTP timeout')));
   const replies = replyReader(socket);
@@ -680,14 +841,37 @@ function fail(message) {
 
 function readConfig() {
   const { values } = parseArgs({
-    options: { http: { type: 'string' }, smtp: { type: 'string' }, out: { type: 'string' }, relay: { type: 'string', default: '' }, scenario: { type: 'string', default: 'mailbox' } },
+    options: {
+      http: { type: 'string' },
+      smtp: { type: 'string' },
+      out: { type: 'string' },
+      relay: { type: 'string', default: '' },
+      scenario: { type: 'string', default: 'mailbox' },
+      'unchecked-http': { type: 'string', default: '' },
+      'unchecked-smtp': { type: 'string', default: '' },
+      'dkim-key': { type: 'string', default: '' },
+    },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  if (!http || !smtp || !['mailbox', 'queue', 'active-content'].includes(values.scenario)) {
-    console.error('usage: node e2e.mjs [--scenario mailbox|queue|active-content] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR]');
+  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication'];
+  const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key']);
+  if (!http || !smtp || !scenarios.includes(values.scenario) || uncheckedMissing) {
+    console.error(
+      'usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR] [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]',
+    );
     process.exit(2);
   }
-  return { http: http.replace(/\/$/, ''), smtp, out, relay: values.relay, scenario: values.scenario, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+  return {
+    http: http.replace(/\/$/, ''),
+    smtp,
+    out,
+    relay: values.relay,
+    scenario: values.scenario,
+    uncheckedHttp: values['unchecked-http'].replace(/\/$/, ''),
+    uncheckedSmtp: values['unchecked-smtp'],
+    dkimKey: values['dkim-key'],
+    chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+  };
 }
