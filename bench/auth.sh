@@ -50,6 +50,9 @@ listen-address=127.0.0.1
 bind-interfaces
 no-resolv
 no-hosts
+# Authoritative for .test: unknown names are NXDOMAIN (cached), never REFUSED (temperror).
+local=/test/
+local=/local/
 txt-record=bench.test,"v=spf1 ip4:127.0.0.0/8 -all"
 txt-record=_dmarc.bench.test,"v=DMARC1; p=reject"
 txt-record=b1._domainkey.bench.test,$KEY_STRINGS
@@ -86,8 +89,8 @@ TOML
   after=$(cpu_ms "$pid")
   stop_child "$pid"
   local rate p99
-  rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{r[\"messages_per_sec\"]:.0f}")' "$dir/bench.json")
-  p99=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{r[\"latency_ms\"][\"p99\"]:.1f}")' "$dir/bench.json")
+  rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.0f" % r["messages_per_sec"])' "$dir/bench.json")
+  p99=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.1f" % r["latency_ms"]["p99"])' "$dir/bench.json")
   log "$label run $run: $rate msgs/s, p99 $p99 ms, CPU $((after - before)) ms"
   RATE[$label]="${RATE[$label]:-} $rate"
   P99[$label]="${P99[$label]:-} $p99"

@@ -1,7 +1,8 @@
 //! DKIM keys on disk: `tern dkim generate` writes one PEM file per key,
 //! `KEY_DIR/DOMAIN.SELECTOR.key` (mode 0600), and the server loads every such file at start.
-//! RSA keys are PKCS#1 PEM (`RSA PRIVATE KEY`), Ed25519 keys PKCS#8 PEM (`PRIVATE KEY`), the
-//! forms OpenDKIM and rspamd read too. [`KeyFile::dns_record`] is the TXT record to publish at
+//! RSA keys are PKCS#1 PEM (`RSA PRIVATE KEY`, the form OpenDKIM reads too); Ed25519 keys are
+//! PKCS#8 v2 PEM (`PRIVATE KEY`, with the public key inside, as mail-auth makes them), which
+//! OpenSSL 3.0 does not read: another signer needs the 32-byte seed re-encoded. [`KeyFile::dns_record`] is the TXT record to publish at
 //! `SELECTOR._domainkey.DOMAIN`: for RSA the SubjectPublicKeyInfo (RFC 6376 §3.6.1), for
 //! Ed25519 the raw 32-byte key (RFC 8463 §4).
 
