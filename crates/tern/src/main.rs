@@ -8,7 +8,9 @@ mod dkim;
 mod messages;
 mod metrics;
 mod outbound;
+mod pickup;
 mod queue;
+mod sendmail;
 mod serve;
 
 use std::net::SocketAddr;
@@ -45,6 +47,13 @@ enum Command {
     Queue(queue::QueueArgs),
     /// DKIM signing keys: generate them, list their DNS records, check what DNS publishes.
     Dkim(dkim::DkimArgs),
+    /// Send the message on standard input, as sendmail does (also run as `sendmail` through a
+    /// link): -t, -i/-oi, -f FROM, -F NAME, recipients. See `TERN_SMTP`, `TERN_DROP_DIR`.
+    Sendmail {
+        /// sendmail's options and the recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Flags of `tern serve`; each overrides the matching configuration key.
@@ -84,6 +93,12 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // Run through a link named `sendmail` (as /usr/sbin/sendmail), Tern is sendmail.
+    let mut argv = std::env::args_os();
+    let program = argv.next().unwrap_or_default();
+    if std::path::Path::new(&program).file_name().is_some_and(|name| name == "sendmail") {
+        return sendmail::main(argv.collect());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::main(args),
@@ -93,6 +108,7 @@ fn main() -> ExitCode {
         Command::Alias(args) => account::alias_main(args),
         Command::Queue(args) => queue::main(args),
         Command::Dkim(args) => dkim::main(args),
+        Command::Sendmail { args } => return sendmail::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

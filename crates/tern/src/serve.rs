@@ -117,6 +117,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let auth = Authentication::load(&config, &hostname)?;
     let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
+    tracker.spawn(crate::pickup::run(door.clone(), config.data_dir.join("drop")));
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
     let http = tokio::spawn(tern_http::server::serve(
         http_listener,
