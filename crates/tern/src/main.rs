@@ -2,6 +2,7 @@
 //! pipeline's crates together and handles signals; the behaviour lives in the library crates.
 
 mod account;
+mod check;
 mod config;
 mod directory;
 mod dkim;
@@ -47,6 +48,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// DKIM signing keys: generate them, list their DNS records, check what DNS publishes.
     Dkim(dkim::DkimArgs),
+    /// Validate a configuration without starting the server (ports, TLS, data dir, keys, DNS).
+    Check(check::CheckArgs),
     /// Send the message on standard input, as sendmail does (also run as `sendmail` through a
     /// link): -t, -i/-oi, -f FROM, -F NAME, recipients. See `TERN_SMTP`, `TERN_DROP_DIR`.
     Sendmail {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Alias(args) => account::alias_main(args),
         Command::Queue(args) => queue::main(args),
         Command::Dkim(args) => dkim::main(args),
+        Command::Check(args) => check::main(args),
         Command::Sendmail { args } => return sendmail::main(args),
     };
     match result {
