@@ -44,6 +44,24 @@ pub struct Session<'a> {
     pub mail_from: &'a str,
 }
 
+impl<'a> Session<'a> {
+    /// The client's address as SPF must see it: a dual-stack listener reports an IPv4 client
+    /// as `::ffff:a.b.c.d`, which is IPv4 (RFC 7208 §5).
+    fn client_ip(&self) -> IpAddr {
+        self.ip.to_canonical()
+    }
+
+    /// The HELO name, without the brackets of an address literal.
+    fn helo_name(&self) -> &'a str {
+        self.helo.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The domain SPF judges for MAIL FROM: the sender's, or the HELO name's for the null sender.
+    fn mail_from_domain(&self) -> &'a str {
+        self.mail_from.rsplit_once('@').map_or(self.helo_name(), |(_, domain)| domain)
+    }
+}
+
 /// Checks messages; one per server, shared by every session (the DNS caches live here).
 pub struct Verifier {
     authenticator: MessageAuthenticator,
@@ -88,18 +106,11 @@ impl Verifier {
     /// SPF alone for the MAIL FROM identity of `session` (the HELO identity when the reverse
     /// path is empty), as RFC 7208's `check_host()` defines it.
     pub async fn check_spf(&self, session: Session<'_>) -> SpfCheck {
-        let helo = session.helo.trim_start_matches('[').trim_end_matches(']');
-        // A dual-stack listener reports an IPv4 client as ::ffff:a.b.c.d; SPF must see IPv4.
-        let params = SpfParameters::mail_from(
-            session.ip.to_canonical(),
-            helo,
-            &self.hostname,
-            session.mail_from,
-        );
+        let (ip, helo) = (session.client_ip(), session.helo_name());
+        let params = SpfParameters::mail_from(ip, helo, &self.hostname, session.mail_from);
         let output =
             self.authenticator.verify_spf(Parameters::new(params).with_cache(&*self.caches)).await;
-        let domain = session.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
-        SpfCheck::new(&output, "mailfrom", session.mail_from, domain)
+        SpfCheck::new(&output, "mailfrom", session.mail_from, session.mail_from_domain())
     }
 
     /// Runs every check on `raw` (the message as the client sent it) for `session`.
@@ -118,15 +129,14 @@ impl Verifier {
         sealer: Option<&crate::Signer>,
     ) -> Results {
         let caches = &*self.caches;
-        let ip = session.ip.to_canonical();
-        let helo = session.helo.trim_start_matches('[').trim_end_matches(']');
+        let (ip, helo) = (session.client_ip(), session.helo_name());
         let helo_params = SpfParameters::helo(ip, helo, &self.hostname);
         let spf_helo =
             self.authenticator.verify_spf(Parameters::new(helo_params).with_cache(caches)).await;
         let from_params = SpfParameters::mail_from(ip, helo, &self.hostname, session.mail_from);
         let spf =
             self.authenticator.verify_spf(Parameters::new(from_params).with_cache(caches)).await;
-        let spf_domain = session.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
+        let spf_domain = session.mail_from_domain();
 
         let Some(mut message) = AuthenticatedMessage::parse_with_opts(raw, None, false) else {
             // No header at all: nothing DKIM, ARC or DMARC could judge.

@@ -9,8 +9,8 @@
 //! knows no name. The RFC 8463 appendix A message must pass as published, and tampering with
 //! a signed body or From field must fail.
 //!
-//! The other direction — Tern signs, dkimpy verifies — uses [`dkimpy_verifies`], checked here
-//! on the RFC 8463 message; it is ready for a test of Tern's signer.
+//! The other direction — Tern signs, dkimpy verifies — uses [`dkimpy_verifies`]: on the RFC
+//! 8463 message, and on every untouched message of the table signed by Tern's signer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

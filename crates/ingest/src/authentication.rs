@@ -22,16 +22,6 @@ use crate::door::{Client, Transaction};
 /// The tag of a message the authentication policy calls junk.
 pub const JUNK_TAG: &str = "junk";
 
-/// Whether `client` is one Tern answers for: the API's administrator, an authenticated user, or
-/// an address `policy` lets relay (trusted networks). Without a policy (the catcher), nobody.
-fn trusted(policy: Option<&RelayPolicy>, client: &Client) -> bool {
-    client.admin
-        || client.auth.is_some()
-        || policy.is_some_and(|policy| {
-            policy.may_relay(&tern_policy::Client { ip: client.peer.ip(), login: client.login() })
-        })
-}
-
 /// SPF, DKIM, ARC and DMARC on mail from untrusted clients.
 pub struct Authenticate {
     verifier: Arc<Verifier>,
@@ -115,7 +105,7 @@ impl Check for Authenticate {
         raw: &'a [u8],
     ) -> Pending<'a> {
         // The HTTP API's messages are Tern's own users' (or, in the catcher, the tests').
-        if client.admin || (self.policy.is_some() && trusted(self.policy.as_deref(), client)) {
+        if client.admin || self.policy.as_deref().is_some_and(|policy| client.trusted_by(policy)) {
             return Verdict::accept().ready();
         }
         Box::pin(self.judge(client, tx, raw))
@@ -141,7 +131,7 @@ impl Check for Sign {
     }
 
     fn at_data<'a>(&'a self, client: &'a Client, _: &'a Transaction, raw: &'a [u8]) -> Pending<'a> {
-        if !trusted(Some(&self.policy), client) {
+        if !client.trusted_by(&self.policy) {
             return Verdict::accept().ready();
         }
         let headers = self.signer.sign(raw);

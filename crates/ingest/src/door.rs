@@ -44,6 +44,14 @@ impl Client {
     pub fn login(&self) -> Option<&str> {
         self.auth.as_ref().map(|user| user.login.as_str())
     }
+
+    /// Whether `policy` lets this client relay: the API's administrator, an authenticated
+    /// user, or an address of `relay.trusted_networks`. Tern answers for such clients: they
+    /// get notices, their mail is signed and not checked.
+    pub fn trusted_by(&self, policy: &tern_policy::RelayPolicy) -> bool {
+        self.admin
+            || policy.may_relay(&tern_policy::Client { ip: self.peer.ip(), login: self.login() })
+    }
 }
 
 /// A message's envelope as the client gave it (routes already decided per recipient).
@@ -234,11 +242,7 @@ impl Door {
     /// Whether Tern answers to `client`: authenticated, from a trusted network, or any
     /// client of the catcher (which never sends mail on). Only its sender gets notices.
     pub fn trusts(&self, client: &Client) -> bool {
-        if client.admin {
-            return true;
-        }
-        let policy_client = tern_policy::Client { ip: client.peer.ip(), login: client.login() };
-        self.routing.policy().is_none_or(|policy| policy.may_relay(&policy_client))
+        self.routing.policy().is_none_or(|policy| client.trusted_by(policy))
     }
 
     /// The chain's `MAIL FROM` stage: `Err` carries the reply that refuses the sender.

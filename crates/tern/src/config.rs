@@ -447,13 +447,7 @@ impl Config {
     }
 
     pub fn resolved_hostname(&self) -> String {
-        self.hostname.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| FALLBACK_HOSTNAME.into())
-        })
+        self.hostname.clone().unwrap_or_else(system_hostname)
     }
 }
 
@@ -465,6 +459,15 @@ fn line_of_offset(text: &str, offset: Option<usize>) -> usize {
 }
 
 /// Finds the line that sets `key` (`section.name`), for errors found after parsing.
+/// This machine's name (`/proc/sys/kernel/hostname`), or [`FALLBACK_HOSTNAME`].
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| FALLBACK_HOSTNAME.into())
+}
+
 fn line_of_key(text: &str, key: &str) -> usize {
     let (section, name) = match key.rsplit_once('.') {
         Some((section, name)) => (section, name),

@@ -142,17 +142,8 @@ fn month_stamp() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let days = i64::try_from(secs / 86_400).unwrap_or_default();
-    // Civil-from-days (Howard Hinnant's algorithm), enough for a year and month.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}")
+    let today = mail_parser::DateTime::from_timestamp(i64::try_from(secs).unwrap_or_default());
+    format!("{:04}{:02}", today.year, today.month)
 }
 
 async fn check(dir: &std::path::Path, domain: &str, dns: &[SocketAddr]) -> anyhow::Result<()> {

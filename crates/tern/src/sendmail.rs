@@ -125,7 +125,7 @@ fn prepare(options: &Options, input: &[u8]) -> Result<(String, Vec<String>, Vec<
     let (head, body) = lines.split_at(split);
     let head: Vec<String> = unfolded(head);
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let host = hostname();
+    let host = crate::config::system_hostname();
     let from = options.from.clone().unwrap_or_else(|| format!("{user}@{host}"));
     let mut recipients = options.recipients.clone();
     if options.headers_recipients {
@@ -219,14 +219,6 @@ fn addresses(value: &str) -> Vec<String> {
         .collect()
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn rfc5322_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -268,7 +260,7 @@ fn submit(server: &str, from: &str, recipients: &[String], message: &[u8]) -> Re
         }
     };
     step(None, 220)?;
-    step(Some(format!("EHLO {}\r\n", hostname()).as_bytes()), 250)?;
+    step(Some(format!("EHLO {}\r\n", crate::config::system_hostname()).as_bytes()), 250)?;
     step(Some(format!("MAIL FROM:<{from}>\r\n").as_bytes()), 250)?;
     for rcpt in recipients {
         step(Some(format!("RCPT TO:<{rcpt}>\r\n").as_bytes()), 250)?;
