@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod config;
 pub mod keys;
+pub mod records;
 pub mod results;
 pub mod sign;
 pub mod verify;

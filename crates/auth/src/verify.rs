@@ -64,7 +64,7 @@ impl<'a> Session<'a> {
 
 /// Checks messages; one per server, shared by every session (the DNS caches live here).
 pub struct Verifier {
-    authenticator: MessageAuthenticator,
+    pub(crate) authenticator: MessageAuthenticator,
     caches: Arc<Caches>,
     hostname: String,
     max_dkim_signatures: usize,

@@ -6,7 +6,7 @@
 //!
 //! [`settings`] turns that configuration into hickory's [`ResolverConfig`] and
 //! [`ResolverOpts`] (mail-auth builds its resolver from those), [`resolver`] builds one
-//! directly (tests, tools).
+//! directly (tests, tools), and [`txt_texts`] reads a name's TXT records as text.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,6 +63,26 @@ pub fn resolver(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolv
         .with_options(options)
         .build()
         .map_err(|e| DnsError(e.to_string()))
+}
+
+/// Every TXT record at `name`, each record's character-strings joined (RFC 7208 §3.3, RFC 6376
+/// §3.6.2.2); none when the name does not exist or holds no TXT record.
+pub async fn txt_texts(resolver: &TokioResolver, name: &str) -> Result<Vec<String>, String> {
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    match resolver.txt_lookup(fqdn).await {
+        Ok(lookup) => Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => {
+                    Some(txt.txt_data.iter().map(|part| String::from_utf8_lossy(part)).collect())
+                }
+                _ => None,
+            })
+            .collect()),
+        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn name_server(server: SocketAddr) -> NameServerConfig {

@@ -8,6 +8,9 @@ use tern_smtp::SmtpConfig;
 
 /// Default data directory, relative to where `tern` runs.
 pub const DEFAULT_DATA_DIR: &str = "./tern-data";
+
+/// The configuration file of an installed server (the Debian package puts it there).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tern/tern.toml";
 /// Fallback hostname when the system's cannot be read.
 pub const FALLBACK_HOSTNAME: &str = "localhost";
 

@@ -156,39 +156,38 @@ async fn check(dir: &std::path::Path, domain: &str, dns: &[SocketAddr]) -> anyho
     let resolver = tern_dns::resolver(dns, Duration::from_secs(5))?;
     let mut failed = 0;
     for key in &keys {
-        let name = format!("{}.", key.dns_name());
-        let published = match resolver.txt_lookup(name.as_str()).await {
-            Ok(lookup) => lookup
-                .answers()
-                .iter()
-                .filter_map(|record| match &record.data {
-                    tern_dns::RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .map(|part| String::from_utf8_lossy(part))
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Vec::new(),
-            Err(e) => return Err(e).with_context(|| format!("looking up {name}")),
+        let verdict = match published(&resolver, key).await? {
+            Ok(()) => "ok".to_string(),
+            Err(reason) => {
+                failed += 1;
+                format!("fail: {reason}")
+            }
         };
-        let verdict = match published.as_slice() {
-            [] => "fail: not published".to_string(),
-            records if records.iter().any(|r| same_key(r, &key.dns_record())) => "ok".to_string(),
-            [one] => format!("fail: published record differs: {one}"),
-            _ => "fail: several records, none with this key".to_string(),
-        };
-        if verdict != "ok" {
-            failed += 1;
-        }
         println!("{}: {verdict}", key.dns_name());
     }
     if failed > 0 {
         bail!("{failed} of {} keys are not published as they should be", keys.len());
     }
     Ok(())
+}
+
+/// Whether DNS publishes `key` at its name: `Ok(Err(reason))` when it does not; `Err` when
+/// DNS did not answer.
+pub(crate) async fn published(
+    resolver: &tern_dns::TokioResolver,
+    key: &KeyFile,
+) -> anyhow::Result<Result<(), String>> {
+    let name = key.dns_name();
+    let published = tern_dns::txt_texts(resolver, &name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("looking up {name}"))?;
+    Ok(match published.as_slice() {
+        [] => Err("not published".to_string()),
+        records if records.iter().any(|r| same_key(r, &key.dns_record())) => Ok(()),
+        [one] => Err(format!("published record differs: {one}")),
+        _ => Err("several records, none with this key".to_string()),
+    })
 }
 
 /// Whether a published record carries the same key (`p=`, spaces ignored) of the same type.

@@ -48,7 +48,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// DKIM signing keys: generate them, list their DNS records, check what DNS publishes.
     Dkim(dkim::DkimArgs),
-    /// Validate a configuration without starting the server (ports, TLS, data dir, keys, DNS).
+    /// Diagnose a mail domain (MX, rDNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, each MX over SMTP)
+    /// or validate a configuration without starting the server (ports, TLS, data dir, keys, DNS).
     Check(check::CheckArgs),
     /// Send the message on standard input, as sendmail does (also run as `sendmail` through a
     /// link): -t, -i/-oi, -f FROM, -F NAME, recipients. See `TERN_SMTP`, `TERN_DROP_DIR`.

@@ -13,35 +13,14 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use support::peers::{DnsRecord, Dnsmasq, Postfix, PostfixOptions, free_port_on_all};
-use support::{Client, MtaListener, TernServer, is_tern_banner, python, temp_dir, text};
+use support::{
+    Client, MtaListener, TernServer, dkim_generate, is_tern_banner, python, temp_dir, text,
+};
 
 const MX: [MtaListener; 1] = [MtaListener { role: "mx", allow_plaintext_auth: false }];
-
-/// `tern dkim generate DOMAIN --key-dir DIR ARGS…`; returns (selector, record) per key printed.
-fn generate(dir: &Path, domain: &str, args: &[&str]) -> Vec<(String, String)> {
-    let dir = dir.display().to_string();
-    let mut argv = vec!["dkim", "generate", domain, "--key-dir", dir.as_str()];
-    argv.extend_from_slice(args);
-    let out = support::run(env!("CARGO_BIN_EXE_tern"), &argv, None);
-    out.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(". IN TXT ( ")?;
-            let selector = name.split("._domainkey.").next()?.to_string();
-            let record: String = rest
-                .trim_end_matches(" )")
-                .split('"')
-                .enumerate()
-                .filter(|(i, _)| i % 2 == 1)
-                .map(|(_, part)| part)
-                .collect();
-            Some((selector, record))
-        })
-        .collect()
-}
 
 /// Signs `message` with dkimpy (key file `key`, PKCS#1 PEM) as `selector` of `domain`, sends it
 /// from `from` over smtplib to `port`, and returns the end-of-data (or first refusing) reply.
@@ -75,7 +54,7 @@ fn received_mail_is_judged_by_spf_dkim_and_dmarc_as_dns_publishes_them() {
     let data = temp_dir("auth-inbound");
     let keys = data.join("sender-keys");
     let [(selector, record)] =
-        generate(&keys, "sender.test", &["--algorithm", "rsa", "--selector", "s1"])
+        dkim_generate(&keys, "sender.test", &["--algorithm", "rsa", "--selector", "s1"])
             .try_into()
             .expect("one key");
     let dns = Dnsmasq::start(&[
@@ -163,7 +142,7 @@ fn received_mail_is_judged_by_spf_dkim_and_dmarc_as_dns_publishes_them() {
 fn mail_from_users_is_signed_and_forwarded_mail_sealed_and_the_next_hop_verifies_both() {
     let data = temp_dir("auth-signing");
     // Tern's default key set for its domain: RSA-2048 and Ed25519, in the default key dir.
-    let keys = generate(&data.join("store").join("dkim"), "tern.test", &[]);
+    let keys = dkim_generate(&data.join("store").join("dkim"), "tern.test", &[]);
     assert_eq!(keys.len(), 2, "{keys:?}");
     let mx_ip = Ipv4Addr::new(127, 0, 0, 2);
     let mx_port = free_port_on_all(&[mx_ip]);

@@ -5,7 +5,8 @@
 //! Layout, top down: this file holds the configuration and [`SmtpTransport`]; `section.rs` is
 //! the configuration file's `[outbound]` section; `job.rs` walks
 //! the host list and keeps the connection for the job's messages; `client.rs` is one SMTP
-//! client connection; `mx.rs` resolves domains; `tls.rs` trusts and verifies certificates;
+//! client connection; `mx.rs` resolves domains; `tls.rs` trusts and verifies certificates; `mta_sts.rs` reads
+//! and fetches MTA-STS policies;
 //! `ehlo.rs`, `command.rs` and `outcome.rs` are pure code over replies, which
 //! `tern_protocol::client_reply` parses.
 //!
@@ -17,6 +18,7 @@ mod client;
 mod command;
 mod ehlo;
 mod job;
+pub mod mta_sts;
 mod mx;
 mod outcome;
 mod section;
@@ -36,6 +38,7 @@ pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
 pub use section::{OutboundSection, parse_host_port};
 pub use tern_dns::TokioResolver;
+pub use tls::{Handshake, HandshakeError, TlsSetup, Verification};
 
 /// Default time each DNS query may take.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -395,6 +395,28 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     text
 }
 
+/// `tern dkim generate DOMAIN --key-dir DIR ARGS…`; returns (selector, record) per key printed.
+pub fn dkim_generate(dir: &Path, domain: &str, args: &[&str]) -> Vec<(String, String)> {
+    let dir = dir.display().to_string();
+    let mut argv = vec!["dkim", "generate", domain, "--key-dir", dir.as_str()];
+    argv.extend_from_slice(args);
+    let out = run(env!("CARGO_BIN_EXE_tern"), &argv, None);
+    out.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(". IN TXT ( ")?;
+            let selector = name.split("._domainkey.").next()?.to_string();
+            let record: String = rest
+                .trim_end_matches(" )")
+                .split('"')
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, part)| part)
+                .collect();
+            Some((selector, record))
+        })
+        .collect()
+}
+
 /// Python shared by the scripts the end-to-end tests run (`Raw`, `Recorder`, `emit`, …).
 pub const PY_PRELUDE: &str = include_str!("prelude.py");
 

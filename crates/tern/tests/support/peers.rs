@@ -187,10 +187,14 @@ pub enum DnsRecord {
     Mx { domain: String, host: String, preference: u16 },
     /// The RFC 7505 null MX, `domain MX 0 .` ("this domain accepts no mail").
     NullMx { domain: String },
-    /// `host A addr`. Several for one host are allowed.
+    /// `host A addr`, and the matching PTR record. Several for one host are allowed.
     A { host: String, addr: Ipv4Addr },
     /// `host AAAA addr`.
     Aaaa { host: String, addr: Ipv6Addr },
+    /// `host A addr` without the PTR record [`DnsRecord::A`] brings along.
+    AOnly { host: String, addr: Ipv4Addr },
+    /// `addr PTR name` (the reverse name is built from `addr`).
+    Ptr { addr: Ipv4Addr, name: String },
     /// `alias CNAME target` (the target must be a name this server knows).
     Cname { alias: String, target: String },
     /// `name TXT "text"` as one character-string (keep it under 256 bytes).
@@ -217,6 +221,14 @@ impl DnsRecord {
         DnsRecord::Aaaa { host: host.into(), addr }
     }
 
+    pub fn a_only(host: &str, addr: Ipv4Addr) -> DnsRecord {
+        DnsRecord::AOnly { host: host.into(), addr }
+    }
+
+    pub fn ptr(addr: Ipv4Addr, name: &str) -> DnsRecord {
+        DnsRecord::Ptr { addr, name: name.into() }
+    }
+
     pub fn cname(alias: &str, target: &str) -> DnsRecord {
         DnsRecord::Cname { alias: alias.into(), target: target.into() }
     }
@@ -239,6 +251,11 @@ impl DnsRecord {
             DnsRecord::NullMx { domain } => format!("mx-host={domain},.,0"),
             DnsRecord::A { host, addr } => format!("host-record={host},{addr}"),
             DnsRecord::Aaaa { host, addr } => format!("host-record={host},{addr}"),
+            DnsRecord::AOnly { host, addr } => format!("address=/{host}/{addr}"),
+            DnsRecord::Ptr { addr, name } => {
+                let [a, b, c, d] = addr.octets();
+                format!("ptr-record={d}.{c}.{b}.{a}.in-addr.arpa,{name}")
+            }
             DnsRecord::Cname { alias, target } => format!("cname={alias},{target}"),
             DnsRecord::Txt { name, text } => {
                 // One TXT character-string holds at most 255 bytes (a DKIM RSA key needs two).

@@ -1,55 +1,17 @@
-//! `tern check --config FILE`: validates a configuration without starting the server — the
-//! file parses (errors name the line and key), every listen address can be bound, the TLS
-//! certificate and key load and belong together, the data directory is writable, the DKIM keys
-//! load, and the DNS servers answer. One line per finding, `ok`, `warn` or `fail` with what to
-//! do; the exit status is 1 when anything failed.
+//! `tern check --config FILE`: validates a configuration without starting the server — every
+//! listen address can be bound, the TLS certificate and key load and belong together, the data
+//! directory is writable, the DKIM keys load, and the DNS servers answer. (That the file parses,
+//! with errors naming the line and key, is checked before.)
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use super::Finding;
 use crate::config::{Config, Mode};
 
-/// Arguments of `tern check`.
-#[derive(clap::Args, Debug)]
-pub struct CheckArgs {
-    /// The configuration file to check.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-}
-
-/// What one check found.
-enum Finding {
-    Ok(String),
-    Warn(String),
-    Fail(String),
-}
-
-pub fn main(args: CheckArgs) -> anyhow::Result<()> {
-    let mut findings = Vec::new();
-    match Config::load(&args.config) {
-        Ok(config) => {
-            findings.push(Finding::Ok(format!("{} parses", args.config.display())));
-            findings.extend(check(&config));
-        }
-        Err(e) => findings.push(Finding::Fail(format!("{e}"))),
-    }
-    let mut failed = 0;
-    for finding in &findings {
-        match finding {
-            Finding::Ok(text) => println!("ok    {text}"),
-            Finding::Warn(text) => println!("warn  {text}"),
-            Finding::Fail(text) => {
-                failed += 1;
-                println!("fail  {text}");
-            }
-        }
-    }
-    anyhow::ensure!(failed == 0, "{failed} check(s) failed");
-    Ok(())
-}
-
-fn check(config: &Config) -> Vec<Finding> {
+/// Every check of a loaded configuration.
+pub(super) fn check(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
     for listener in config.listeners() {
         findings.push(bind(listener.address, &format!("SMTP listener ({:?})", listener.role)));
