@@ -11,6 +11,7 @@ mod metrics;
 mod outbound;
 mod pickup;
 mod queue;
+mod reload;
 mod sendmail;
 mod serve;
 
@@ -61,7 +62,7 @@ enum Command {
 }
 
 /// Flags of `tern serve`; each overrides the matching configuration key.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// Configuration file (TOML); see tern.example.toml.
     #[arg(long, short = 'c', env = "TERN_CONFIG")]

@@ -1,5 +1,5 @@
 //! `tern serve`: load configuration, open the store, start the spool and the SMTP listeners,
-//! and shut down cleanly on SIGINT/SIGTERM: stop accepting, answer `421 4.3.0` to sessions
+//! reload on SIGHUP ([`crate::reload`]), and shut down cleanly on SIGINT/SIGTERM: stop accepting, answer `421 4.3.0` to sessions
 //! still talking, give HTTP connections `http.shutdown_grace_secs` to finish, let commits in
 //! flight finish, then exit 0.
 
@@ -23,17 +23,31 @@ use crate::{ServeArgs, maintenance};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
-    let config = resolve(args)?;
-    init_logging(&config)?;
-    crate::runtime()?.block_on(run(config))
+    let config = resolve(args.clone())?;
+    let log_filter = init_logging(&config)?;
+    match config_path(&args) {
+        Some(path) => info!(file = %path.display(), "configuration loaded"),
+        None => info!("no configuration file: defaults (the catcher)"),
+    }
+    let reloader = crate::reload::Reloader::new(args, &config, log_filter);
+    crate::runtime()?.block_on(run(config, reloader))
 }
 
-/// Stage two of configuration: the file (or defaults), then flags on top.
-fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+/// The configuration file: `--config` (or `TERN_CONFIG`); without it, a server started by
+/// systemd (which sets `INVOCATION_ID`) reads `/etc/tern/tern.toml` when it exists, while by
+/// hand `tern serve` is the catcher on defaults.
+fn config_path(args: &ServeArgs) -> Option<std::path::PathBuf> {
+    args.config.clone().or_else(|| {
+        let default = std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+        (std::env::var_os("INVOCATION_ID").is_some() && default.exists()).then_some(default)
+    })
+}
+
+/// The configuration: the file (or defaults), `TERN_…` variables over it, then flags on top.
+pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+    let path = config_path(&args);
+    let mut config =
+        Config::load_with_env(path.as_deref(), crate::config::environment::process_vars())?;
     if !args.smtp.is_empty() {
         config.smtp.listen = args.smtp;
     }
@@ -62,25 +76,37 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
-        _ => EnvFilter::try_new(&config.log.level)
-            .with_context(|| format!("log.level = {:?}", config.log.level))?,
+/// Installs the log subscriber; returns how to change its filter later (`log.level` on
+/// SIGHUP), or `None` when `RUST_LOG` fixes it.
+fn init_logging(config: &Config) -> anyhow::Result<Option<crate::reload::SetFilter>> {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|value| !value.is_empty());
+    let filter = match &from_env {
+        Some(value) => EnvFilter::try_new(value).context("RUST_LOG")?,
+        None => crate::reload::log_filter(&config.log.level)?,
     };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
+    let set: crate::reload::SetFilter = match config.log.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+    };
+    Ok(from_env.is_none().then_some(set))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Result<()> {
     let hostname = config.resolved_hostname();
     let store = tokio::task::spawn_blocking({
         let dir = config.data_dir.clone();
@@ -144,6 +170,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
+    reloader.start(shutdown.clone())?;
     info!(version = env!("CARGO_PKG_VERSION"), http = %config.http.listen, "tern ready");
 
     wait_for_signal().await?;

@@ -85,3 +85,66 @@ fn messages_command_reads_a_running_servers_store() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     }
 }
+
+#[test]
+fn environment_variables_override_the_file_and_a_bad_one_is_named() {
+    let dir = temp_dir("cli-env");
+    let mut server = TernServer::launch(&dir, "", |config| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.args(["serve", "--config"]).arg(config).env("TERN_SMTP_MAX_RECIPIENTS", "2");
+        command
+    });
+    let mut client = Client::greeted(server.addr);
+    client.cmd("EHLO client.test", "250");
+    client.cmd("MAIL FROM:<a@example.org>", "250");
+    client.cmd("RCPT TO:<one@example.org>", "250");
+    client.cmd("RCPT TO:<two@example.org>", "250");
+    client.cmd("RCPT TO:<three@example.org>", "452 4.5.3");
+    server.terminate();
+
+    let path = dir.join("tern.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("TERN_SMTP_MAX_RECIPIENTS", "lots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("environment variable TERN_SMTP_MAX_RECIPIENTS (smtp.max_recipients): "),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
+    let dir = temp_dir("cli-hup");
+    let server = TernServer::start_in(&dir, "[log]\nlevel = \"info\"\n");
+    let path = dir.join("tern.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replace("level = \"info\"", "level = \"debug\"").replacen(
+        "[smtp]",
+        "[smtp]\nmax_recipients = 7",
+        1,
+    );
+    std::fs::write(&path, edited).unwrap();
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("configuration reloaded")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = server.stderr();
+    assert!(log.contains("applied=[\"log.level\"] needs_restart=[\"smtp\"]"), "{log}");
+    // Still serving; and a file broken later is refused without stopping the server.
+    std::fs::write(&path, "[smtp\n").unwrap();
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains("does not load") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(server.stderr().contains("the running one stays"), "{}", server.stderr());
+    Client::greeted(server.addr).cmd("EHLO client.test", "250");
+}

@@ -60,7 +60,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<()> {
     let mut findings = Vec::new();
     let mut loaded = None;
     if let Some(path) = &config_path {
-        match Config::load(path) {
+        match Config::load_with_env(Some(path), crate::config::environment::process_vars()) {
             Ok(config) => {
                 findings.push(Finding::Ok(format!("{} parses", path.display())));
                 // With a DOMAIN, the file only lends its settings unless it was asked for.

@@ -142,9 +142,14 @@ impl TernServer {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        self.signal("TERM");
         self.child.wait().expect("wait")
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`, …) to the server.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([format!("-{name}").as_str(), &pid]).status().expect("kill");
     }
 
     /// Kills the server and hands back its data directory for a restart with `start_in`.

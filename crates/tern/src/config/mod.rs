@@ -1,5 +1,8 @@
-//! The configuration file: typed sections with defaults, loaded in two stages (the TOML file,
-//! then command-line flags on top). Every error names the file, the line and the key.
+//! The configuration file: typed sections with defaults, loaded in three layers (the TOML file,
+//! `TERN_…` environment variables over it — [`environment`] — then command-line flags on top).
+//! Every error names the file, the line and the key, or the variable and the key.
+
+pub mod environment;
 
 use std::path::{Path, PathBuf};
 
@@ -252,6 +255,16 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `TERN_…` environment variable sets a key to something invalid.
+    #[error("environment variable {var} ({key}): {message}")]
+    Env {
+        /// The variable (several, comma-separated, when the error cannot be pinned on one).
+        var: String,
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A key is unknown, or its value is invalid.
     #[error("{path}:{line}: {key}: {message}")]
     Invalid {
@@ -272,6 +285,49 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, path)
+    }
+
+    /// The configuration a server runs with: the file at `path` (none: the defaults) with the
+    /// `TERN_…` variables among `vars` over it ([`environment`]). Errors in the file name its
+    /// line; errors an override causes name the variable.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, label) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+                path.to_path_buf(),
+            ),
+            None => (String::new(), PathBuf::from("(defaults)")),
+        };
+        let config = Config::parse(&text, &label)?;
+        let overrides = environment::overrides(vars);
+        if overrides.is_empty() {
+            return Ok(config);
+        }
+        let blame = |key: String, message: String| {
+            let var = overrides
+                .iter()
+                .filter(|o| key.starts_with(&o.key()) || o.key().starts_with(&key))
+                .map(|o| o.var.clone())
+                .collect::<Vec<_>>();
+            let var = if var.is_empty() {
+                overrides.iter().map(|o| o.var.clone()).collect::<Vec<_>>().join(", ")
+            } else {
+                var.join(", ")
+            };
+            ConfigError::Env { var, key, message }
+        };
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| blame(String::new(), e.to_string()))?;
+        environment::apply(&mut table, &overrides);
+        let merged = toml::to_string(&table).map_err(|e| blame(String::new(), e.to_string()))?;
+        Config::parse(&merged, &label).map_err(|e| match e {
+            ConfigError::Invalid { key, message, .. } => blame(key, message),
+            other => other,
+        })
     }
 
     /// Parses configuration text; `path` only labels errors.
@@ -520,6 +576,57 @@ mod tests {
         assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
         assert_eq!(config.auth, defaults.auth);
         assert_eq!(config.dkim, defaults.dkim);
+    }
+
+    /// Every section of the example file can be set from the environment, and only those.
+    #[test]
+    fn environment_sections_are_the_files_sections() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tern.example.toml");
+        let table: toml::Table =
+            std::fs::read_to_string(path).expect("example").parse().expect("example parses");
+        let mut sections: Vec<&str> = table
+            .iter()
+            .filter(|(_, value)| value.is_table())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut known = environment::SECTIONS.to_vec();
+        sections.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(sections, known);
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_name_themselves_in_errors() {
+        let dir = std::env::temp_dir().join(format!("tern-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tern.toml");
+        std::fs::write(&path, "[smtp]\nmax_recipients = 5\nidle_timeout_secs = 7\n")
+            .expect("write");
+        let vars = |list: &[(&str, &str)]| {
+            list.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect::<Vec<_>>()
+        };
+        let config = Config::load_with_env(
+            Some(&path),
+            vars(&[("TERN_SMTP_MAX_RECIPIENTS", "50"), ("TERN_HOSTNAME", "mx.env.test")]),
+        )
+        .expect("loads");
+        assert_eq!(config.smtp.max_recipients, 50);
+        assert_eq!(config.smtp.idle_timeout_secs, 7);
+        assert_eq!(config.hostname.as_deref(), Some("mx.env.test"));
+        let err = Config::load_with_env(Some(&path), vars(&[("TERN_SMTP_MAX_RECIPIENTS", "many")]))
+            .expect_err("a string for a number")
+            .to_string();
+        assert!(
+            err.starts_with(
+                "environment variable TERN_SMTP_MAX_RECIPIENTS (smtp.max_recipients): "
+            ),
+            "{err}"
+        );
+        let err = Config::load_with_env(None, vars(&[("TERN_SMTP_MAX_RECIPIENT", "5")]))
+            .expect_err("a typo")
+            .to_string();
+        assert!(err.contains("TERN_SMTP_MAX_RECIPIENT"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The README's configuration table names every key of the example file, so the two
