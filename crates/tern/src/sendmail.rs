@@ -324,7 +324,14 @@ fn drop_message(dir: &Path, from: &str, to: &[String], message: &[u8]) -> std::i
     file.write_all(&bytes)?;
     file.sync_all()?;
     std::fs::rename(tmp.join(&name), new.join(&name))?;
-    std::fs::File::open(&new)?.sync_all()?;
+    match std::fs::File::open(&new) {
+        Ok(dir) => dir.sync_all()?,
+        // The packaged drop directory is write-only for other users (mode 1733, as a mail
+        // spool's drop is): they cannot open it to sync the rename, which the file system then
+        // commits with its next journal flush.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e),
+    }
     Ok(new.join(name))
 }
 
