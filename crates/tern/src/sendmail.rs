@@ -6,11 +6,19 @@
 //! `tern serve` takes in when it starts: a message given to sendmail is never lost.
 //!
 //! Options as sendmail has them: `-t` (recipients from To/Cc/Bcc, Bcc removed), `-i`/`-oi`
-//! (a lone `.` does not end the message), `-f FROM`, `-F NAME`, other `-o…`/`-B…` options
+//! (a lone `.` does not end the message), `-f FROM`, `-F NAME`, `-bs` (speak SMTP on standard
+//! input and output: the conversation is relayed to the server), other `-o…`/`-B…` options
 //! accepted and ignored. Exit codes are sendmail's (`sysexits.h`).
+//!
+//! Submission goes through the outbound SMTP client (`tern-delivery`) with the server as its
+//! smarthost. With `TERN_SENDMAIL_USER` and `TERN_SENDMAIL_PASSWORD` it logs in — after
+//! STARTTLS, or TLS from the first byte on port 465; the certificate must verify (webpki roots
+//! and `TERN_SENDMAIL_CA_FILE`) unless the server is on a loopback address. A recipient the
+//! server refuses is reported (exit 67); recipients it could not take now are dropped for later
+//! — only those, so nobody gets the message twice.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +47,8 @@ struct Options {
     full_name: Option<String>,
     headers_recipients: bool,
     dot_ends: bool,
+    /// `-bs`: SMTP on standard input and output.
+    smtp_stdio: bool,
     recipients: Vec<String>,
 }
 
@@ -56,6 +66,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match arg.as_str() {
             "-t" => options.headers_recipients = true,
             "-i" | "-oi" => options.dot_ends = false,
+            "-bs" => options.smtp_stdio = true,
             "--" => options.recipients.extend(args.by_ref().cloned()),
             a if a.starts_with("-f") => options.from = Some(value(&a[2..], "-f")?),
             a if a.starts_with("-r") => options.from = Some(value(&a[2..], "-r")?),
@@ -76,6 +87,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(options) => options,
         Err(e) => return fail(EX_USAGE, &e),
     };
+    let server = std::env::var("TERN_SMTP").unwrap_or_else(|_| DEFAULT_SERVER.into());
+    if options.smtp_stdio {
+        return relay_stdio(&server);
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut input) {
         return fail(EX_DATAERR, &format!("reading the message: {e}"));
@@ -84,22 +99,24 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(prepared) => prepared,
         Err(e) => return fail(EX_DATAERR, &e),
     };
-    let server = std::env::var("TERN_SMTP").unwrap_or_else(|_| DEFAULT_SERVER.into());
-    match submit(&server, &from, &recipients, &message) {
-        Ok(()) => ExitCode::from(EX_OK),
-        Err(Failure::Refused(reply)) => fail(EX_NOUSER, &format!("refused: {reply}")),
-        Err(Failure::Unavailable(why)) => {
-            let dir = std::env::var_os("TERN_DROP_DIR")
-                .map_or_else(|| PathBuf::from(DEFAULT_DROP_DIR), PathBuf::from);
-            match drop_message(&dir, &from, &recipients, &message) {
-                Ok(path) => {
-                    eprintln!("sendmail: {why}; kept in {} for the server", path.display());
-                    ExitCode::from(EX_OK)
-                }
-                Err(e) => fail(EX_TEMPFAIL, &format!("{why}; and the drop directory: {e}")),
-            }
+    let submission = match submit(&server, &from, &recipients, &message) {
+        Ok(submission) => submission,
+        Err(e) => return fail(EX_USAGE, &e),
+    };
+    for (rcpt, why) in &submission.refused {
+        eprintln!("sendmail: {rcpt}: refused: {why}");
+    }
+    if !submission.deferred.is_empty() {
+        let later: Vec<String> = submission.deferred.iter().map(|(r, _)| r.clone()).collect();
+        let why = &submission.deferred[0].1;
+        let dir = std::env::var_os("TERN_DROP_DIR")
+            .map_or_else(|| PathBuf::from(DEFAULT_DROP_DIR), PathBuf::from);
+        match drop_message(&dir, &from, &later, &message) {
+            Ok(path) => eprintln!("sendmail: {why}; kept in {} for the server", path.display()),
+            Err(e) => return fail(EX_TEMPFAIL, &format!("{why}; and the drop directory: {e}")),
         }
     }
+    if submission.refused.is_empty() { ExitCode::from(EX_OK) } else { ExitCode::from(EX_NOUSER) }
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -227,72 +244,126 @@ fn rfc5322_now() -> String {
     mail_parser::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX)).to_rfc822()
 }
 
-/// Why submission did not work.
-enum Failure {
-    /// The server answered 5xx: for good.
-    Refused(String),
-    /// No server, a 4xx, or a broken connection: keep the message for later.
-    Unavailable(String),
+/// What the server did with each recipient: refused for good, or not taken now.
+#[derive(Debug, Default)]
+struct Submission {
+    refused: Vec<(String, String)>,
+    deferred: Vec<(String, String)>,
 }
 
-/// One SMTP transaction to `server`, without TLS (loopback).
-fn submit(server: &str, from: &str, recipients: &[String], message: &[u8]) -> Result<(), Failure> {
-    let unavailable = |e: std::io::Error| Failure::Unavailable(format!("{server}: {e}"));
-    let addr = server
-        .to_socket_addrs()
-        .map_err(unavailable)?
-        .next()
-        .ok_or_else(|| Failure::Unavailable(format!("{server}: no address")))?;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(unavailable)?;
-    stream.set_read_timeout(Some(Duration::from_secs(300))).map_err(unavailable)?;
-    let mut writer = stream.try_clone().map_err(unavailable)?;
-    let mut reader = BufReader::new(stream);
-    let mut step = |command: Option<&[u8]>, expect: u16| -> Result<(), Failure> {
-        if let Some(command) = command {
-            writer.write_all(command).map_err(unavailable)?;
-        }
-        let reply = read_reply(&mut reader).map_err(unavailable)?;
-        let code: u16 = reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        match code {
-            c if c == expect => Ok(()),
-            c if c >= 500 => Err(Failure::Refused(reply.trim_end().to_string())),
-            _ => Err(Failure::Unavailable(reply.trim_end().to_string())),
-        }
+/// Submits the message to `server` (`host:port`) through the outbound SMTP client, with the
+/// server as smarthost; `Err` for a server address that cannot be used at all.
+fn submit(
+    server: &str,
+    from: &str,
+    recipients: &[String],
+    message: &[u8],
+) -> Result<Submission, String> {
+    use tern_delivery::outbound::{RelayHost, SmtpTransport, TlsPolicy, parse_host_port};
+    use tern_queue::transport::{Job, JobMessage, JobRecipient, Outcome, Transport as _};
+
+    let (host, port) =
+        parse_host_port(server).ok_or_else(|| format!("TERN_SMTP={server:?} is not HOST:PORT"))?;
+    let mut relay = RelayHost::new(host.clone(), port);
+    relay.implicit_tls = port == 465;
+    relay.username = std::env::var("TERN_SENDMAIL_USER").ok().filter(|u| !u.is_empty());
+    relay.password = std::env::var("TERN_SENDMAIL_PASSWORD").ok();
+    let mut config = tern_delivery::OutboundConfig::new(crate::config::system_hostname());
+    // On loopback nobody can be in the middle: a self-signed certificate is fine there.
+    let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.eq_ignore_ascii_case("localhost");
+    if relay.username.is_some() && !loopback {
+        config.tls = TlsPolicy::Require;
+    }
+    config.tls_ca_file = std::env::var_os("TERN_SENDMAIL_CA_FILE").map(PathBuf::from);
+    config.relay_host = Some(relay);
+    let ascii = from.is_ascii() && recipients.iter().all(|r| r.is_ascii());
+    let job = Job {
+        domain: tern_delivery::outbound::RELAY_DESTINATION.to_string(),
+        messages: vec![JobMessage {
+            id: tern_store::MessageId::generate(),
+            sender: from.to_string(),
+            data: std::sync::Arc::new(message.to_vec()),
+            smtputf8: !ascii,
+            eight_bit: !message.is_ascii(),
+            envid: None,
+            ret: None,
+            recipients: recipients
+                .iter()
+                .enumerate()
+                .map(|(i, address)| JobRecipient {
+                    entry: i64::try_from(i).unwrap_or(i64::MAX),
+                    address: address.clone(),
+                    notify: Vec::new(),
+                    orcpt: None,
+                })
+                .collect(),
+        }],
     };
-    step(None, 220)?;
-    step(Some(format!("EHLO {}\r\n", crate::config::system_hostname()).as_bytes()), 250)?;
-    step(Some(format!("MAIL FROM:<{from}>\r\n").as_bytes()), 250)?;
-    for rcpt in recipients {
-        step(Some(format!("RCPT TO:<{rcpt}>\r\n").as_bytes()), 250)?;
-    }
-    step(Some(b"DATA\r\n"), 354)?;
-    let mut data = Vec::with_capacity(message.len() + 8);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            data.push(b'.');
+    let results = crate::runtime().map_err(|e| e.to_string())?.block_on(async move {
+        let transport = SmtpTransport::new(config).map_err(|e| e.to_string())?;
+        Ok::<_, String>(transport.deliver(job).await)
+    })?;
+    let mut submission = Submission::default();
+    for (entry, outcome) in results {
+        let rcpt = usize::try_from(entry).ok().and_then(|i| recipients.get(i)).cloned();
+        let rcpt = rcpt.unwrap_or_default();
+        match outcome {
+            Outcome::Delivered { .. } => {}
+            Outcome::Permanent(f) => submission.refused.push((rcpt, f.diagnostic)),
+            // A queue retries a session-level 5xx (a smarthost refusing our login, say) since
+            // its configuration may be fixed meanwhile; the person running sendmail must hear
+            // it now, and the message must not wait in the drop to be let in unchecked.
+            Outcome::Temporary(f)
+                if f.diagnostic.strip_prefix("smtp; ").is_some_and(|r| r.starts_with('5')) =>
+            {
+                submission.refused.push((rcpt, f.diagnostic));
+            }
+            Outcome::Temporary(f) => submission.deferred.push((rcpt, f.diagnostic)),
         }
-        data.extend_from_slice(line);
     }
-    data.extend_from_slice(b".\r\n");
-    step(Some(&data), 250)?;
-    step(Some(b"QUIT\r\n"), 221).or(Ok(()))
+    Ok(submission)
 }
 
-fn read_reply(reader: &mut impl BufRead) -> std::io::Result<String> {
-    let mut reply = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+/// `-bs`: relays an SMTP conversation between standard input/output and the server, so the
+/// server answers every command itself. Without a server, the client is told to try later
+/// (`421`) and keeps its message.
+fn relay_stdio(server: &str) -> ExitCode {
+    let connected = server
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .and_then(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(10)).ok());
+    let Some(stream) = connected else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(
+            format!("421 4.3.0 {server}: mail system unavailable, try again later\r\n").as_bytes(),
+        );
+        let _ = out.flush();
+        return ExitCode::from(EX_TEMPFAIL);
+    };
+    let Ok(mut upstream) = stream.try_clone() else { return ExitCode::from(EX_TEMPFAIL) };
+    // Server → stdout on a thread; stdin → server here. The server's close (after QUIT, or a
+    // 421) ends the conversation.
+    let replies = std::thread::spawn(move || {
+        let mut reader = stream;
+        let mut out = std::io::stdout();
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
+                }
+            }
         }
-        reply.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(reply);
-        }
-    }
+    });
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut upstream);
+    let _ = upstream.shutdown(std::net::Shutdown::Write);
+    let _ = replies.join();
+    ExitCode::from(EX_OK)
 }
 
 /// A dropped message: the envelope and the bytes, as one JSON file.

@@ -138,3 +138,109 @@ fn git_send_email_sends_a_patch_through_it() {
     assert_eq!(stored.summary.subject, "[PATCH] Add a README");
     assert_eq!(stored.envelope.recipients[0].address, "maintainer@tern.test");
 }
+
+/// `sendmail BOB` with credentials in the environment; returns (exit code, stderr).
+const RUN_WITH_LOGIN: &str = r#"
+import os, subprocess
+sendmail, server, drop, user, password = ARGS
+env = dict(os.environ, TERN_SMTP=server, TERN_DROP_DIR=drop, TERN_SENDMAIL_USER=user,
+           TERN_SENDMAIL_PASSWORD=password)
+p = subprocess.run([sendmail, "-i", "-f", user, "bob@tern.test"], input=b"Subject: logged in\n\nhi\n", env=env,
+                   capture_output=True)
+emit(code=p.returncode, stderr=p.stderr.decode())
+"#;
+
+#[test]
+fn with_credentials_sendmail_logs_in_over_starttls_on_the_submission_port() {
+    let listeners = [support::MtaListener { role: "submission", allow_plaintext_auth: false }];
+    let (server, addrs) = TernServer::start_mta(
+        &listeners,
+        "[relay]\nlocal_domains = [\"tern.test\"]\n",
+        support::is_tern_banner,
+    );
+    let store = server.store_dir();
+    for login in ["alice@tern.test", "bob@tern.test"] {
+        let out = support::run(
+            env!("CARGO_BIN_EXE_tern"),
+            &["account", "add", login, "--password-stdin", "--data", store.to_str().unwrap()],
+            Some(b"s3cret pass\n"),
+        );
+        assert!(out.contains("added account"), "{out}");
+    }
+    let link = sendmail_link(&server.data.join("bin"));
+    let drop = server.data.join("drop-unused");
+    let run = |password: &str| {
+        python(
+            RUN_WITH_LOGIN,
+            &[
+                link.to_str().unwrap(),
+                &addrs[0].to_string(),
+                drop.to_str().unwrap(),
+                "alice@tern.test",
+                password,
+            ],
+        )
+    };
+    let result = run("s3cret pass");
+    assert_eq!(result["code"], 0, "{result}");
+    wait_for(&server, 1);
+    let stored = only_message(&server);
+    // Submitted over TLS, after AUTH as alice.
+    assert!(stored.envelope.tls.is_some(), "{:?}", stored.envelope);
+    assert_eq!(stored.envelope.auth.as_deref(), Some("alice@tern.test"));
+    assert_eq!(stored.envelope.recipients[0].address, "bob@tern.test");
+
+    // A wrong password is a refusal (sendmail's EX_NOUSER), not something to keep and retry.
+    let result = run("wrong");
+    assert_eq!(result["code"], 67, "{result}");
+    assert!(support::text(&result, "stderr").contains("535"), "{result}");
+    assert!(!drop.exists(), "nothing is dropped for a refusal");
+}
+
+/// `sendmail -bs`: the SMTP conversation on its standard input and output, as a client of
+/// sendmail's stand-alone mode speaks it; returns every reply line.
+const RUN_BS: &str = r#"
+import os, subprocess
+sendmail, server = ARGS
+env = dict(os.environ, TERN_SMTP=server)
+p = subprocess.Popen([sendmail, "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+lines = []
+def reply():
+    while True:
+        line = p.stdout.readline().decode()
+        lines.append(line.rstrip("\r\n"))
+        if len(line) < 4 or line[3] != "-":
+            return line
+def send(text):
+    p.stdin.write(text.encode()); p.stdin.flush()
+greeting = reply()
+if greeting.startswith("220"):
+    for command in ["EHLO client.test", "MAIL FROM:<app@tern.test>", "RCPT TO:<bob@tern.test>", "DATA"]:
+        send(command + "\r\n"); reply()
+    send("Subject: over -bs\r\n\r\nhello\r\n.\r\n"); reply()
+    send("QUIT\r\n"); reply()
+p.stdin.close()
+emit(code=p.wait(), lines=lines)
+"#;
+
+#[test]
+fn sendmail_bs_speaks_smtp_on_stdin_and_stdout() {
+    let server = TernServer::start("");
+    let link = sendmail_link(&server.data.join("bin"));
+    let result = python(RUN_BS, &[link.to_str().unwrap(), &server.addr.to_string()]);
+    assert_eq!(result["code"], 0, "{result}");
+    let lines: Vec<&str> =
+        result["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines[0].starts_with("220 tern.test ESMTP"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("354")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("250 2.0.0 Ok: queued as")), "{lines:?}");
+    assert!(lines.last().unwrap().starts_with("221"), "{lines:?}");
+    wait_for(&server, 1);
+    assert_eq!(only_message(&server).summary.subject, "over -bs");
+
+    // No server: the client is told to come back later, and keeps its message.
+    let down = format!("127.0.0.1:{}", free_port());
+    let result = python(RUN_BS, &[link.to_str().unwrap(), &down]);
+    assert_eq!(result["code"], 75, "{result}");
+    assert!(result["lines"][0].as_str().unwrap().starts_with("421 4.3.0"), "{result}");
+}
