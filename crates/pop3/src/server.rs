@@ -50,9 +50,12 @@ pub struct Context {
     /// TLS for STLS and the implicit-TLS listeners (the certificate reloads between
     /// handshakes).
     pub tls: Arc<dyn TlsProvider>,
-    /// Per-client admission (access lists, connection counts and rate) and the throttle on
-    /// failed logins, shared with SMTP AUTH in the mail server.
+    /// The throttle on failed logins (shared with SMTP AUTH in the mail server) and, with
+    /// `admit_clients`, per-client admission (access lists, connection counts and rate).
     pub mta: Arc<Mta>,
+    /// Apply `mta`'s admission to new connections: the mail server does; the catcher, whose
+    /// SMTP limits nobody either, only throttles failed logins.
+    pub admit_clients: bool,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Maildrops with a session in the TRANSACTION state.
@@ -61,7 +64,10 @@ pub struct Context {
 
 impl Context {
     /// The shared state of every session.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a separate piece of the server's wiring, given once in `tern serve`"
+    )]
     pub fn new(
         config: Pop3Config,
         hostname: String,
@@ -70,6 +76,7 @@ impl Context {
         spool: Spool,
         tls: Arc<dyn TlsProvider>,
         mta: Arc<Mta>,
+        admit_clients: bool,
         shutdown: CancellationToken,
     ) -> Self {
         Context {
@@ -80,6 +87,7 @@ impl Context {
             spool,
             tls,
             mta,
+            admit_clients,
             shutdown,
             locks: Mutex::default(),
         }
@@ -159,7 +167,8 @@ impl Accept {
 
     fn start(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let guard = match self.ctx.mta.admit(peer.ip()) {
+        let admitted = self.ctx.admit_clients.then(|| self.ctx.mta.admit(peer.ip()));
+        let guard = match admitted.transpose() {
             Ok(guard) => guard,
             Err(denial) => {
                 info!(peer = %peer, reason = %denial, "POP3 connection refused by policy");
