@@ -5,8 +5,9 @@
 //! implicit TLS, and the self-signed certificate Tern generates. Messages go in over SMTP;
 //! what POP3 shows is compared with the store and the HTTP API: sizes in LIST against the
 //! octets RETR sends, deletions at QUIT (and none when the client drops), the snapshot taken at
-//! login, one session per maildrop, credentials refused before TLS, and the `-ERR` lines bad
-//! commands earn. In the mail server each account sees only its own mailbox.
+//! login, one session per maildrop, credentials refused before TLS, the `-ERR` lines bad
+//! commands earn, the failed-login lockout, and shutdown (`-ERR [SYS/TEMP]`, nothing deleted,
+//! exit 0). In the mail server each account sees only its own mailbox.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -401,6 +402,48 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A Python script (after the prelude) that runs beside the test: it prints marker lines the
+/// test waits for, reads lines the test says, and ends with its `RESULT` line.
+struct Script {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Script {
+    fn start(script: &str, args: &[&str]) -> Script {
+        let program = format!("{}\n{script}", support::PY_PRELUDE);
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(&program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Script { child, out }
+    }
+
+    fn wait_for(&mut self, marker: &str) {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
+        assert_eq!(line.trim(), marker);
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn result(mut self) -> Value {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        assert!(self.child.wait().unwrap().success(), "{rest}");
+        let json = rest.lines().find_map(|l| l.strip_prefix("RESULT ")).expect(&rest);
+        serde_json::from_str(json).unwrap()
+    }
+}
+
 #[test]
 fn dele_deletes_only_at_quit_and_a_dropped_session_deletes_nothing() {
     let c = Catcher::start();
@@ -474,25 +517,11 @@ emit(before=before, after=after, refused=refused, fresh=fresh)
 fn one_session_per_maildrop_and_the_maildrop_is_a_snapshot() {
     let c = Catcher::start();
     c.send("one", "hello\r\n");
-    let program = format!("{}\n{POPLIB_IN_USE}", support::PY_PRELUDE);
-    let mut child = Command::new("python3")
-        .args(["-c", &program, &c.pop3s.port().to_string(), LOGIN, PASSWORD])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    use std::io::{BufRead, Write};
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "SEND");
+    let mut script = Script::start(POPLIB_IN_USE, &[&c.pop3s.port().to_string(), LOGIN, PASSWORD]);
+    script.wait_for("SEND");
     c.send("two", "arrived during the session\r\n");
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "{rest}");
-    let json = rest.lines().find_map(|l| l.strip_prefix("RESULT ")).expect(&rest);
-    let r: Value = serde_json::from_str(json).unwrap();
+    script.say("go");
+    let r = script.result();
     assert_eq!((r["before"].as_u64(), r["after"].as_u64()), (Some(1), Some(1)), "{r}");
     assert_eq!(text(&r, "refused"), "-ERR [IN-USE] the maildrop is open in another session");
     assert_eq!(r["fresh"], 2, "{r}");
@@ -666,4 +695,34 @@ fn failed_logins_lock_the_client_out_as_smtp_auth_does() {
     // The lockout outlives the connection: the right password is refused too.
     let answers = raw_session(c.pop3s.port(), &[&["send", "USER dev"], &["send", &pass]], true);
     assert_eq!(answers[1], "-ERR [SYS/TEMP] too many failed logins; try later");
+}
+
+/// Python: log in, mark message 1, say READY, then wait for what the server says unasked.
+const POPLIB_AT_SHUTDOWN: &str = r#"
+import poplib
+pop = poplib.POP3_SSL("127.0.0.1", int(ARGS[0]), timeout=30, context=tls_context())
+pop.user(ARGS[1])
+pop.pass_(ARGS[2])
+pop.dele(1)
+print("READY", flush=True)
+emit(unasked=pop.file.readline().decode().strip(), then=pop.file.readline().decode())
+"#;
+
+#[test]
+fn shutdown_ends_sessions_with_sys_temp_and_deletes_nothing() {
+    let mut c = Catcher::start();
+    c.send("one", "hello\r\n");
+    c.send("two", "hello\r\n");
+    let mut script =
+        Script::start(POPLIB_AT_SHUTDOWN, &[&c.pop3s.port().to_string(), LOGIN, PASSWORD]);
+    script.wait_for("READY");
+    let metrics = run("curl", &["-sS", &format!("http://{}/metrics", c.server.http)], None);
+    assert!(metrics.contains("tern_pop3_sessions_total 1"), "{metrics}");
+    assert!(metrics.contains("tern_pop3_logins_total{result=\"ok\"} 1"), "{metrics}");
+    let status = c.server.terminate();
+    assert!(status.success(), "tern exited with {status}");
+    let r = script.result();
+    assert_eq!(text(&r, "unasked"), "-ERR [SYS/TEMP] server shutting down; nothing was deleted");
+    assert_eq!(text(&r, "then"), "", "then the connection is closed");
+    assert_eq!(c.server.count(), 2, "the marked message was kept");
 }
