@@ -726,3 +726,36 @@ fn shutdown_ends_sessions_with_sys_temp_and_deletes_nothing() {
     assert_eq!(text(&r, "then"), "", "then the connection is closed");
     assert_eq!(c.server.count(), 2, "the marked message was kept");
 }
+
+/// The subject `openssl s_client -starttls pop3` sees on `addr`.
+fn certificate_subject(addr: SocketAddr) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-starttls", "pop3", "-connect", &addr.to_string(), "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is not installed; scripts/test installs it");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    let subject = text.lines().find(|l| l.starts_with("Peer certificate:"));
+    subject.unwrap_or_else(|| panic!("no certificate in:\n{text}")).to_string()
+}
+
+#[test]
+fn stls_serves_the_configured_certificate_and_its_reload() {
+    let dir = support::temp_dir("pop3-tls");
+    let files = support::peers::self_signed_cert(&dir, "one.test");
+    let c = Catcher::start_with(&format!(
+        "[tls]\ncert_path = {:?}\nkey_path = {:?}",
+        files.cert.display().to_string(),
+        files.key.display().to_string()
+    ));
+    assert!(certificate_subject(c.pop3).contains("CN = one.test"));
+    // A renewed certificate in the same files, then SIGHUP: new handshakes get it.
+    let renewed = support::temp_dir("pop3-tls-renewed");
+    let new = support::peers::self_signed_cert(&renewed, "two.test");
+    std::fs::copy(&new.key, &files.key).unwrap();
+    std::fs::copy(&new.cert, &files.cert).unwrap();
+    run("kill", &["-HUP", &c.server.child.id().to_string()], None);
+    eventually("the renewed certificate", || certificate_subject(c.pop3).contains("CN = two.test"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&renewed);
+}
