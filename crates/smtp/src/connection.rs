@@ -6,6 +6,7 @@
 //! the next LF), DATA and BDAT bodies by consuming the buffer as they go.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tern_protocol::{LineScan, Reply, scan_line};
@@ -48,6 +49,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Queues a reply; it is sent at the next flush.
     pub fn queue(&mut self, reply: &Reply) {
         reply.write_to(&mut self.write_buf);
+    }
+
+    /// Queues bytes already in wire form (another protocol's replies on this framing: POP3).
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.write_buf.extend_from_slice(bytes);
     }
 
     /// Bytes of replies not yet written.
@@ -135,5 +141,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await?;
         self.read_buf.clear();
         self.stream.upgrade(acceptor).await
+    }
+
+    /// [`Connection::start_tls`] within `limit` (a client that stalls the handshake gets a
+    /// `TimedOut` error); true once TLS is up, false (logged) when the connection is useless.
+    pub async fn start_tls_within(&mut self, acceptor: TlsAcceptor, limit: Duration) -> bool {
+        match tokio::time::timeout(limit, self.start_tls(acceptor)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                false
+            }
+        }
     }
 }

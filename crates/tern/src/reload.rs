@@ -89,7 +89,7 @@ impl Reloader {
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 17] = [
+    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 18] = [
         ("hostname", &old.hostname, &new.hostname),
         ("data_dir", &old.data_dir, &new.data_dir),
         ("mode", &old.mode, &new.mode),
@@ -107,6 +107,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("queue", &old.queue, &new.queue),
         ("auth", &old.auth, &new.auth),
         ("dkim", &old.dkim, &new.dkim),
+        ("pop3", &old.pop3, &new.pop3),
     ];
     fields.into_iter().filter(|(_, a, b)| !same(*a, *b)).map(|(name, _, _)| name).collect()
 }

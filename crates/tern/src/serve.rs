@@ -141,6 +141,7 @@ async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Resul
             (Some(directory), Some(Arc::new(config.mta()?)))
         }
     };
+    let pop3 = Pop3::bind(&config, &hostname, &tls, &readers, mta.as_ref(), &shutdown).await?;
     let auth = Authentication::load(&config, &hostname)?;
     let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
     tracker.spawn(crate::pickup::run(door.clone(), config.data_dir.join("drop")));
@@ -170,6 +171,7 @@ async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Resul
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(tern_smtp::serve(listeners, ctx.clone(), tracker.clone()));
+    Pop3::start(pop3, &ctx, &tracker);
     reloader.start(shutdown.clone())?;
     info!(version = env!("CARGO_PKG_VERSION"), http = %config.http.listen, "tern ready");
 
@@ -302,9 +304,89 @@ fn tls_provider(
     if config.mode == Mode::Catcher && !configured {
         return Ok(None);
     }
+    reloading_tls(config, hostname, shutdown).map(Some)
+}
+
+/// The configured certificate (a self-signed one for `hostname` when none is), reloaded when
+/// its files change and on SIGHUP.
+fn reloading_tls(
+    config: &Config,
+    hostname: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn tern_smtp::TlsProvider>> {
     let acceptor = Arc::new(tern_tls::ReloadingAcceptor::new(&config.tls, hostname)?);
     tokio::spawn(acceptor.clone().watch(shutdown.clone()));
-    Ok(Some(Arc::new(Tls(acceptor))))
+    Ok(Arc::new(Tls(acceptor)))
+}
+
+/// The POP3 server's listeners, bound at start (a port in use fails the start as SMTP's do),
+/// and what its sessions need besides the SMTP context.
+struct Pop3 {
+    listeners: Vec<(tokio::net::TcpListener, bool)>,
+    config: tern_pop3::Pop3Config,
+    tls: Arc<dyn tern_smtp::TlsProvider>,
+    readers: tern_store::pool::Pool<Box<dyn tern_store::StoreRead>>,
+    /// Admission and the login throttle: the mail server's are SMTP's, the catcher's its own.
+    mta: Arc<tern_smtp::Mta>,
+}
+
+impl Pop3 {
+    /// Binds `[pop3]`'s listeners; `None` when there are none. TLS is always available:
+    /// a catcher without a certificate gets a self-signed one for POP3 alone.
+    async fn bind(
+        config: &Config,
+        hostname: &str,
+        tls: &Option<Arc<dyn tern_smtp::TlsProvider>>,
+        readers: &tern_store::pool::Pool<Box<dyn tern_store::StoreRead>>,
+        mta: Option<&Arc<tern_smtp::Mta>>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Pop3>> {
+        let p = &config.pop3;
+        if !p.enabled() {
+            return Ok(None);
+        }
+        let plain = tern_smtp::bind(&p.listen).await.context("pop3.listen")?;
+        let implicit = tern_smtp::bind(&p.listen_tls).await.context("pop3.listen_tls")?;
+        let listeners = plain
+            .into_iter()
+            .map(|l| (l, false))
+            .chain(implicit.into_iter().map(|l| (l, true)))
+            .collect();
+        let tls = match tls {
+            Some(tls) => tls.clone(),
+            None => reloading_tls(config, hostname, shutdown)?,
+        };
+        let mta = match mta {
+            Some(mta) => mta.clone(),
+            None => Arc::new(config.mta()?),
+        };
+        Ok(Some(Pop3 { listeners, config: p.clone(), tls, readers: readers.clone(), mta }))
+    }
+
+    /// Starts serving (when configured) with the SMTP context's door and accounts; the
+    /// accept loops are tracked, so shutdown waits for them as for the sessions.
+    fn start(pop3: Option<Pop3>, smtp: &Context, tracker: &TaskTracker) {
+        let Some(pop3) = pop3 else { return };
+        let logins = match &smtp.directory {
+            Some(directory) => tern_pop3::Logins::Accounts(directory.clone()),
+            None => tern_pop3::Logins::Catcher {
+                login: pop3.config.catcher_login.clone().unwrap_or_default(),
+                password: pop3.config.catcher_password.clone().unwrap_or_default(),
+            },
+        };
+        let ctx = Arc::new(tern_pop3::Context::new(
+            pop3.config,
+            smtp.hostname.clone(),
+            logins,
+            pop3.readers,
+            smtp.door.spool().clone(),
+            pop3.tls,
+            pop3.mta,
+            smtp.mta.is_some(),
+            smtp.shutdown.clone(),
+        ));
+        tracker.spawn(tern_pop3::serve(pop3.listeners, ctx, tracker.clone()));
+    }
 }
 
 /// The reloading acceptor as the SMTP sessions see it.

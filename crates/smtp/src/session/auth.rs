@@ -199,17 +199,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Checks a password on a blocking thread (argon2 is deliberately slow).
     async fn verify(&self, login: String, password: String) -> Option<AuthUser> {
-        let directory = self.ctx.directory.clone()?;
-        match tokio::task::spawn_blocking(move || directory.verify(&login, &password)).await {
-            Ok(Ok(user)) => user,
-            Ok(Err(e)) => {
-                warn!(error = %e, "password check failed");
-                None
-            }
-            Err(e) => {
-                warn!(error = %e, "password check task failed");
-                None
-            }
+        verify_password(self.ctx.directory.clone()?, login, password).await
+    }
+}
+
+/// Checks a login and password on a blocking thread (argon2 is deliberately slow); a broken
+/// directory is logged and counts as a failed login. Also POP3's check.
+pub async fn verify_password(
+    directory: std::sync::Arc<dyn tern_ingest::Directory>,
+    login: String,
+    password: String,
+) -> Option<AuthUser> {
+    match tokio::task::spawn_blocking(move || directory.verify(&login, &password)).await {
+        Ok(Ok(user)) => user,
+        Ok(Err(e)) => {
+            warn!(error = %e, "password check failed");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "password check task failed");
+            None
         }
     }
 }

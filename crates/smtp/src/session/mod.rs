@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+pub use auth::verify_password;
+
 use crate::config::ListenerConfig;
 use crate::connection::{Connection, Input};
 use crate::server::Context;
@@ -171,23 +173,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::error!("implicit-TLS listener without a TLS configuration");
             return false;
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.conn.start_tls(provider.acceptor()))
-            .await
-        {
-            Ok(Ok(())) => {
-                self.tls = self.conn.stream().tls_facts();
-                debug!(tls = ?self.tls, "TLS established");
-                true
-            }
-            Ok(Err(e)) => {
-                debug!(error = %e, "TLS handshake failed");
-                false
-            }
-            Err(_) => {
-                debug!("TLS handshake timed out");
-                false
-            }
+        if !self.conn.start_tls_within(provider.acceptor(), HANDSHAKE_TIMEOUT).await {
+            return false;
         }
+        self.tls = self.conn.stream().tls_facts();
+        debug!(tls = ?self.tls, "TLS established");
+        true
     }
 
     /// `STARTTLS` (RFC 3207): everything learned before TLS is forgotten.

@@ -17,6 +17,12 @@ pub(super) fn check(config: &Config) -> Vec<Finding> {
         findings.push(bind(listener.address, &format!("SMTP listener ({:?})", listener.role)));
     }
     findings.push(bind(config.http.listen, "http.listen"));
+    for &address in &config.pop3.listen {
+        findings.push(bind(address, "pop3.listen"));
+    }
+    for &address in &config.pop3.listen_tls {
+        findings.push(bind(address, "pop3.listen_tls"));
+    }
     findings.push(tls(config));
     findings.push(writable(&config.data_dir));
     match tern_auth::keys::load_dir(&config.dkim_key_dir()) {

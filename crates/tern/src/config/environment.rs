@@ -23,6 +23,7 @@ pub const SECTIONS: &[&str] = &[
     "queue",
     "auth",
     "dkim",
+    "pop3",
 ];
 
 /// The keys outside any section.

@@ -72,6 +72,9 @@ pub struct Config {
     /// DKIM signing of the mail Tern sends for its users.
     #[serde(default)]
     pub dkim: tern_auth::DkimConfig,
+    /// The POP3 server (off unless a listener is configured).
+    #[serde(default)]
+    pub pop3: tern_pop3::Pop3Config,
 }
 
 /// What Tern is running as.
@@ -176,6 +179,7 @@ impl Default for Config {
             queue: tern_queue::retry::QueueSection::default(),
             auth: tern_auth::AuthConfig::default(),
             dkim: tern_auth::DkimConfig::default(),
+            pop3: tern_pop3::Pop3Config::default(),
         }
     }
 }
@@ -409,6 +413,7 @@ impl Config {
             ));
         }
         self.validate_http()?;
+        self.pop3.validate(self.mode == Mode::Catcher)?;
         let o = &self.outbound;
         let outbound_checks: [(bool, &'static str, &str); 6] = [
             (o.dns_timeout_secs == 0, "outbound.dns_timeout_secs", "must be greater than 0"),
@@ -576,6 +581,7 @@ mod tests {
         assert_eq!(format!("{:?}", config.queue), format!("{:?}", defaults.queue));
         assert_eq!(config.auth, defaults.auth);
         assert_eq!(config.dkim, defaults.dkim);
+        assert_eq!(config.pop3, defaults.pop3);
     }
 
     /// Every section of the example file can be set from the environment, and only those.
@@ -681,6 +687,22 @@ mod tests {
         assert!(err("bogus = 1\n").starts_with("t.toml:1: bogus"));
         assert!(err("[log]\nformat = \"xml\"\n").starts_with("t.toml:2: log.format"));
         assert!(err("[smtp\n").starts_with("t.toml:1: (syntax)"));
+    }
+
+    #[test]
+    fn pop3_errors_name_their_keys() {
+        let e = err("[pop3]\n\nidle_timeout_secs = 60\n");
+        assert!(e.starts_with("t.toml:3: pop3.idle_timeout_secs: must be at least 600"), "{e}");
+        let e = err("[pop3]\nlisten = [\"127.0.0.1:1110\"]\n");
+        assert!(e.contains(": pop3.catcher_login: the catcher's POP3 needs a login"), "{e}");
+        let e = err("[pop3]\nlisten = [\"0.0.0.0:110\"]\nallow_plaintext_auth = true\n");
+        assert!(e.starts_with("t.toml:3: pop3.allow_plaintext_auth: is only allowed"), "{e}");
+        let ok = Config::parse(
+            "[pop3]\nlisten_tls = [\"127.0.0.1:1995\"]\ncatcher_login = \"dev\"\ncatcher_password = \"pw\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert!(ok.pop3.enabled());
     }
 
     #[test]
