@@ -1,4 +1,5 @@
-//! One message: its JSON, headers, raw source, parts, rendered views, links and codes.
+//! One message: its JSON, headers, raw source, parts, rendered views, links (and their check)
+//! and codes.
 //! `{ID}` may be `latest` (optionally with `?query=`: the newest match).
 
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ use crate::mime::{Parsed, PartInfo};
 use crate::{Access, State};
 
 mod disposition;
+mod link_check;
+
+pub use link_check::link_check;
 
 /// Resolves `{ID}` (an id or `latest`) and loads the message.
 pub(super) async fn load(
