@@ -429,6 +429,41 @@ fn message_has_mailpit_fields_parts_and_the_envelope() {
 }
 
 #[test]
+fn envelope_keeps_the_session_and_the_mail_and_rcpt_parameters() {
+    let server = TernServer::start("");
+    let mut client = Client::greeted(server.addr);
+    client.cmd("EHLO params.test", "250");
+    client.cmd("MAIL FROM:<bounce@example.org> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=env1", "250 ");
+    client.cmd(
+        "RCPT TO:<bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.com",
+        "250 ",
+    );
+    client.cmd("RCPT TO:<carol@example.com>", "250 ");
+    client.cmd("DATA", "354 ");
+    client.send(&wire(&simple("a@example.org", "bob@example.com", "Params", "x")));
+    client.send(b".\r\n");
+    let id = support::queue_id(&client.reply()).expect("queued");
+    client.cmd("QUIT", "221");
+
+    let envelope = &message(&server, &id)["Envelope"];
+    tern().check("Envelope", envelope);
+    assert_eq!(envelope["Helo"], "params.test");
+    assert_eq!(
+        (&envelope["Body"], &envelope["SMTPUTF8"], &envelope["Ret"], &envelope["EnvID"]),
+        (&json!("8BITMIME"), &json!(true), &json!("HDRS"), &json!("env1"))
+    );
+    assert_eq!(envelope["TrustedClient"], true, "the catcher trusts every client");
+    assert_eq!(
+        envelope["RecipientDetails"],
+        json!([
+            {"Address": "bob@example.com", "Notify": ["SUCCESS", "FAILURE"],
+             "ORCPT": "rfc822;bob@example.com", "Route": "capture"},
+            {"Address": "carol@example.com", "Notify": [], "ORCPT": null, "Route": "capture"},
+        ])
+    );
+}
+
+#[test]
 fn opening_a_message_marks_it_read_but_headers_and_raw_do_not() {
     let server = TernServer::start("");
     let id = deliver_simple(&server, "bob@example.com", "Unread", "body");
