@@ -109,6 +109,14 @@ impl LinkChecker {
     /// A checker trusting the webpki roots, with the `ring` provider.
     pub fn new(config: LinkCheckConfig) -> Result<Self, rustls::Error> {
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        Self::with_roots(config, roots)
+    }
+
+    /// A checker trusting `roots` (tests trust their own certificate).
+    fn with_roots(
+        config: LinkCheckConfig,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -352,42 +360,45 @@ mod tests {
         }
     }
 
-    /// A loopback server that answers each connection by the request line: `HEAD /no-head`
-    /// gets 405 (and `GET` 200), `/moved` redirects to `/ok`, `/loop` to itself, `/missing`
-    /// is 404, `/slow` never answers, anything else is 200. Returns its address.
+    /// Answers one HTTP/1.1 request on `stream` by its request line: `HEAD /no-head` gets 405
+    /// (and `GET` 200), `/moved` redirects to `/ok`, `/loop` to itself, `/missing` is 404,
+    /// `/slow` never answers, anything else is 200.
+    async fn answer(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+        // The whole head, so that closing never resets the connection.
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&buffer).to_string();
+        let line = head.lines().next().unwrap_or_default().to_string();
+        let status = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+            ["HEAD", "/no-head"] => "405 Method Not Allowed",
+            [_, "/moved"] => "301 Moved Permanently\r\nLocation: /ok",
+            [_, "/loop"] => "302 Found\r\nLocation: /loop",
+            [_, "/missing"] => "404 Not Found",
+            [_, "/slow"] => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            _ => "200 OK",
+        };
+        let answer =
+            format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+
+    /// A plain-HTTP site on loopback answering as [`answer`] does; returns its address.
     async fn site() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    // The whole head, so that closing never resets the connection.
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buffer).to_string();
-                    let line = head.lines().next().unwrap_or_default().to_string();
-                    let status = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
-                        ["HEAD", "/no-head"] => "405 Method Not Allowed",
-                        [_, "/moved"] => "301 Moved Permanently\r\nLocation: /ok",
-                        [_, "/loop"] => "302 Found\r\nLocation: /loop",
-                        [_, "/missing"] => "404 Not Found",
-                        [_, "/slow"] => {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            return;
-                        }
-                        _ => "200 OK",
-                    };
-                    let answer = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                });
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream));
             }
         });
         address
@@ -437,6 +448,39 @@ mod tests {
         let urls = vec![format!("http://{site}/moved"), format!("http://{site}/loop")];
         let links = checker(true).check_all(urls, true).await;
         assert_eq!(statuses(&links), [(200, "OK"), (0, "too many redirects")]);
+    }
+
+    #[tokio::test]
+    async fn https_links_are_checked_over_tls_and_an_unknown_issuer_is_reported() {
+        let material = tern_tls::TlsMaterial::self_signed("localhost").expect("certificate");
+        let server = tern_tls::build_server_config(&material).expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        answer(tls).await;
+                    }
+                });
+            }
+        });
+        let urls = vec![
+            format!("https://localhost:{port}/ok"),
+            format!("https://localhost:{port}/missing"),
+        ];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(material.cert_chain()[0].clone()).expect("trust anchor");
+        let config = LinkCheckConfig { timeout: Duration::from_secs(5), private_addresses: true };
+        let trusting = LinkChecker::with_roots(config, roots).expect("checker");
+        let links = trusting.check_all(urls.clone(), false).await;
+        assert_eq!(statuses(&links), [(200, "OK"), (404, "Not Found")]);
+        // With the public roots only, the self-signed certificate is refused and said to be.
+        let links = checker(true).check_all(urls, false).await;
+        assert_eq!(links[0].status_code, 0);
+        assert!(links[0].status.starts_with("TLS: invalid peer certificate"), "{links:?}");
     }
 
     #[tokio::test]
