@@ -217,6 +217,8 @@ async function themeToggle(page, t) {
 
 async function phone(page, t, mail) {
   await page.setViewportSize({ width: 390, height: 844 });
+  // The inboxes slide away into a drawer; shoot once they are gone.
+  await t.waitFor(() => page.locator('#sidebar').evaluate((bar) => bar.getBoundingClientRect().right <= 0), 'the drawer to close');
   await openLinked(page, t, mail);
   await page.locator('#tab-links').click();
   await page.locator('.link-row').first().waitFor();
