@@ -1,5 +1,5 @@
 //! HTTP: the Mailpit-compatible REST API (`/api/v1`), Tern's extensions (wait-for, inboxes,
-//! server-sent events, links and codes), the websocket Mailpit's UI uses, the embedded web UI
+//! server-sent events, links, their check and codes), the websocket Mailpit's UI uses, the embedded web UI
 //! and Prometheus metrics.
 //!
 //! Handlers read through a pool of store readers and change mail only through the spool (the
@@ -14,6 +14,7 @@ mod events;
 mod extract;
 mod guard;
 mod json;
+pub mod linkcheck;
 mod mime;
 mod readers;
 mod send;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub socket_hub: SocketHub,
     /// Which Host names and page origins are answered (see `guard`).
     pub browser: BrowserPolicy,
+    /// Makes the requests of the link check; `None` while it is off (`[http] link_check`).
+    pub link_check: Option<Arc<linkcheck::LinkChecker>>,
 }
 
 /// Shared state handle.

@@ -1,7 +1,8 @@
 /**
  * The HTTP API the UI speaks: Mailpit's `/api/v1` (list, search, message, headers, raw source,
- * parts, read state, delete) and Tern's extensions (inboxes, the envelope inside a message, its
- * authentication results, the outbound queue and the server-sent event stream). Functions return parsed JSON or text and
+ * parts, read state, delete, tags, link check) and Tern's extensions (inboxes, the envelope
+ * inside a message, its links, codes and authentication results, the outbound queue and the
+ * server-sent event stream). Functions return parsed JSON or text and
  * throw `ApiError` carrying the server's message when the status is not 2xx.
  */
 
@@ -81,6 +82,35 @@ export async function getAuthentication(messageId) {
   return (await request('GET', `/api/v1/message/${id(messageId)}/authentication`)).json();
 }
 
+/** `{"ID", "Links": [url, …]}`: every http and https link of the message's bodies. */
+export async function getLinks(messageId) {
+  return (await request('GET', `/api/v1/message/${id(messageId)}/links`)).json();
+}
+
+/**
+ * Mailpit's link check: the server requests each link (only when `[http] link_check` is on;
+ * else a 403) → `{"Errors", "Links": [{"URL", "StatusCode", "Status"}]}`.
+ */
+export async function checkLinks(messageId, follow) {
+  const query = follow ? '?follow=true' : '';
+  return (await request('GET', `/api/v1/message/${id(messageId)}/link-check${query}`)).json();
+}
+
+/** `{"ID", "Codes": [{"Code", "Context"}]}`: the one-time codes the message likely holds. */
+export async function getCodes(messageId) {
+  return (await request('GET', `/api/v1/message/${id(messageId)}/codes`)).json();
+}
+
+/** Every tag in use, sorted. */
+export async function getTags() {
+  return (await request('GET', '/api/v1/tags')).json();
+}
+
+/** Replaces the tags of the given messages with `tags` (Mailpit's `PUT /api/v1/tags`). */
+export async function setTags(ids, tags) {
+  await request('PUT', '/api/v1/tags', { IDs: ids, Tags: tags });
+}
+
 /** The message source exactly as stored. */
 export async function getRaw(messageId) {
   return (await request('GET', rawUrl(messageId))).text();
@@ -134,7 +164,10 @@ export async function queueCommand(command, ids) {
   return (await response.json()).Messages ?? 0;
 }
 
-/** The web UI settings (`/api/v1/webui`): whether, and through which relay, mail is released. */
+/**
+ * The web UI settings (`/api/v1/webui`): whether, and through which relay, mail is released,
+ * and whether the link check answers (`LinkCheck.Enabled`).
+ */
 export async function getWebUi() {
   return (await request('GET', '/api/v1/webui')).json();
 }

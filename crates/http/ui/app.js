@@ -9,9 +9,10 @@
  *
  * The open message is in the URL hash (`#/m/ID`) and the search in `?q=`, so reloads, links and
  * the Back button work; `#/queue` shows the outbound queue in place of the list and message.
- * Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message pane), `queue.js` (the
- * queue page), `dom.js` (safe element building and formatting; message text is never parsed
- * as HTML).
+ * Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message pane; its Links, Codes
+ * and Envelope tabs in `views.js`), `tags.js` (tag editor and the sidebar's tags), `theme.js`
+ * (light, dark or the system's), `queue.js` (the queue page), `dom.js` (safe element building
+ * and formatting; message text is never parsed as HTML).
  */
 
 import * as api from './api.js';
@@ -19,6 +20,8 @@ import { debounce, h, icon } from './dom.js';
 import { MessageList } from './list.js';
 import { MessageView } from './message.js';
 import { QueuePage } from './queue.js';
+import { TagList } from './tags.js';
+import { initTheme } from './theme.js';
 
 /** Most messages a background resync reloads at once (the reader may have paged further). */
 const MAX_RESYNC = 500;
@@ -48,6 +51,8 @@ const state = {
   view: null,
   /** Where released mail goes (`/api/v1/webui`), or null when this server does not release. */
   releaseVia: null,
+  /** The server answers the link check (`/api/v1/webui`'s `LinkCheck.Enabled`). */
+  linkCheck: false,
   /** The tab last chosen by the reader; the next message opens on it when it has one. */
   tab: 'html',
   /** The outbound queue page is shown instead of the list and the message. */
@@ -56,12 +61,16 @@ const state = {
 
 let list;
 let queue;
+let tagList;
 const syncSoon = debounce(() => loadList({ keepSize: true }), 250);
 const inboxesSoon = debounce(loadInboxes, 400);
+const tagsSoon = debounce(refreshTags, 300);
 
 document.addEventListener('DOMContentLoaded', start);
 
 function start() {
+  initTheme($('theme-button'));
+  tagList = new TagList($('tag-list'), $('tags-heading'));
   list = new MessageList($('message-list'));
   queue = new QueuePage(
     {
@@ -87,6 +96,7 @@ function start() {
   connectLive();
   loadList();
   loadInboxes();
+  tagList.refresh();
   route();
   // The queue page loads itself when shown; otherwise this fills the sidebar's count.
   if (!state.queueOpen) queue.refresh();
@@ -266,6 +276,7 @@ function renderInboxes() {
   });
   $('inboxes').replaceChildren(...items);
   $('inboxes-empty').hidden = items.length > 0;
+  tagList.render(state.queueOpen ? '' : state.query);
   document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen);
 }
 
@@ -303,6 +314,7 @@ const live = {
     if (!summary?.ID) return;
     if (state.loading) state.resyncAfterLoad = true;
     inboxesSoon();
+    if (summary.Tags?.length) tagsSoon();
     // Mail for other servers is queued in the same commit.
     queue.refreshSoon();
     // The server decides what a search matches, so a search is simply reloaded.
@@ -320,6 +332,7 @@ const live = {
   delete({ IDs = [] }) {
     removeMessages(IDs);
     inboxesSoon();
+    tagsSoon();
     // A deleted message takes its queue entries with it.
     queue.refreshSoon();
   },
@@ -343,12 +356,14 @@ const live = {
   /** Tags were set, renamed or removed (`/api/v1/tags`): the list shows them, so reload it. */
   tags() {
     syncSoon();
+    tagsSoon();
   },
   open() {
     setLive('connected', 'Live', 'Live updates connected');
     // Events sent while the stream was down (or before it opened) are lost: catch up.
     syncSoon();
     inboxesSoon();
+    tagsSoon();
     queue.refreshSoon();
   },
   error(readyState) {
@@ -424,6 +439,19 @@ function neighbourOf(id, excluded) {
   const after = state.messages.slice(index + 1).find((message) => !excluded.has(message.ID));
   const before = state.messages.slice(0, index).reverse().find((message) => !excluded.has(message.ID));
   return (after || before)?.ID ?? null;
+}
+
+/** The sidebar's tags, and the open message's (another page or the API may have changed them). */
+async function refreshTags() {
+  tagList.refresh();
+  const id = state.openId;
+  if (!id || !state.view) return;
+  try {
+    const message = await api.getMessage(id);
+    if (state.openId === id) state.view?.setTags(message.Tags);
+  } catch {
+    // Deleted meanwhile: the delete event closes it.
+  }
 }
 
 // ---- opening a message ----------------------------------------------------------------------
@@ -535,6 +563,8 @@ function showMessage(message) {
     onDelete: () => deleteMessage(message.ID),
     onToggleRead: () => toggleRead(message.ID),
     onRelease: state.releaseVia ? () => releaseMessage(message) : null,
+    linkCheck: state.linkCheck,
+    knownTags: tagList.tags,
   });
   if (!wasRead) setRead([message.ID], true);
 }
@@ -628,8 +658,9 @@ function wireRelease() {
     .then((ui) => {
       const relay = ui.MessageRelay || {};
       state.releaseVia = relay.Enabled ? relay.SMTPServer || "each recipient's mail server" : null;
-      // A message opened before the answer came gets the button now.
-      if (state.releaseVia && state.view) showMessage(state.view.message);
+      state.linkCheck = Boolean(ui.LinkCheck?.Enabled);
+      // A message opened before the answer came gets the buttons now.
+      if ((state.releaseVia || state.linkCheck) && state.view) showMessage(state.view.message);
     })
     .catch(() => {
       state.releaseVia = null;

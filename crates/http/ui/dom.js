@@ -133,3 +133,17 @@ export function debounce(fn, ms) {
     timer = setTimeout(() => fn(...args), ms);
   };
 }
+
+/** A panel that shows "Loading…", then `render(await load())`, or the error. */
+export function asyncPanel(load, render) {
+  const panel = h('div', { class: 'async-panel' }, h('p', { class: 'panel-note' }, 'Loading…'));
+  load()
+    .then((value) => panel.replaceChildren(render(value)))
+    .catch((error) => panel.replaceChildren(h('p', { class: 'panel-error' }, error.message)));
+  return panel;
+}
+
+/** A `<dl class="fields">` of `[term, value]` rows. */
+export function definitionList(rows) {
+  return h('dl', { class: 'fields' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
+}

@@ -1,6 +1,6 @@
 /**
- * The message list pane: one row per MessageSummary (sender, subject, snippet, age, attachment
- * mark, unread dot), kept in step with the app state by `render`. Rows are keyed by message ID
+ * The message list pane: one row per MessageSummary (sender, subject, snippet, tags, age,
+ * attachment mark, unread dot), kept in step with the app state by `render`. Rows are keyed by message ID
  * and reused, so a live update only adds, moves or restyles rows and never rebuilds the list
  * under the reader's scroll position.
  */
@@ -65,6 +65,7 @@ function createRow(message) {
     h('span', { class: 'row-meta' }, attachmentMark(message.Attachments), timeLabel(message.Created)),
     h('span', { class: 'row-subject' }, message.Subject || '(no subject)'),
     h('span', { class: 'row-snippet' }, message.Snippet || ''),
+    h('span', { class: 'row-tags' }),
   );
   return h('li', { class: 'row', dataset: { id: message.ID } }, link);
 }
@@ -84,6 +85,13 @@ function updateRow(row, message, selectedId, openId) {
   row.classList.toggle('selected', message.ID === selectedId);
   row.classList.toggle('open', message.ID === openId);
   const link = row.firstElementChild;
+  // Tags change after arrival (the tag editor, the API): redrawn from each render's data.
+  const tags = message.Tags || [];
+  const shown = link.querySelector('.row-tags');
+  if (shown.dataset.tags !== tags.join('\n')) {
+    shown.dataset.tags = tags.join('\n');
+    shown.replaceChildren(...tags.map((tag) => h('span', { class: 'tag' }, tag)));
+  }
   if (message.ID === openId) link.setAttribute('aria-current', 'true');
   else link.removeAttribute('aria-current');
 }

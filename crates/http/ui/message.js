@@ -1,7 +1,8 @@
 /**
  * The message pane for one message: a toolbar (back, read/unread, delete), the header (subject,
- * addresses, date, size, tags) and tabs — HTML, Text, Headers, Raw, Attachments, Envelope,
- * Authentication.
+ * addresses, date, size, tags to add, remove and search by) and tabs — HTML, Text, Headers, Raw,
+ * Attachments, Links, Codes, Envelope, Authentication (the Links, Codes and Envelope panels and
+ * the tag editor are in views.js and tags.js).
  *
  * The HTML body is never put into this page: it loads in an `<iframe sandbox="allow-popups">`
  * (no scripts, no same-origin access) from `/view/ID.html`, whose Content-Security-Policy blocks
@@ -14,7 +15,9 @@
  */
 
 import * as api from './api.js';
-import { addressListNode, formatSize, fullTime, h, icon } from './dom.js';
+import { addressListNode, asyncPanel, definitionList, formatSize, fullTime, h, icon } from './dom.js';
+import { TagEditor } from './tags.js';
+import { codesPanel, envelopePanel, linksPanel } from './views.js';
 
 const TAB_LABELS = {
   html: 'HTML',
@@ -22,6 +25,8 @@ const TAB_LABELS = {
   headers: 'Headers',
   raw: 'Raw',
   attachments: 'Attachments',
+  links: 'Links',
+  codes: 'Codes',
   envelope: 'Envelope',
   authentication: 'Authentication',
 };
@@ -49,7 +54,8 @@ const NOT_CHECKED = 'Not checked — set [auth] verify = true (catcher) to check
 
 export class MessageView {
   /**
-   * Renders `message` into `root`. `options`: `tab` (preferred tab name), `read`, and callbacks
+   * Renders `message` into `root`. `options`: `tab` (preferred tab name), `read`, `linkCheck`
+   * (the server answers the link check), `knownTags` (suggested when tagging), and callbacks
    * `onTab(name)`, `onBack()`, `onDelete()`, `onToggleRead()`, and `onRelease()` (only where
    * the server can release mail: the toolbar then offers it).
    */
@@ -62,7 +68,8 @@ export class MessageView {
     this.tabButtons = new Map();
     this.panel = h('div', { class: 'tab-panel', role: 'tabpanel', id: 'tab-panel', tabindex: '-1' });
     this.readButton = h('button', { class: 'icon-button', type: 'button', onclick: () => options.onToggleRead() });
-    root.replaceChildren(this.#toolbar(), header(message), this.#tabList(), this.panel);
+    this.tags = new TagEditor(message, options.knownTags);
+    root.replaceChildren(this.#toolbar(), header(message, this.tags.element), this.#tabList(), this.panel);
     this.setRead(options.read);
     this.#select(this.tabs.includes(options.tab) ? options.tab : this.tabs[0]);
   }
@@ -73,6 +80,11 @@ export class MessageView {
     this.readButton.replaceChildren(icon(read ? 'mail' : 'mail-open'));
     this.readButton.title = `${label} (u)`;
     this.readButton.setAttribute('aria-label', label);
+  }
+
+  /** Shows the message's tags as the server now has them. */
+  setTags(tags) {
+    this.tags.set(tags);
   }
 
   /** Switches to tab `name` at the reader's request (remembered for the next message). */
@@ -152,6 +164,10 @@ export class MessageView {
         return attachmentsPanel(message);
       case 'authentication':
         return asyncPanel(() => api.getAuthentication(message.ID), authenticationPanel);
+      case 'links':
+        return linksPanel(message, this.options.linkCheck);
+      case 'codes':
+        return codesPanel(message);
       default:
         return envelopePanel(message.Envelope);
     }
@@ -159,7 +175,7 @@ export class MessageView {
 }
 
 function availableTabs(message) {
-  const tabs = ['text', 'headers', 'raw', 'attachments', 'envelope', 'authentication'];
+  const tabs = ['text', 'headers', 'raw', 'attachments', 'links', 'codes', 'envelope', 'authentication'];
   return message.HTML ? ['html', ...tabs] : tabs;
 }
 
@@ -167,7 +183,7 @@ function attachmentsOf(message) {
   return [...(message.Attachments || []), ...(message.Inline || [])];
 }
 
-function header(message) {
+function header(message, tags) {
   const rows = [
     ['From', message.From?.Address ? addressListNode([message.From]) : '(none)'],
     ['To', message.To?.length ? addressListNode(message.To) : '(none)'],
@@ -176,7 +192,7 @@ function header(message) {
     message.ReplyTo?.length && ['Reply-To', addressListNode(message.ReplyTo)],
     ['Date', h('time', { datetime: message.Date }, fullTime(message.Date))],
     ['Size', formatSize(message.Size)],
-    message.Tags?.length && ['Tags', h('span', { class: 'tags' }, message.Tags.map((tag) => h('span', { class: 'tag' }, tag)))],
+    ['Tags', tags],
   ].filter(Boolean);
   return h(
     'header',
@@ -184,10 +200,6 @@ function header(message) {
     h('h1', { class: 'message-subject' }, message.Subject || '(no subject)'),
     definitionList(rows),
   );
-}
-
-function definitionList(rows) {
-  return h('dl', { class: 'fields' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
 }
 
 function htmlPanel(message) {
@@ -225,15 +237,6 @@ function htmlFrame(messageId, remote) {
 function textPanel(message) {
   if (!message.Text) return h('p', { class: 'panel-note' }, 'This message has no plain-text part.');
   return h('pre', { class: 'source text-body' }, message.Text);
-}
-
-/** A panel that shows "Loading…", then `render(await load())`, or the error. */
-function asyncPanel(load, render) {
-  const panel = h('div', { class: 'async-panel' }, h('p', { class: 'panel-note' }, 'Loading…'));
-  load()
-    .then((value) => panel.replaceChildren(render(value)))
-    .catch((error) => panel.replaceChildren(h('p', { class: 'panel-error' }, error.message)));
-  return panel;
 }
 
 function headersTable(headers) {
@@ -327,19 +330,4 @@ function identityList(result) {
   const shown = names.filter((name) => properties[name]);
   if (!shown.length) return h('span', { class: 'muted' }, '—');
   return h('dl', { class: 'auth-properties' }, shown.map((name) => [h('dt', {}, name), h('dd', {}, properties[name])]));
-}
-
-function envelopePanel(envelope) {
-  if (!envelope) return h('p', { class: 'panel-note' }, 'The server reported no envelope for this message.');
-  const tls = envelope.TLS ? `${envelope.TLS.Protocol || 'TLS'} · ${envelope.TLS.Cipher || ''}` : 'None (plain text)';
-  const rows = [
-    ['MAIL FROM', envelope.MailFrom ? envelope.MailFrom : '<> (null sender)'],
-    ['RCPT TO', h('div', {}, (envelope.Recipients || []).map((rcpt) => h('div', {}, rcpt)))],
-    ['Client', envelope.ClientAddress || 'unknown'],
-    ['HELO', envelope.Helo || 'unknown'],
-    ['TLS', tls],
-    ['AUTH', envelope.Auth || 'None'],
-    ['Received', envelope.ReceivedAt ? fullTime(envelope.ReceivedAt) : 'unknown'],
-  ];
-  return h('div', { class: 'panel-pad envelope' }, definitionList(rows));
 }

@@ -433,6 +433,13 @@ fn http_state(
         release_relay: config.outbound.relay_host.clone(),
         socket_hub: Default::default(),
         browser,
+        link_check: config
+            .http
+            .link_check()
+            .map(tern_http::linkcheck::LinkChecker::new)
+            .transpose()
+            .context("the link check's TLS client")?
+            .map(Arc::new),
     }))
 }
 

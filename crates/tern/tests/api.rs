@@ -429,6 +429,41 @@ fn message_has_mailpit_fields_parts_and_the_envelope() {
 }
 
 #[test]
+fn envelope_keeps_the_session_and_the_mail_and_rcpt_parameters() {
+    let server = TernServer::start("");
+    let mut client = Client::greeted(server.addr);
+    client.cmd("EHLO params.test", "250");
+    client.cmd("MAIL FROM:<bounce@example.org> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=env1", "250 ");
+    client.cmd(
+        "RCPT TO:<bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.com",
+        "250 ",
+    );
+    client.cmd("RCPT TO:<carol@example.com>", "250 ");
+    client.cmd("DATA", "354 ");
+    client.send(&wire(&simple("a@example.org", "bob@example.com", "Params", "x")));
+    client.send(b".\r\n");
+    let id = support::queue_id(&client.reply()).expect("queued");
+    client.cmd("QUIT", "221");
+
+    let envelope = &message(&server, &id)["Envelope"];
+    tern().check("Envelope", envelope);
+    assert_eq!(envelope["Helo"], "params.test");
+    assert_eq!(
+        (&envelope["Body"], &envelope["SMTPUTF8"], &envelope["Ret"], &envelope["EnvID"]),
+        (&json!("8BITMIME"), &json!(true), &json!("HDRS"), &json!("env1"))
+    );
+    assert_eq!(envelope["TrustedClient"], true, "the catcher trusts every client");
+    assert_eq!(
+        envelope["RecipientDetails"],
+        json!([
+            {"Address": "bob@example.com", "Notify": ["SUCCESS", "FAILURE"],
+             "ORCPT": "rfc822;bob@example.com", "Route": "capture"},
+            {"Address": "carol@example.com", "Notify": [], "ORCPT": null, "Route": "capture"},
+        ])
+    );
+}
+
+#[test]
 fn opening_a_message_marks_it_read_but_headers_and_raw_do_not() {
     let server = TernServer::start("");
     let id = deliver_simple(&server, "bob@example.com", "Unread", "body");
@@ -1071,6 +1106,139 @@ Content-Type: text/html
     assert_eq!(codes[0]["Code"], "482913");
     assert!(codes[0]["Context"].as_str().expect("Context").contains("verification code is 482913"));
     assert!(!is_read(&server, &id), "links and codes leave the message unread");
+}
+
+/// A web site on loopback for the link check: `/ok` answers 200, `/missing` 404, `/no-head`
+/// refuses HEAD (405) but answers GET with 200. Every request line it reads is recorded; it
+/// serves until the test process ends.
+fn link_site() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the site");
+    let address = listener.local_addr().expect("address");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // The whole head is read before answering: closing with unread bytes resets the
+            // connection, which could cost the client the answer.
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let line = line.trim_end().to_string();
+            let mut header = String::from("-");
+            while header.trim_end() != "" {
+                header.clear();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+            let status = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+                ["HEAD", "/no-head"] => "405 Method Not Allowed",
+                [_, "/missing"] => "404 Not Found",
+                _ => "200 OK",
+            };
+            log.lock().unwrap().push(line);
+            let answer =
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (address, seen)
+}
+
+/// A message whose HTML links to `/ok`, `/missing` and `/no-head` of `site` and to `refused`.
+fn linked_message(site: std::net::SocketAddr, refused: &str) -> String {
+    format!(
+        "From: links@example.org\nTo: bob@example.com\nSubject: Links\nMIME-Version: 1.0\n\
+         Content-Type: text/html\n\n<a href=\"http://{site}/ok\">ok</a> \
+         <a href=\"http://{site}/missing\">missing</a> <a href=\"http://{site}/no-head\">get</a> \
+         <a href=\"{refused}\">refused</a>\n"
+    )
+}
+
+/// A loopback URL where nothing listens.
+fn refused_url() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}/gone", closed.local_addr().expect("address"))
+}
+
+/// `GET path` with curl: the status and the body.
+fn curl(server: &TernServer, path: &str) -> (u16, Value) {
+    let url = format!("http://{}{path}", server.http);
+    let out = support::run("curl", &["-sS", "-w", "\n%{http_code}", &url], None);
+    let (body, status) = out.trim_end().rsplit_once('\n').expect("status line");
+    (status.parse().expect("status"), serde_json::from_str(body).expect("JSON body"))
+}
+
+#[test]
+fn link_check_reports_each_links_status_when_turned_on() {
+    let (site, seen) = link_site();
+    let refused = refused_url();
+    let server = TernServer::start(
+        "[http]\nlink_check = true\nlink_check_private_addresses = true\nlink_check_timeout_secs = 5\n",
+    );
+    let id = deliver(
+        &server,
+        "links@example.org",
+        &["bob@example.com"],
+        &linked_message(site, &refused),
+    );
+    let webui = http::get(server.http, "/api/v1/webui").json_with(200);
+    tern().check("WebUIConfiguration", &webui);
+    assert_eq!(webui["LinkCheck"]["Enabled"], true);
+
+    let (status, report) = curl(&server, &format!("/api/v1/message/{id}/link-check"));
+    assert_eq!(status, 200, "{report}");
+    check_both("LinkCheckResponse", "LinkCheckResponse", &report);
+    assert_eq!(
+        report,
+        json!({"Errors": 2, "Links": [
+            {"URL": format!("http://{site}/ok"), "StatusCode": 200, "Status": "OK"},
+            {"URL": format!("http://{site}/missing"), "StatusCode": 404, "Status": "Not Found"},
+            {"URL": format!("http://{site}/no-head"), "StatusCode": 200, "Status": "OK"},
+            {"URL": refused, "StatusCode": 0, "Status": "connection refused"},
+        ]})
+    );
+    let seen = seen.lock().unwrap().clone();
+    for line in ["HEAD /ok HTTP/1.1", "HEAD /no-head HTTP/1.1", "GET /no-head HTTP/1.1"] {
+        assert!(seen.iter().any(|s| s == line), "the site saw {seen:?}, not {line}");
+    }
+    assert!(!seen.iter().any(|s| s.starts_with("GET /ok")), "GET only where HEAD is refused");
+
+    let (status, error) = curl(&server, &format!("/api/v1/message/{id}/link-check?follow=maybe"));
+    assert_eq!(
+        (status, error["Error"].as_str().unwrap_or_default().contains("follow")),
+        (400, true)
+    );
+    let (status, _) = curl(&server, "/api/v1/message/latest/link-check?follow=true");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn link_check_is_off_by_default_and_never_requests_internal_addresses_unless_allowed() {
+    let (site, seen) = link_site();
+    let message = linked_message(site, &refused_url());
+
+    let off = TernServer::start("");
+    let id = deliver(&off, "links@example.org", &["bob@example.com"], &message);
+    let (status, error) = curl(&off, &format!("/api/v1/message/{id}/link-check"));
+    assert_eq!(status, 403, "{error}");
+    tern().check("Error", &error);
+    assert!(error["Error"].as_str().unwrap().contains("[http] link_check = true"), "{error}");
+    assert_eq!(http::get(off.http, "/api/v1/webui").json_with(200)["LinkCheck"]["Enabled"], false);
+
+    let guarded = TernServer::start("[http]\nlink_check = true\n");
+    let id = deliver(&guarded, "links@example.org", &["bob@example.com"], &message);
+    let (status, report) = curl(&guarded, &format!("/api/v1/message/{id}/link-check"));
+    assert_eq!((status, report["Errors"].clone()), (200, json!(4)), "{report}");
+    for link in report["Links"].as_array().unwrap() {
+        assert_eq!(
+            (link["StatusCode"].clone(), link["Status"].clone()),
+            (json!(451), json!("Blocked private/reserved address"))
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty(), "the site was requested: {:?}", seen.lock().unwrap());
 }
 
 // ---------------------------------------------------------------------------------------

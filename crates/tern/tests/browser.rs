@@ -22,6 +22,13 @@
 //! "Not checked". Its screenshots land in `$CARGO_TARGET_TMPDIR/
 //! browser-screenshots-auth`.
 //!
+//! A fifth (`--scenario views`) drives the message pane's Links tab and its link check (a
+//! catcher with `[http] link_check = true` against a site the script serves on loopback: 200,
+//! 404, connection refused), the Codes tab's Copy button (Clipboard API and its fallback), tags
+//! (add, remove, filter, live), the Envelope tab and the dark theme (system and manual); a
+//! catcher with the defaults shows no "Check links". Screenshots land in
+//! `$CARGO_TARGET_TMPDIR/browser-screenshots-views`.
+//!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
 #![allow(
@@ -80,6 +87,20 @@ fn authentication_tab_shows_spf_dkim_and_dmarc_verdicts_in_headless_chromium() {
         &extra,
     );
     let _ = std::fs::remove_dir_all(&keys);
+}
+
+#[test]
+fn links_codes_tags_envelope_and_theme_in_headless_chromium() {
+    let plain = Server::start();
+    let extra = [
+        ("--unchecked-http", format!("http://{}", plain.http)),
+        ("--unchecked-smtp", plain.smtp.to_string()),
+    ];
+    let checking = Server::catcher(
+        "[http]\nlink_check = true\nlink_check_private_addresses = true\n\
+         link_check_timeout_secs = 5\n",
+    );
+    run_e2e(&checking, "views", "browser-screenshots-views", &extra);
 }
 
 /// An Ed25519 key made by `tern dkim generate DOMAIN --selector SELECTOR` in `dir`: its file

@@ -78,7 +78,8 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// `GET /api/v1/webui`; `MessageRelay.Enabled` tells Mailpit's UI whether release works.
+/// `GET /api/v1/webui`; `MessageRelay.Enabled` tells Mailpit's UI whether release works, and
+/// Tern's `LinkCheck.Enabled` whether the link check answers.
 pub async fn webui(AxumState(state): AxumState<State>) -> Json<Value> {
     Json(json!({
         "Label": "",
@@ -92,6 +93,8 @@ pub async fn webui(AxumState(state): AxumState<State>) -> Json<Value> {
         "ChaosEnabled": false,
         "DuplicatesIgnored": false,
         "HideDeleteAllButton": false,
+        // Tern's: whether the UI may offer the link check (`[http] link_check`).
+        "LinkCheck": { "Enabled": state.link_check.is_some() },
     }))
 }
 

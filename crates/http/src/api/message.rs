@@ -1,4 +1,5 @@
-//! One message: its JSON, headers, raw source, parts, rendered views, links and codes.
+//! One message: its JSON, headers, raw source, parts, rendered views, links (and their check)
+//! and codes.
 //! `{ID}` may be `latest` (optionally with `?query=`: the newest match).
 
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ use crate::mime::{Parsed, PartInfo};
 use crate::{Access, State};
 
 mod disposition;
+mod link_check;
+
+pub use link_check::link_check;
 
 /// Resolves `{ID}` (an id or `latest`) and loads the message.
 pub(super) async fn load(
@@ -133,18 +137,42 @@ pub async fn detail(
         size: full.len() as u64,
         inline: parsed.inline(),
         attachments: parsed.attachments(),
-        envelope: json!({
-            "MailFrom": e.mail_from,
-            "Recipients": e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
-            "ClientAddress": e.client.to_string(),
-            "Helo": e.helo,
-            "TLS": e.tls.as_ref().map(|t| json!({"Protocol": t.protocol, "Cipher": t.cipher})),
-            "Auth": e.auth,
-            "ReceivedAt": rfc3339_ms(e.received_at_ms),
-        }),
+        envelope: envelope_json(e),
     };
     // `Envelope` is Tern's own field; Mailpit clients ignore fields they do not know.
     Ok(Json(serde_json::to_value(body).map_err(|e| ApiError::Internal(e.to_string()))?))
+}
+
+/// Everything the store keeps of the SMTP session and transaction (not the dialogue itself,
+/// which is not kept): the client, HELO, TLS, AUTH, the MAIL FROM and RCPT TO parameters.
+fn envelope_json(e: &tern_store::Envelope) -> Value {
+    let details: Vec<Value> = e
+        .recipients
+        .iter()
+        .map(|r| {
+            json!({
+                "Address": r.address,
+                "Notify": r.notify,
+                "ORCPT": r.orcpt,
+                "Route": r.route.as_str(),
+            })
+        })
+        .collect();
+    json!({
+        "MailFrom": e.mail_from,
+        "Recipients": e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+        "RecipientDetails": details,
+        "Body": e.body,
+        "SMTPUTF8": e.smtputf8,
+        "Ret": e.ret,
+        "EnvID": e.envid,
+        "ClientAddress": e.client.to_string(),
+        "Helo": e.helo,
+        "TLS": e.tls.as_ref().map(|t| json!({"Protocol": t.protocol, "Cipher": t.cipher})),
+        "Auth": e.auth,
+        "TrustedClient": e.trusted_client,
+        "ReceivedAt": rfc3339_ms(e.received_at_ms),
+    })
 }
 
 fn list_unsubscribe(parsed: &Parsed<'_>) -> Value {

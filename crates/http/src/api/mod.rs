@@ -29,6 +29,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/message/{ID}/raw"),
     ("GET", "/api/v1/message/{ID}/part/{PartID}"),
     ("GET", "/api/v1/message/{ID}/links"),
+    ("GET", "/api/v1/message/{ID}/link-check"),
     ("GET", "/api/v1/message/{ID}/codes"),
     ("POST", "/api/v1/message/{ID}/release"),
     ("GET", "/view/{ID}.html"),
@@ -71,6 +72,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/message/{id}/raw", get(message::raw))
         .route("/api/v1/message/{id}/part/{part}", get(message::part))
         .route("/api/v1/message/{id}/links", get(message::links))
+        .route("/api/v1/message/{id}/link-check", get(message::link_check))
         .route("/api/v1/message/{id}/codes", get(message::codes))
         .route("/api/v1/message/{id}/release", post(queue::release_message))
         .route("/view/{file}", get(message::view))

@@ -119,6 +119,16 @@ pub struct HttpSection {
     pub max_connections: usize,
     /// Seconds connections get to finish at shutdown before they are closed.
     pub shutdown_grace_secs: u64,
+    /// Answer Mailpit's link check (`GET /api/v1/message/{ID}/link-check`, the UI's "Check
+    /// links"): the server then requests each link of a message itself, to URLs anyone who
+    /// sends mail chooses — a request-forgery risk, hence off by default.
+    pub link_check: bool,
+    /// Seconds one link of the link check may take, redirects included.
+    pub link_check_timeout_secs: u64,
+    /// Let the link check request loopback, private, link-local and other internal addresses
+    /// (otherwise such links answer 451 unrequested, as in Mailpit); for testing links to
+    /// local sites only.
+    pub link_check_private_addresses: bool,
 }
 
 impl Default for HttpSection {
@@ -134,6 +144,9 @@ impl Default for HttpSection {
             body_timeout_secs: server::DEFAULT_BODY_TIMEOUT_SECS,
             max_connections: server::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_secs: server::DEFAULT_SHUTDOWN_GRACE_SECS,
+            link_check: false,
+            link_check_timeout_secs: tern_http::linkcheck::DEFAULT_TIMEOUT_SECS,
+            link_check_private_addresses: false,
         }
     }
 }
@@ -148,6 +161,14 @@ impl HttpSection {
             max_connections: self.max_connections,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         }
+    }
+
+    /// The link check's settings, or `None` while it is off.
+    pub fn link_check(&self) -> Option<tern_http::linkcheck::LinkCheckConfig> {
+        self.link_check.then(|| tern_http::linkcheck::LinkCheckConfig {
+            timeout: std::time::Duration::from_secs(self.link_check_timeout_secs),
+            private_addresses: self.link_check_private_addresses,
+        })
     }
 
     /// Which Host names and page origins are answered, for a server called `hostname`.
@@ -456,8 +477,13 @@ impl Config {
 
     fn validate_http(&self) -> Result<(), (&'static str, String)> {
         let h = &self.http;
-        let checks: [(bool, &'static str, &str); 4] = [
+        let checks: [(bool, &'static str, &str); 5] = [
             (h.header_timeout_secs == 0, "http.header_timeout_secs", "must be greater than 0"),
+            (
+                h.link_check_timeout_secs == 0,
+                "http.link_check_timeout_secs",
+                "must be greater than 0",
+            ),
             (h.body_timeout_secs == 0, "http.body_timeout_secs", "must be greater than 0"),
             (h.max_connections == 0, "http.max_connections", "must be greater than 0"),
             (h.shutdown_grace_secs == 0, "http.shutdown_grace_secs", "must be greater than 0"),

@@ -30,7 +30,10 @@
  * DKIM and DMARC pass for a mail it signs with `--dkim-key` (d=signed.test, s=e2e) → fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
  * a catcher that does not verify (`--unchecked-http`, `--unchecked-smtp`) says "Not checked".
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication]
+ * With `--scenario views` (views.mjs) it checks the Links, Codes and Envelope tabs, tags and the
+ * colour theme, against a catcher with the link check on and a plain one (`--unchecked-*`).
+ *
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|views]
  *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
@@ -46,6 +49,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { launchChromium } from './chromium.mjs';
+import { viewsScenario } from './views.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 /** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
@@ -94,6 +98,7 @@ async function main() {
       queue: queueScenario,
       'active-content': activeContentScenario,
       authentication: authenticationScenario,
+      views: (page) => viewsScenario(page, { config, step, screenshot, openUi, arrives, plainMail, headers, sendMail, rowOf, expectText, expectClass, waitFor, fetchJson, fail, pageErrors }),
     };
     await scenarios[config.scenario](page);
   } catch (error) {
@@ -855,11 +860,13 @@ function readConfig() {
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication'];
-  const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key']);
+  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'views'];
+  const uncheckedMissing =
+    (values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key'])) ||
+    (values.scenario === 'views' && !(values['unchecked-http'] && values['unchecked-smtp']));
   if (!http || !smtp || !scenarios.includes(values.scenario) || uncheckedMissing) {
     console.error(
-      'usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR] [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]',
+      'usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|views] --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] [--out DIR] [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]',
     );
     process.exit(2);
   }
