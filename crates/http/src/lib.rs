@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod extract;
 mod guard;
+mod htmlcheck;
 mod json;
 mod mime;
 mod readers;

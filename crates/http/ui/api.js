@@ -81,6 +81,14 @@ export async function getAuthentication(messageId) {
   return (await request('GET', `/api/v1/message/${id(messageId)}/authentication`)).json();
 }
 
+/**
+ * The HTML compatibility check (Mailpit's `HTMLCheckResponse`): `{"Warnings", "Platforms",
+ * "Total"}`; a 400 when the message has no HTML.
+ */
+export async function getHtmlCheck(messageId) {
+  return (await request('GET', `/api/v1/message/${id(messageId)}/html-check`)).json();
+}
+
 /** The message source exactly as stored. */
 export async function getRaw(messageId) {
   return (await request('GET', rawUrl(messageId))).text();

@@ -1,7 +1,7 @@
 /**
  * The message pane for one message: a toolbar (back, read/unread, delete), the header (subject,
  * addresses, date, size, tags) and tabs — HTML, Text, Headers, Raw, Attachments, Envelope,
- * Authentication.
+ * Authentication, and HTML check (`htmlcheck.js`) when there is an HTML body.
  *
  * The HTML body is never put into this page: it loads in an `<iframe sandbox="allow-popups">`
  * (no scripts, no same-origin access) from `/view/ID.html`, whose Content-Security-Policy blocks
@@ -15,6 +15,7 @@
 
 import * as api from './api.js';
 import { addressListNode, formatSize, fullTime, h, icon } from './dom.js';
+import { htmlCheckPanel } from './htmlcheck.js';
 
 const TAB_LABELS = {
   html: 'HTML',
@@ -24,6 +25,7 @@ const TAB_LABELS = {
   attachments: 'Attachments',
   envelope: 'Envelope',
   authentication: 'Authentication',
+  'html-check': 'HTML check',
 };
 
 /** The properties that name what each method judged, in the order they are shown. */
@@ -152,6 +154,8 @@ export class MessageView {
         return attachmentsPanel(message);
       case 'authentication':
         return asyncPanel(() => api.getAuthentication(message.ID), authenticationPanel);
+      case 'html-check':
+        return asyncPanel(() => api.getHtmlCheck(message.ID), htmlCheckPanel);
       default:
         return envelopePanel(message.Envelope);
     }
@@ -160,7 +164,7 @@ export class MessageView {
 
 function availableTabs(message) {
   const tabs = ['text', 'headers', 'raw', 'attachments', 'envelope', 'authentication'];
-  return message.HTML ? ['html', ...tabs] : tabs;
+  return message.HTML ? ['html', ...tabs, 'html-check'] : tabs;
 }
 
 function attachmentsOf(message) {

@@ -22,6 +22,9 @@
 //! "Not checked". Its screenshots land in `$CARGO_TARGET_TMPDIR/
 //! browser-screenshots-auth`.
 //!
+//! A fifth (`--scenario html-check`, in `browser/insight.mjs`) opens a styled mail's "HTML
+//! check" tab and its platform filter. Screenshots in `browser-screenshots-html-check`.
+//!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
 #![allow(
@@ -80,6 +83,11 @@ fn authentication_tab_shows_spf_dkim_and_dmarc_verdicts_in_headless_chromium() {
         &extra,
     );
     let _ = std::fs::remove_dir_all(&keys);
+}
+
+#[test]
+fn html_check_tab_in_headless_chromium() {
+    run_e2e(&Server::start(), "html-check", "browser-screenshots-html-check", &[]);
 }
 
 /// An Ed25519 key made by `tern dkim generate DOMAIN --selector SELECTOR` in `dir`: its file

@@ -1,6 +1,7 @@
 //! The route table and the handlers of Mailpit's API v1 plus Tern's extensions.
 
 mod app;
+mod html_check;
 mod message;
 mod messages;
 mod queue;
@@ -30,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/message/{ID}/part/{PartID}"),
     ("GET", "/api/v1/message/{ID}/links"),
     ("GET", "/api/v1/message/{ID}/codes"),
+    ("GET", "/api/v1/message/{ID}/html-check"),
     ("POST", "/api/v1/message/{ID}/release"),
     ("GET", "/view/{ID}.html"),
     ("GET", "/view/{ID}.txt"),
@@ -72,6 +74,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/message/{id}/part/{part}", get(message::part))
         .route("/api/v1/message/{id}/links", get(message::links))
         .route("/api/v1/message/{id}/codes", get(message::codes))
+        .route("/api/v1/message/{id}/html-check", get(html_check::html_check))
         .route("/api/v1/message/{id}/release", post(queue::release_message))
         .route("/view/{file}", get(message::view))
         .route("/api/v1/tags", get(tags::list).put(tags::set))

@@ -30,7 +30,9 @@
  * DKIM and DMARC pass for a mail it signs with `--dkim-key` (d=signed.test, s=e2e) → fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
  * a catcher that does not verify (`--unchecked-http`, `--unchecked-smtp`) says "Not checked".
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication]
+ * With `--scenario html-check` it runs the HTML check tab's scenario (`insight.mjs`).
+ *
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|html-check]
  *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
@@ -46,6 +48,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { launchChromium } from './chromium.mjs';
+import { htmlCheckScenario } from './insight.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 /** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
@@ -94,6 +97,7 @@ async function main() {
       queue: queueScenario,
       'active-content': activeContentScenario,
       authentication: authenticationScenario,
+      'html-check': (page) => htmlCheckScenario(page, insightHelpers()),
     };
     await scenarios[config.scenario](page);
   } catch (error) {
@@ -759,6 +763,11 @@ function splitHostPort(address) {
 
 // ---- browser and helpers --------------------------------------------------------------------
 
+/** What `insight.mjs`'s scenarios use of this file. */
+function insightHelpers() {
+  return { config, run, timeout: STEP_TIMEOUT_MS, step, screenshot, sendMail, plainMail, headers, rowOf, expectText, waitFor, fetchJson, fail };
+}
+
 async function launch(profile) {
   return launchChromium(config.chromium, profile, {
     viewport: { width: 1360, height: 860 },
@@ -855,7 +864,7 @@ function readConfig() {
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication'];
+  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'html-check'];
   const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key']);
   if (!http || !smtp || !scenarios.includes(values.scenario) || uncheckedMissing) {
     console.error(
