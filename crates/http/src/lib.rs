@@ -8,6 +8,7 @@
 //! a message to list it; a message is parsed only when one is opened.
 
 mod access;
+pub mod activity;
 pub mod api;
 mod error;
 mod events;
@@ -64,6 +65,9 @@ pub struct AppState {
     pub socket_hub: SocketHub,
     /// Which Host names and page origins are answered (see `guard`).
     pub browser: BrowserPolicy,
+    /// Delivery outcomes per hour for `/api/v1/stats` (`Activity::default()`; the server runs
+    /// `activity::run` to sample them).
+    pub activity: activity::Activity,
 }
 
 /// Shared state handle.

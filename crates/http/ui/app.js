@@ -8,7 +8,8 @@
  * the keyboard (`KEYS`). Each change updates `state` first and then redraws with `renderList`.
  *
  * The open message is in the URL hash (`#/m/ID`) and the search in `?q=`, so reloads, links and
- * the Back button work; `#/queue` shows the outbound queue in place of the list and message.
+ * the Back button work; `#/queue` shows the outbound queue in place of the list and message,
+ * `#/dashboard` the dashboard (`dashboard.js`).
  * Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message pane), `queue.js` (the
  * queue page), `dom.js` (safe element building and formatting; message text is never parsed
  * as HTML).
@@ -19,6 +20,7 @@ import { debounce, h, icon } from './dom.js';
 import { MessageList } from './list.js';
 import { MessageView } from './message.js';
 import { QueuePage } from './queue.js';
+import { DashboardPage } from './dashboard.js';
 
 /** Most messages a background resync reloads at once (the reader may have paged further). */
 const MAX_RESYNC = 500;
@@ -52,10 +54,13 @@ const state = {
   tab: 'html',
   /** The outbound queue page is shown instead of the list and the message. */
   queueOpen: false,
+  /** Likewise the dashboard. */
+  dashboardOpen: false,
 };
 
 let list;
 let queue;
+let dashboard;
 const syncSoon = debounce(() => loadList({ keepSize: true }), 250);
 const inboxesSoon = debounce(loadInboxes, 400);
 
@@ -75,6 +80,7 @@ function start() {
     },
     { toast, confirm: (text) => confirmDialog(text, 'Delete') },
   );
+  dashboard = new DashboardPage($('dashboard-pane'));
   state.query = new URLSearchParams(location.search).get('q') || '';
   $('search').value = state.query;
   wireSearch();
@@ -266,7 +272,7 @@ function renderInboxes() {
   });
   $('inboxes').replaceChildren(...items);
   $('inboxes-empty').hidden = items.length > 0;
-  document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen);
+  document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen && !state.dashboardOpen);
 }
 
 /** Links with `data-query` (inboxes, "All messages", the logo) run that search. */
@@ -285,6 +291,7 @@ function wireSidebar() {
     setQuery(link.dataset.query);
   });
   $('queue-link').addEventListener('click', () => setDrawer(false));
+  $('dashboard-link').addEventListener('click', () => setDrawer(false));
   $('menu-button').addEventListener('click', () => setDrawer(!document.body.classList.contains('drawer-open')));
   $('scrim').addEventListener('click', () => setDrawer(false));
 }
@@ -305,6 +312,7 @@ const live = {
     inboxesSoon();
     // Mail for other servers is queued in the same commit.
     queue.refreshSoon();
+    dashboard.refreshSoon();
     // The server decides what a search matches, so a search is simply reloaded.
     if (state.query) return syncSoon();
     if (findMessage(summary.ID)) return;
@@ -339,6 +347,7 @@ const live = {
   /** The outbound queue changed: an attempt, a command or a release. */
   queue() {
     queue.refreshSoon();
+    dashboard.refreshSoon();
   },
   /** Tags were set, renamed or removed (`/api/v1/tags`): the list shows them, so reload it. */
   tags() {
@@ -462,11 +471,12 @@ function back() {
  * history: after Back/Forward the URL's `?q=` is rewritten to the search shown.
  */
 function route() {
-  if (location.hash === '#/queue') {
-    showQueue();
+  const shown = { '#/queue': 'queue', '#/dashboard': 'dashboard' }[location.hash];
+  for (const name of Object.keys(PAGES)) if (name !== shown) hidePage(name);
+  if (shown) {
+    showPage(shown);
     return;
   }
-  hideQueue();
   const match = location.hash.match(/^#\/m\/(.+)$/);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (id && id !== state.openId) openMessage(id);
@@ -474,33 +484,45 @@ function route() {
   if ((new URLSearchParams(location.search).get('q') || '') !== state.query) writeUrl(location.hash);
 }
 
-// ---- the queue page -------------------------------------------------------------------------
+// ---- the queue page and the dashboard --------------------------------------------------------
 
-function showQueue() {
+/**
+ * The pages shown in place of the list and the message: the state flag, the sidebar link and
+ * the page object of each (its body class is `NAME-open`).
+ */
+const PAGES = {
+  queue: { flag: 'queueOpen', link: 'queue-link', page: () => queue },
+  dashboard: { flag: 'dashboardOpen', link: 'dashboard-link', page: () => dashboard },
+};
+
+function showPage(name) {
+  const { flag, link, page } = PAGES[name];
   if (state.openId) closeMessage();
-  if (state.queueOpen) return;
-  state.queueOpen = true;
-  document.body.classList.add('queue-open');
-  $('queue-link').classList.add('active');
-  $('queue-link').setAttribute('aria-current', 'page');
+  if (state[flag]) return;
+  state[flag] = true;
+  document.body.classList.add(`${name}-open`);
+  $(link).classList.add('active');
+  $(link).setAttribute('aria-current', 'page');
   renderInboxes();
-  queue.open();
+  page().open();
 }
 
-function hideQueue() {
-  if (!state.queueOpen) return;
-  state.queueOpen = false;
-  document.body.classList.remove('queue-open');
-  $('queue-link').classList.remove('active');
-  $('queue-link').removeAttribute('aria-current');
-  queue.close();
+function hidePage(name) {
+  const { flag, link, page } = PAGES[name];
+  if (!state[flag]) return;
+  state[flag] = false;
+  document.body.classList.remove(`${name}-open`);
+  $(link).classList.remove('active');
+  $(link).removeAttribute('aria-current');
+  page().close();
   renderInboxes();
 }
 
-/** Back to the list from the queue page, as a new history entry (Back returns to the queue). */
+/** Back to the list from the queue page or the dashboard, as a new history entry. */
 function leaveQueue() {
-  if (!state.queueOpen) return;
-  hideQueue();
+  const open = Object.keys(PAGES).filter((name) => state[PAGES[name].flag]);
+  if (!open.length) return;
+  open.forEach(hidePage);
   writeUrl('', 'push', null);
 }
 
@@ -695,7 +717,7 @@ function onKey(event) {
   if ($('confirm').open || $('release').open || popoverOpen()) return;
   const target = event.target;
   // The list's keys mean nothing on the queue page; `/` still searches (and leaves it).
-  if (state.queueOpen && !isTextField(target) && event.key !== '/') return;
+  if ((state.queueOpen || state.dashboardOpen) && !isTextField(target) && event.key !== '/') return;
   if (isTextField(target)) {
     if (event.key === 'Escape') target.blur();
     if (event.key === 'ArrowDown' && target === $('search')) focusFirstRow(event);

@@ -119,6 +119,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
     tracker.spawn(crate::pickup::run(door.clone(), config.data_dir.join("drop")));
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
+    tracker.spawn(tern_http::activity::run(state.clone()));
     let http = tokio::spawn(tern_http::server::serve(
         http_listener,
         tern_http::router(state),
@@ -324,6 +325,7 @@ fn http_state(
         release_relay: config.outbound.relay_host.clone(),
         socket_hub: Default::default(),
         browser,
+        activity: Default::default(),
     }))
 }
 

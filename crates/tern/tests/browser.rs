@@ -22,8 +22,11 @@
 //! "Not checked". Its screenshots land in `$CARGO_TARGET_TMPDIR/
 //! browser-screenshots-auth`.
 //!
-//! A fifth (`--scenario html-check`, in `browser/insight.mjs`) opens a styled mail's "HTML
-//! check" tab and its platform filter. Screenshots in `browser-screenshots-html-check`.
+//! Two more (`--scenario html-check`, `--scenario dashboard`, in `browser/insight.mjs`) drive
+//! the insight views: a styled mail's "HTML check" tab with its platform filter; the dashboard
+//! of an MTA whose relayed mail stays queued, filling live, and that of a catcher without a
+//! relay, which hides the queue's cards. Screenshots in `browser-screenshots-html-check` and
+//! `browser-screenshots-dashboard`.
 //!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
@@ -88,6 +91,16 @@ fn authentication_tab_shows_spf_dkim_and_dmarc_verdicts_in_headless_chromium() {
 #[test]
 fn html_check_tab_in_headless_chromium() {
     run_e2e(&Server::start(), "html-check", "browser-screenshots-html-check", &[]);
+}
+
+#[test]
+fn dashboard_of_an_mta_and_a_catcher_in_headless_chromium() {
+    let catcher = Server::catcher("");
+    let extra = [
+        ("--catcher-http", format!("http://{}", catcher.http)),
+        ("--catcher-smtp", catcher.smtp.to_string()),
+    ];
+    run_e2e(&Server::start_mta(), "dashboard", "browser-screenshots-dashboard", &extra);
 }
 
 /// An Ed25519 key made by `tern dkim generate DOMAIN --selector SELECTOR` in `dir`: its file

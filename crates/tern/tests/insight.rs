@@ -1,6 +1,7 @@
-//! End-to-end tests of the insight endpoints against the real `tern serve`: the HTML
+//! End-to-end tests of the two insight endpoints against the real `tern serve`: the HTML
 //! compatibility check (`/api/v1/message/{ID}/html-check`, Mailpit's shape, validated against
-//! Mailpit's published schema and Tern's `openapi.json`) over sample messages.
+//! Mailpit's published schema and Tern's `openapi.json`) over sample messages, and the
+//! dashboard's numbers (`/api/v1/stats`) after mail sent over SMTP.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,9 +18,15 @@ mod http;
 #[allow(dead_code)]
 mod schema;
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
-use support::{Client, TernServer};
+use support::{Client, MtaListener, TernServer, is_tern_banner};
+
+/// How long the scheduler may take to make an attempt (DNS to a closed port fails at once, or
+/// after the configured one-second timeout).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Sends `message` (`\n` line ends) over SMTP and returns its id.
 fn deliver(server: &TernServer, to: &str, message: &str) -> String {
@@ -155,4 +162,91 @@ fn html_check_answers_404_for_unknown_and_400_without_html_over_curl() {
     assert_eq!((status.as_str(), &body["Error"]), ("404", &Value::from("Message not found")));
     let (status, _) = curl("/api/v1/message/latest/html-check");
     assert_eq!(status, "400", "latest is the text message");
+}
+
+// ---------------------------------------------------------------------------------------
+// The dashboard's numbers
+
+/// `GET /api/v1/stats` (with `headers`), validated against Tern's document.
+fn stats(server: &TernServer, headers: &[(&str, &str)]) -> Value {
+    let stats = http::request(server.http, "GET", "/api/v1/stats", headers, b"").json_with(200);
+    schema::tern().check("Stats", &stats);
+    stats
+}
+
+fn sum(series: &Value, key: &str) -> u64 {
+    series.as_array().expect("a series").iter().map(|point| point[key].as_u64().expect(key)).sum()
+}
+
+#[test]
+fn stats_of_a_catcher_count_mail_received_over_smtp_and_have_no_queue() {
+    let server = TernServer::start("");
+    for n in 0..3 {
+        let message = format!("From: a@example.org\nTo: bob@example.com\nSubject: n{n}\n\nHi.\n");
+        deliver(&server, "bob@example.com", &message);
+    }
+    let stats = stats(&server, &[]);
+    assert_eq!(stats["Outbound"], false);
+    let minutes = stats["ReceivedPerMinute"].as_array().expect("ReceivedPerMinute");
+    assert_eq!(minutes.len(), 60);
+    assert_eq!(sum(&stats["ReceivedPerMinute"], "Count"), 3);
+    // All three arrived within the last two minutes, even if a minute began in between.
+    assert_eq!(minutes[58]["Count"].as_u64().unwrap() + minutes[59]["Count"].as_u64().unwrap(), 3);
+    assert_eq!(stats["Totals"]["Messages"], 3);
+    assert_eq!(stats["Totals"]["Unread"], 3);
+    assert_eq!(stats["Totals"]["AcceptedSinceStart"], 3);
+    assert_eq!(stats["Queue"], Value::Null);
+    assert_eq!(stats["OutcomesPerHour"], Value::Null);
+    assert_eq!(stats["TopDestinations"], serde_json::json!([]));
+}
+
+#[test]
+fn stats_of_an_mta_show_its_queue_destinations_errors_and_deferred_attempts() {
+    const KEY: &str = "stats-admin-key";
+    let config = format!(
+        "[relay]\nlocal_domains = [\"tern.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\n\
+         [http]\nrequire_auth = true\napi_key = \"{KEY}\"\n"
+    );
+    let listeners = [MtaListener { role: "mx", allow_plaintext_auth: false }];
+    let (server, _) = TernServer::start_mta(&listeners, &config, is_tern_banner);
+    let mut client = Client::greeted(server.addr);
+    client.cmd("EHLO app.internal", "250");
+    let body = b"From: app@internal.example\r\nSubject: out\r\n\r\nHello.\r\n";
+    client.send_message("app@internal.example", &["a@far.example", "b@far.example"], body);
+    client.send_message("app@internal.example", &["c@near.example"], body);
+    client.cmd("QUIT", "221");
+
+    let bearer = format!("Bearer {KEY}");
+    let admin = [("Authorization", bearer.as_str())];
+    // Without the key the numbers are not shown.
+    let refused = http::request(server.http, "GET", "/api/v1/stats", &[], b"");
+    assert_eq!(refused.status, 401, "{}", refused.text());
+
+    // Each recipient's first attempt fails (its DNS server is a closed port) and is deferred.
+    let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+    let stats = loop {
+        let stats = stats(&server, &admin);
+        if stats["TopErrors"].as_array().is_some_and(|e| !e.is_empty())
+            && sum(&stats["OutcomesPerHour"], "Deferred") >= 3
+        {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no deferred attempts in time: {stats:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stats["Outbound"], true);
+    assert_eq!(stats["Queue"]["Queued"], 3);
+    assert_eq!(stats["Queue"]["Held"], 0);
+    assert_eq!(stats["Queue"]["Messages"], 2);
+    assert_eq!(
+        stats["TopDestinations"],
+        serde_json::json!([{"Domain": "far.example", "Entries": 2}, {"Domain": "near.example", "Entries": 1}])
+    );
+    assert_eq!(stats["QueueSampled"], 3);
+    let error = stats["TopErrors"][0]["Error"].as_str().expect("an error");
+    assert!(error.contains("DNS"), "{error}");
+    assert_eq!(sum(&stats["OutcomesPerHour"], "Delivered"), 0);
+    assert_eq!(sum(&stats["OutcomesPerHour"], "Bounced"), 0);
+    assert_eq!(stats["OutcomesPerHour"].as_array().expect("hours").len(), 24);
+    assert_eq!(sum(&stats["ReceivedPerMinute"], "Count"), 2);
 }

@@ -5,6 +5,7 @@ mod html_check;
 mod message;
 mod messages;
 mod queue;
+mod stats;
 mod tags;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/webui"),
     ("GET", "/api/v1/inboxes"),
     ("DELETE", "/api/v1/inboxes/{Address}"),
+    ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/queue"),
     ("DELETE", "/api/v1/queue"),
     ("GET", "/api/v1/queue/{ID}"),
@@ -83,6 +85,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/info", get(app::info))
         .route("/api/v1/webui", get(app::webui))
         .route("/api/v1/inboxes", get(app::inboxes))
+        .route("/api/v1/stats", get(stats::stats))
         .route("/api/v1/inboxes/{address}", delete(app::delete_inbox))
         .route("/api/v1/queue", get(queue::list).delete(queue::delete))
         .route("/api/v1/queue/{id}", get(queue::show))

@@ -55,6 +55,7 @@ impl Harness {
             release_relay: None,
             socket_hub: Default::default(),
             browser: tern_http::BrowserPolicy::default(),
+            activity: Default::default(),
         });
         Harness { dir, state }
     }

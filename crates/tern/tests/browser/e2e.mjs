@@ -30,9 +30,10 @@
  * DKIM and DMARC pass for a mail it signs with `--dkim-key` (d=signed.test, s=e2e) → fail rows with red badges for the forged one (tagged junk) → the keyboard reaches the tab →
  * a catcher that does not verify (`--unchecked-http`, `--unchecked-smtp`) says "Not checked".
  *
- * With `--scenario html-check` it runs the HTML check tab's scenario (`insight.mjs`).
+ * With `--scenario html-check` or `--scenario dashboard` it runs the insight views' scenarios
+ * (`insight.mjs`; the dashboard one also needs `--catcher-http` and `--catcher-smtp`).
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|html-check]
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|html-check|dashboard]
  *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
@@ -48,7 +49,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { launchChromium } from './chromium.mjs';
-import { htmlCheckScenario } from './insight.mjs';
+import { dashboardScenario, htmlCheckScenario } from './insight.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 /** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
@@ -98,6 +99,7 @@ async function main() {
       'active-content': activeContentScenario,
       authentication: authenticationScenario,
       'html-check': (page) => htmlCheckScenario(page, insightHelpers()),
+      dashboard: (page) => dashboardScenario(page, insightHelpers()),
     };
     await scenarios[config.scenario](page);
   } catch (error) {
@@ -859,12 +861,14 @@ function readConfig() {
       'unchecked-http': { type: 'string', default: '' },
       'unchecked-smtp': { type: 'string', default: '' },
       'dkim-key': { type: 'string', default: '' },
+      'catcher-http': { type: 'string', default: '' },
+      'catcher-smtp': { type: 'string', default: '' },
     },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'html-check'];
+  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'html-check', 'dashboard'];
   const uncheckedMissing = values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key']);
   if (!http || !smtp || !scenarios.includes(values.scenario) || uncheckedMissing) {
     console.error(
@@ -881,6 +885,8 @@ function readConfig() {
     uncheckedHttp: values['unchecked-http'].replace(/\/$/, ''),
     uncheckedSmtp: values['unchecked-smtp'],
     dkimKey: values['dkim-key'],
+    catcherHttp: values['catcher-http'].replace(/\/$/, ''),
+    catcherSmtp: values['catcher-smtp'],
     chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   };
 }

@@ -1,10 +1,16 @@
 /**
- * Scenarios of `e2e.mjs` for the insight views, with its helpers passed in (`t`):
+ * Two scenarios of `e2e.mjs` for the insight views, with its helpers passed in (`t`):
  *
  * `--scenario html-check` (a catcher): a mail whose `<style>` uses flexbox and `position`
  * opens on its HTML tab → the "HTML check" tab shows the server's overall percentages and the
  * flexbox warning, opened, with Outlook's "not supported" chips → choosing the iOS platform
  * recomputes the figures and leaves only iOS clients → a text-only mail has no such tab.
+ *
+ * `--scenario dashboard` (an MTA whose relayed mail stays queued with a DNS error, and with
+ * `--catcher-http` a catcher without a relay): the dashboard at `#/dashboard` → a relayed mail
+ * shows up without a reload in "received per minute", the queue by state, the top destinations
+ * and, after its failed attempt, the top errors and the deferred outcomes → the catcher's
+ * dashboard shows what applies and hides the queue's cards → a phone-sized layout.
  */
 
 /** A mail whose HTML uses features that some clients lack. */
@@ -67,4 +73,54 @@ export async function htmlCheckScenario(page, t) {
 
 async function figure(page, kind) {
   return (await page.locator(`.check-figure[data-kind="${kind}"] .check-figure-value`).textContent()).trim();
+}
+
+export async function dashboardScenario(page, t) {
+  const relayed = { token: `dingo${t.run}`, subject: `Dashboard dingo${t.run}`, to: `buyer-${t.run}@far.example` };
+  await t.step('open the dashboard', async () => {
+    await page.goto(`${t.config.http}/#/dashboard`);
+    await page.locator('#live.connected').waitFor({ timeout: t.timeout });
+    await page.locator('[data-card="received"]').waitFor();
+    if (await page.locator('#list-pane').isVisible()) t.fail('the message list should give way to the dashboard');
+    await page.evaluate(() => {
+      window.ternE2eNoReload = true;
+    });
+    await t.screenshot(page, 'dashboard-empty');
+  });
+  await t.step('relayed mail shows up live: received, queue, destination', async () => {
+    await t.sendMail(t.plainMail(relayed), { from: 'app@e2e.test', to: relayed.to });
+    await t.waitFor(async () => (await page.locator('[data-card="received"] rect.chart-bar').count()) >= 1, 'a bar in received per minute');
+    await t.expectText(page.locator('[data-card="destinations"] .hbar-row'), 'far.example');
+    await t.expectText(page.locator('[data-card="queue"] .dash-figure'), /^1 entry for 1 message/);
+    if (!(await page.evaluate(() => window.ternE2eNoReload === true))) t.fail('the page reloaded');
+  });
+  await t.step('its failed attempt shows in top errors and outcomes', async () => {
+    await t.expectText(page.locator('[data-card="errors"] .hbar-row'), 'DNS');
+    await t.waitFor(async () => (await page.locator('[data-card="outcomes"] rect.fill-deferred').count()) >= 1, 'a deferred bar');
+    const stats = await t.fetchJson('/api/v1/stats');
+    const deferred = stats.OutcomesPerHour.reduce((sum, hour) => sum + hour.Deferred, 0);
+    if (deferred < 1) t.fail(`the API counts ${deferred} deferred attempts`);
+    await t.screenshot(page, 'dashboard-mta');
+  });
+  await t.step('a catcher without a relay shows what applies', async () => {
+    await page.goto(`${t.config.catcherHttp}/#/dashboard`);
+    await page.locator('[data-card="outbound"]').waitFor();
+    await t.expectText(page.locator('[data-card="outbound"]'), 'no outbound queue');
+    for (const card of ['queue', 'outcomes', 'destinations', 'errors']) {
+      if ((await page.locator(`[data-card="${card}"]`).count()) !== 0) t.fail(`the catcher shows the ${card} card`);
+    }
+    await t.sendMail(t.plainMail({ token: `kiwi${t.run}`, subject: `Caught kiwi${t.run}` }), { smtp: t.config.catcherSmtp });
+    await t.expectText(page.locator('[data-card="received"] .dash-figure'), /^1 in the last hour/);
+    await t.screenshot(page, 'dashboard-catcher');
+  });
+  await t.step('phone-sized dashboard', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator('[data-card="received"]').waitFor();
+    // The sidebar slides away as a drawer on a phone.
+    await t.waitFor(async () => (await page.locator('#sidebar').boundingBox()).x + 1 < -200, 'the sidebar to slide away');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    if (overflow) t.fail('the dashboard is wider than a phone screen');
+    await t.screenshot(page, 'dashboard-phone');
+    await page.setViewportSize({ width: 1360, height: 860 });
+  });
 }
