@@ -56,7 +56,8 @@ function view(report, warnings, platform) {
   const shown = warnings
     .map((warning) => ({ warning, results: (warning.Results || []).filter((r) => !platform || r.Platform === platform) }))
     .filter(({ warning, results }) => !platform || results.length || !(warning.Results || []).length)
-    .map((item) => ({ ...item, score: platform ? scoreOf(item.results, item.warning.Score.Found) : item.warning.Score }));
+    // A warning without client results (Mailpit's `html-script`) keeps its own score.
+    .map((item) => ({ ...item, score: platform && item.results.length ? scoreOf(item.results, item.warning.Score.Found) : item.warning.Score }));
   const total = platform ? totalOf(shown.map((item) => item.score), nodes) : report.Total;
   shown.sort((a, b) => badness(b.score, nodes) - badness(a.score, nodes));
   return [summary(total, report.Total, shown.length), shown.length ? h('ul', { class: 'check-list' }, shown.map(warningRow)) : h('p', { class: 'muted check-clean' }, 'No HTML or CSS feature with uneven support was found.')];

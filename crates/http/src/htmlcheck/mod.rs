@@ -93,13 +93,36 @@ pub(crate) fn check(html: &str) -> Result<Report, &'static str> {
         }
     }
     let nodes = html::node_count(&document).max(1);
-    let warnings = findings
+    let mut warnings: Vec<Warning> = findings
         .0
         .iter()
         .filter_map(|(slug, found)| Some(warning(data, data.feature(slug)?, *found)))
         .collect();
+    warnings.extend(script_warning(&document));
     let css_tests = data.data.iter().filter(|feature| feature.category == "css").count();
     Ok(Report::new(warnings, data.platforms(), nodes, html::test_count() + css_tests))
+}
+
+/// Scripts, which caniemail does not list because no client runs them: Mailpit's own warning
+/// (JSON data blocks are not scripts).
+fn script_warning(document: &Html) -> Option<Warning> {
+    let scripts = Selector::parse(
+        "script:not([type=\"application/ld+json\" i]):not([type=\"application/json\" i])",
+    )
+    .ok()?;
+    let found = document.select(&scripts).count();
+    (found > 0).then(|| Warning {
+        slug: "html-script".into(),
+        title: "<script> element".into(),
+        description: "JavaScript is not supported in any email client.".into(),
+        category: "html".into(),
+        tags: vec![],
+        keywords: String::new(),
+        notes_by_number: BTreeMap::new(),
+        score: Score { found, supported: 0.0, partial: 0.0, unsupported: 100.0 },
+        results: vec![],
+        url: String::new(),
+    })
 }
 
 fn warning(data: &data::Caniemail, feature: &data::Feature, found: usize) -> Warning {
@@ -232,6 +255,18 @@ mod tests {
             (3, 50.0, 25.0, 25.0)
         );
         assert_eq!(Score::of(1, &[result("unknown")]).supported, 0.0);
+    }
+
+    #[test]
+    fn scripts_are_unsupported_everywhere_but_json_data_is_no_script() {
+        let html =
+            "<p>x</p><script>alert(1)</script><script type=\"application/ld+json\">{}</script>";
+        let report = check(html).expect("check");
+        let script = report.warnings.iter().find(|w| w.slug == "html-script").expect("a warning");
+        assert_eq!((script.score.found, script.score.unsupported), (1, 100.0));
+        // p and two scripts: the script is a third of the message.
+        assert!((report.total.unsupported - 100.0 / 3.0).abs() < 0.01, "{:?}", report.total);
+        assert!(check("<p>x</p>").expect("check").warnings.is_empty());
     }
 
     #[test]
