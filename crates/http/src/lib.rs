@@ -8,11 +8,13 @@
 //! a message to list it; a message is parsed only when one is opened.
 
 mod access;
+pub mod activity;
 pub mod api;
 mod error;
 mod events;
 mod extract;
 mod guard;
+mod htmlcheck;
 mod json;
 pub mod linkcheck;
 mod mime;
@@ -66,6 +68,9 @@ pub struct AppState {
     pub browser: BrowserPolicy,
     /// Makes the requests of the link check; `None` while it is off (`[http] link_check`).
     pub link_check: Option<Arc<linkcheck::LinkChecker>>,
+    /// Delivery outcomes per hour for `/api/v1/stats` (`Activity::default()`; the server runs
+    /// `activity::run` to sample them).
+    pub activity: activity::Activity,
 }
 
 /// Shared state handle.

@@ -24,7 +24,7 @@ use tern_http::{HttpAuth, PasswordCheck};
 use tern_store::model::MaildirCopy;
 use tern_store::{
     InboxCount, MessageId, MessagePage, MessageRow, QueueCounts, QueueEntry, QueueFilter,
-    QueueReport, Route, SearchQuery, StoreError, StoreRead, StoredMessage,
+    QueueReport, QueueTops, Route, SearchQuery, StoreError, StoreRead, StoredMessage,
 };
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -104,6 +104,16 @@ impl StoreRead for CountingPages {
     }
     fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
         self.inner.queue_counts()
+    }
+    fn received_histogram(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.inner.received_histogram(since_ms, bucket_ms)
+    }
+    fn queue_tops(&self, sample: u64, limit: u64) -> Result<QueueTops, StoreError> {
+        self.inner.queue_tops(sample, limit)
     }
     fn latest_id(&self) -> Result<Option<MessageId>, StoreError> {
         self.inner.latest_id()

@@ -111,6 +111,22 @@ export async function setTags(ids, tags) {
   await request('PUT', '/api/v1/tags', { IDs: ids, Tags: tags });
 }
 
+/**
+ * The HTML compatibility check (Mailpit's `HTMLCheckResponse`): `{"Warnings", "Platforms",
+ * "Total"}`; a 400 when the message has no HTML.
+ */
+export async function getHtmlCheck(messageId) {
+  return (await request('GET', `/api/v1/message/${id(messageId)}/html-check`)).json();
+}
+
+/**
+ * The dashboard's numbers (`/api/v1/stats`): received per minute, totals and, where mail goes
+ * out, the queue, outcomes per hour and the top destinations and errors (admin only).
+ */
+export async function getStats() {
+  return (await request('GET', '/api/v1/stats')).json();
+}
+
 /** The message source exactly as stored. */
 export async function getRaw(messageId) {
   return (await request('GET', rawUrl(messageId))).text();

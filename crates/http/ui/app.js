@@ -8,11 +8,12 @@
  * the keyboard (`KEYS`). Each change updates `state` first and then redraws with `renderList`.
  *
  * The open message is in the URL hash (`#/m/ID`) and the search in `?q=`, so reloads, links and
- * the Back button work; `#/queue` shows the outbound queue in place of the list and message.
+ * the Back button work; `#/queue` shows the outbound queue in place of the list and message,
+ * `#/dashboard` the dashboard (`dashboard.js`).
  * Modules: `api.js` (HTTP), `list.js` (list rows), `message.js` (message pane; its Links, Codes
- * and Envelope tabs in `views.js`), `tags.js` (tag editor and the sidebar's tags), `theme.js`
- * (light, dark or the system's), `queue.js` (the queue page), `dom.js` (safe element building
- * and formatting; message text is never parsed as HTML).
+ * and Envelope tabs in `views.js`, its HTML check in `htmlcheck.js`), `tags.js` (tag editor and
+ * the sidebar's tags), `theme.js` (light, dark or the system's), `queue.js` (the queue page),
+ * `dom.js` (safe element building and formatting; message text is never parsed as HTML).
  */
 
 import * as api from './api.js';
@@ -22,6 +23,7 @@ import { MessageView } from './message.js';
 import { QueuePage } from './queue.js';
 import { TagList } from './tags.js';
 import { initTheme } from './theme.js';
+import { DashboardPage } from './dashboard.js';
 
 /** Most messages a background resync reloads at once (the reader may have paged further). */
 const MAX_RESYNC = 500;
@@ -57,11 +59,14 @@ const state = {
   tab: 'html',
   /** The outbound queue page is shown instead of the list and the message. */
   queueOpen: false,
+  /** Likewise the dashboard. */
+  dashboardOpen: false,
 };
 
 let list;
 let queue;
 let tagList;
+let dashboard;
 const syncSoon = debounce(() => loadList({ keepSize: true }), 250);
 const inboxesSoon = debounce(loadInboxes, 400);
 const tagsSoon = debounce(refreshTags, 300);
@@ -84,6 +89,7 @@ function start() {
     },
     { toast, confirm: (text) => confirmDialog(text, 'Delete') },
   );
+  dashboard = new DashboardPage($('dashboard-pane'));
   state.query = new URLSearchParams(location.search).get('q') || '';
   $('search').value = state.query;
   wireSearch();
@@ -276,8 +282,8 @@ function renderInboxes() {
   });
   $('inboxes').replaceChildren(...items);
   $('inboxes-empty').hidden = items.length > 0;
-  tagList.render(state.queueOpen ? '' : state.query);
-  document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen);
+  tagList.render(state.queueOpen || state.dashboardOpen ? '' : state.query);
+  document.querySelector('.inbox-all').classList.toggle('active', !state.query && !state.queueOpen && !state.dashboardOpen);
 }
 
 /** Links with `data-query` (inboxes, "All messages", the logo) run that search. */
@@ -296,6 +302,7 @@ function wireSidebar() {
     setQuery(link.dataset.query);
   });
   $('queue-link').addEventListener('click', () => setDrawer(false));
+  $('dashboard-link').addEventListener('click', () => setDrawer(false));
   $('menu-button').addEventListener('click', () => setDrawer(!document.body.classList.contains('drawer-open')));
   $('scrim').addEventListener('click', () => setDrawer(false));
 }
@@ -317,6 +324,7 @@ const live = {
     if (summary.Tags?.length) tagsSoon();
     // Mail for other servers is queued in the same commit.
     queue.refreshSoon();
+    dashboard.refreshSoon();
     // The server decides what a search matches, so a search is simply reloaded.
     if (state.query) return syncSoon();
     if (findMessage(summary.ID)) return;
@@ -352,6 +360,7 @@ const live = {
   /** The outbound queue changed: an attempt, a command or a release. */
   queue() {
     queue.refreshSoon();
+    dashboard.refreshSoon();
   },
   /** Tags were set, renamed or removed (`/api/v1/tags`): the list shows them, so reload it. */
   tags() {
@@ -490,11 +499,12 @@ function back() {
  * history: after Back/Forward the URL's `?q=` is rewritten to the search shown.
  */
 function route() {
-  if (location.hash === '#/queue') {
-    showQueue();
+  const shown = { '#/queue': 'queue', '#/dashboard': 'dashboard' }[location.hash];
+  for (const name of Object.keys(PAGES)) if (name !== shown) hidePage(name);
+  if (shown) {
+    showPage(shown);
     return;
   }
-  hideQueue();
   const match = location.hash.match(/^#\/m\/(.+)$/);
   const id = match ? decodeURIComponent(match[1]) : null;
   if (id && id !== state.openId) openMessage(id);
@@ -502,33 +512,45 @@ function route() {
   if ((new URLSearchParams(location.search).get('q') || '') !== state.query) writeUrl(location.hash);
 }
 
-// ---- the queue page -------------------------------------------------------------------------
+// ---- the queue page and the dashboard --------------------------------------------------------
 
-function showQueue() {
+/**
+ * The pages shown in place of the list and the message: the state flag, the sidebar link and
+ * the page object of each (its body class is `NAME-open`).
+ */
+const PAGES = {
+  queue: { flag: 'queueOpen', link: 'queue-link', page: () => queue },
+  dashboard: { flag: 'dashboardOpen', link: 'dashboard-link', page: () => dashboard },
+};
+
+function showPage(name) {
+  const { flag, link, page } = PAGES[name];
   if (state.openId) closeMessage();
-  if (state.queueOpen) return;
-  state.queueOpen = true;
-  document.body.classList.add('queue-open');
-  $('queue-link').classList.add('active');
-  $('queue-link').setAttribute('aria-current', 'page');
+  if (state[flag]) return;
+  state[flag] = true;
+  document.body.classList.add(`${name}-open`);
+  $(link).classList.add('active');
+  $(link).setAttribute('aria-current', 'page');
   renderInboxes();
-  queue.open();
+  page().open();
 }
 
-function hideQueue() {
-  if (!state.queueOpen) return;
-  state.queueOpen = false;
-  document.body.classList.remove('queue-open');
-  $('queue-link').classList.remove('active');
-  $('queue-link').removeAttribute('aria-current');
-  queue.close();
+function hidePage(name) {
+  const { flag, link, page } = PAGES[name];
+  if (!state[flag]) return;
+  state[flag] = false;
+  document.body.classList.remove(`${name}-open`);
+  $(link).classList.remove('active');
+  $(link).removeAttribute('aria-current');
+  page().close();
   renderInboxes();
 }
 
-/** Back to the list from the queue page, as a new history entry (Back returns to the queue). */
+/** Back to the list from the queue page or the dashboard, as a new history entry. */
 function leaveQueue() {
-  if (!state.queueOpen) return;
-  hideQueue();
+  const open = Object.keys(PAGES).filter((name) => state[PAGES[name].flag]);
+  if (!open.length) return;
+  open.forEach(hidePage);
   writeUrl('', 'push', null);
 }
 
@@ -726,7 +748,7 @@ function onKey(event) {
   if ($('confirm').open || $('release').open || popoverOpen()) return;
   const target = event.target;
   // The list's keys mean nothing on the queue page; `/` still searches (and leaves it).
-  if (state.queueOpen && !isTextField(target) && event.key !== '/') return;
+  if ((state.queueOpen || state.dashboardOpen) && !isTextField(target) && event.key !== '/') return;
   if (isTextField(target)) {
     if (event.key === 'Escape') target.blur();
     if (event.key === 'ArrowDown' && target === $('search')) focusFirstRow(event);

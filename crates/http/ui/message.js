@@ -1,8 +1,9 @@
 /**
  * The message pane for one message: a toolbar (back, read/unread, delete), the header (subject,
  * addresses, date, size, tags to add, remove and search by) and tabs — HTML, Text, Headers, Raw,
- * Attachments, Links, Codes, Envelope, Authentication (the Links, Codes and Envelope panels and
- * the tag editor are in views.js and tags.js).
+ * Attachments, Links, Codes, Envelope, Authentication, and HTML check when there is an HTML body
+ * (the Links, Codes and Envelope panels and the tag editor are in views.js and tags.js, the HTML
+ * check in htmlcheck.js).
  *
  * The HTML body is never put into this page: it loads in an `<iframe sandbox="allow-popups">`
  * (no scripts, no same-origin access) from `/view/ID.html`, whose Content-Security-Policy blocks
@@ -18,6 +19,7 @@ import * as api from './api.js';
 import { addressListNode, asyncPanel, definitionList, formatSize, fullTime, h, icon } from './dom.js';
 import { TagEditor } from './tags.js';
 import { codesPanel, envelopePanel, linksPanel } from './views.js';
+import { htmlCheckPanel } from './htmlcheck.js';
 
 const TAB_LABELS = {
   html: 'HTML',
@@ -29,6 +31,7 @@ const TAB_LABELS = {
   codes: 'Codes',
   envelope: 'Envelope',
   authentication: 'Authentication',
+  'html-check': 'HTML check',
 };
 
 /** The properties that name what each method judged, in the order they are shown. */
@@ -168,6 +171,8 @@ export class MessageView {
         return linksPanel(message, this.options.linkCheck);
       case 'codes':
         return codesPanel(message);
+      case 'html-check':
+        return asyncPanel(() => api.getHtmlCheck(message.ID), htmlCheckPanel);
       default:
         return envelopePanel(message.Envelope);
     }
@@ -176,7 +181,7 @@ export class MessageView {
 
 function availableTabs(message) {
   const tabs = ['text', 'headers', 'raw', 'attachments', 'links', 'codes', 'envelope', 'authentication'];
-  return message.HTML ? ['html', ...tabs] : tabs;
+  return message.HTML ? ['html', ...tabs, 'html-check'] : tabs;
 }
 
 function attachmentsOf(message) {

@@ -61,7 +61,7 @@ pub use model::{
 };
 pub use queue::{
     EntryState, EntryUpdate, Lease, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
-    QueueReport, QueueTarget, ReportAction,
+    QueueReport, QueueTarget, QueueTops, ReportAction,
 };
 pub use search::{SearchError, SearchQuery};
 pub use sqlite::SqliteStore;
@@ -210,6 +210,20 @@ pub trait StoreRead: Send + 'static {
 
     /// Counts over the whole outbound queue.
     fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Messages received since `since_ms`, counted per `bucket_ms` (each bucket named by its
+    /// start, a multiple of `bucket_ms`), oldest first; empty buckets are left out. Reads the
+    /// time index over that span only, never the whole store.
+    fn received_histogram(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+
+    /// The busiest destination domains and the commonest last errors among the first
+    /// `sample` queue entries (oldest first), at most `limit` of each: bounded however long the
+    /// queue grows.
+    fn queue_tops(&self, sample: u64, limit: u64) -> Result<QueueTops, StoreError>;
 
     /// Messages with reports waiting for their notice and no queued entry due at `now_ms`
     /// (nothing being attempted whose outcome could still join the notice), at most `limit`.

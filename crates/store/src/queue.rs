@@ -243,6 +243,18 @@ pub struct QueueCounts {
     pub messages: u64,
 }
 
+/// What a sample of the queue holds most of (see `StoreRead::queue_tops`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueTops {
+    /// Recipient domains with their entry counts, most first.
+    pub destinations: Vec<(String, u64)>,
+    /// Last errors (the remote reply or the local failure) with their entry counts, most
+    /// first.
+    pub errors: Vec<(String, u64)>,
+    /// Entries read (the whole queue when it is no longer than the sample).
+    pub sampled: u64,
+}
+
 /// The domain part of an address, lowercased (the whole string when it has no `@`).
 pub fn domain_of(address: &str) -> String {
     address.rsplit_once('@').map_or(address, |(_, domain)| domain).to_lowercase()

@@ -108,14 +108,7 @@ fn init_logging(config: &Config) -> anyhow::Result<Option<crate::reload::SetFilt
 
 async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Result<()> {
     let hostname = config.resolved_hostname();
-    let store = tokio::task::spawn_blocking({
-        let dir = config.data_dir.clone();
-        move || SqliteStore::open(&dir)
-    })
-    .await?
-    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    info!(path = %store.path().display(), "store open");
-    let (spool, writer) = Spool::start(store, (&config.spool).into());
+    let (spool, writer) = open_spool(&config).await?;
 
     let settings = config.listeners();
     let addresses: Vec<_> = settings.iter().map(|l| l.address).collect();
@@ -146,6 +139,7 @@ async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Resul
     let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
     tracker.spawn(crate::pickup::run(door.clone(), config.data_dir.join("drop")));
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
+    tracker.spawn(tern_http::activity::run(state.clone()));
     let http = tokio::spawn(tern_http::server::serve(
         http_listener,
         tern_http::router(state),
@@ -189,6 +183,18 @@ async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Resul
     // The last handle to the spool goes with the context; the writer then drains and stops.
     drop(ctx);
     close_spool(writer).await
+}
+
+/// Opens the store (off the async threads: it may replay a WAL) and starts its writer.
+async fn open_spool(config: &Config) -> anyhow::Result<(Spool, tern_queue::SpoolWriter)> {
+    let store = tokio::task::spawn_blocking({
+        let dir = config.data_dir.clone();
+        move || SqliteStore::open(&dir)
+    })
+    .await?
+    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    info!(path = %store.path().display(), "store open");
+    Ok(Spool::start(store, (&config.spool).into()))
 }
 
 /// Waits for the spool writer to drain and stop, and logs what it did.
@@ -440,6 +446,7 @@ fn http_state(
             .transpose()
             .context("the link check's TLS client")?
             .map(Arc::new),
+        activity: Default::default(),
     }))
 }
 

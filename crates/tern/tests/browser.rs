@@ -28,6 +28,11 @@
 //! (add, remove, filter, live), the Envelope tab and the dark theme (system and manual); a
 //! catcher with the defaults shows no "Check links". Screenshots land in
 //! `$CARGO_TARGET_TMPDIR/browser-screenshots-views`.
+//! Two more (`--scenario html-check`, `--scenario dashboard`, in `browser/insight.mjs`) drive
+//! the insight views: a styled mail's "HTML check" tab with its platform filter; the dashboard
+//! of an MTA whose relayed mail stays queued, filling live, and that of a catcher without a
+//! relay, which hides the queue's cards. Screenshots in `browser-screenshots-html-check` and
+//! `browser-screenshots-dashboard`.
 //!
 //! Needs `node`/`npm` and `/usr/bin/chromium` (`scripts/test` installs Chromium); it fails,
 //! rather than skips, when they are missing. It runs `npm ci` when `node_modules` is absent.
@@ -101,6 +106,21 @@ fn links_codes_tags_envelope_and_theme_in_headless_chromium() {
          link_check_timeout_secs = 5\n",
     );
     run_e2e(&checking, "views", "browser-screenshots-views", &extra);
+}
+
+#[test]
+fn html_check_tab_in_headless_chromium() {
+    run_e2e(&Server::start(), "html-check", "browser-screenshots-html-check", &[]);
+}
+
+#[test]
+fn dashboard_of_an_mta_and_a_catcher_in_headless_chromium() {
+    let catcher = Server::catcher("");
+    let extra = [
+        ("--catcher-http", format!("http://{}", catcher.http)),
+        ("--catcher-smtp", catcher.smtp.to_string()),
+    ];
+    run_e2e(&Server::start_mta(), "dashboard", "browser-screenshots-dashboard", &extra);
 }
 
 /// An Ed25519 key made by `tern dkim generate DOMAIN --selector SELECTOR` in `dir`: its file

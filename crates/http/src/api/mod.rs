@@ -1,9 +1,11 @@
 //! The route table and the handlers of Mailpit's API v1 plus Tern's extensions.
 
 mod app;
+mod html_check;
 mod message;
 mod messages;
 mod queue;
+mod stats;
 mod tags;
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/message/{ID}/links"),
     ("GET", "/api/v1/message/{ID}/link-check"),
     ("GET", "/api/v1/message/{ID}/codes"),
+    ("GET", "/api/v1/message/{ID}/html-check"),
     ("POST", "/api/v1/message/{ID}/release"),
     ("GET", "/view/{ID}.html"),
     ("GET", "/view/{ID}.txt"),
@@ -43,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/webui"),
     ("GET", "/api/v1/inboxes"),
     ("DELETE", "/api/v1/inboxes/{Address}"),
+    ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/queue"),
     ("DELETE", "/api/v1/queue"),
     ("GET", "/api/v1/queue/{ID}"),
@@ -74,6 +78,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/message/{id}/links", get(message::links))
         .route("/api/v1/message/{id}/link-check", get(message::link_check))
         .route("/api/v1/message/{id}/codes", get(message::codes))
+        .route("/api/v1/message/{id}/html-check", get(html_check::html_check))
         .route("/api/v1/message/{id}/release", post(queue::release_message))
         .route("/view/{file}", get(message::view))
         .route("/api/v1/tags", get(tags::list).put(tags::set))
@@ -82,6 +87,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/info", get(app::info))
         .route("/api/v1/webui", get(app::webui))
         .route("/api/v1/inboxes", get(app::inboxes))
+        .route("/api/v1/stats", get(stats::stats))
         .route("/api/v1/inboxes/{address}", delete(app::delete_inbox))
         .route("/api/v1/queue", get(queue::list).delete(queue::delete))
         .route("/api/v1/queue/{id}", get(queue::show))

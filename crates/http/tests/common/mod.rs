@@ -56,6 +56,7 @@ impl Harness {
             socket_hub: Default::default(),
             browser: tern_http::BrowserPolicy::default(),
             link_check: None,
+            activity: Default::default(),
         });
         Harness { dir, state }
     }

@@ -394,3 +394,21 @@ pub(super) fn read_row(
     };
     Ok(build())
 }
+
+/// Messages per `bucket_ms` since `since_ms`, by the `received_at` index (a range of it, so
+/// the cost follows the messages in the span, not the store's size).
+pub(super) fn received_histogram(
+    conn: &rusqlite::Connection,
+    since_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<(i64, u64)>, StoreError> {
+    let bucket_ms = bucket_ms.max(1);
+    let mut stmt = conn.prepare_cached(
+        "SELECT received_at / ?2 * ?2 AS bucket, COUNT(*) FROM messages
+         WHERE received_at >= ?1 GROUP BY bucket ORDER BY bucket",
+    )?;
+    let rows = stmt.query_map(params![since_ms, bucket_ms], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

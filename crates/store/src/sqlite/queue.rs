@@ -12,7 +12,7 @@ use crate::id::MessageId;
 use crate::model::{NewMessage, Route};
 use crate::queue::{
     EntryState, EntryUpdate, Lease, NewEntry, QueueCommand, QueueCounts, QueueEntry, QueueFilter,
-    QueueReport, QueueTarget, ReportAction, domain_of,
+    QueueReport, QueueTarget, QueueTops, ReportAction, domain_of,
 };
 
 const ENTRY_COLUMNS: &str = "id, message_id, sender, recipient, domain, notify, orcpt, state,
@@ -225,6 +225,39 @@ pub(crate) fn queue_counts(conn: &Connection) -> Result<QueueCounts, StoreError>
             })
         },
     )?)
+}
+
+/// Counts over the oldest `sample` entries (the primary key's order, so no sort of the whole
+/// table), grouped in SQLite.
+pub(crate) fn queue_tops(
+    conn: &Connection,
+    sample: u64,
+    limit: u64,
+) -> Result<QueueTops, StoreError> {
+    let sample = i64::try_from(sample).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let top = |column: &str| -> Result<Vec<(String, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT {column}, COUNT(*) FROM (SELECT {column} FROM queue ORDER BY id LIMIT ?1)
+             WHERE {column} IS NOT NULL AND {column} != ''
+             GROUP BY {column} ORDER BY COUNT(*) DESC, {column} LIMIT ?2"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![sample, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    };
+    let sampled: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM queue LIMIT ?1)",
+        params![sample],
+        |r| r.get(0),
+    )?;
+    Ok(QueueTops {
+        destinations: top("domain")?,
+        errors: top("last_error")?,
+        sampled: sampled as u64,
+    })
 }
 
 fn entries(
@@ -679,6 +712,31 @@ mod tests {
             .expect("record");
         assert_eq!(store.queue_counts().expect("counts"), QueueCounts::default());
         assert!(store.message(&msg.id).expect("read").is_some(), "the local copy stays");
+    }
+
+    #[test]
+    fn tops_count_over_the_oldest_sample_only_and_the_histogram_over_its_span() {
+        let mut store = open();
+        let remote = |address: &str| (address.to_string(), Route::Remote);
+        let batch: Vec<NewMessage> = ["a@far.test", "b@far.test", "c@near.test", "d@late.test"]
+            .iter()
+            .enumerate()
+            .map(|(n, address)| {
+                let (address, route) = remote(address);
+                let mut msg = message(&[(address.as_str(), route)]);
+                msg.envelope.received_at_ms = 60_000 * (n as i64 + 1) + 5;
+                msg
+            })
+            .collect();
+        store.commit_batch(&batch).expect("commit");
+        let tops = store.queue_tops(3, 10).expect("tops");
+        assert_eq!(tops.sampled, 3, "the fourth entry is outside the sample");
+        assert_eq!(tops.destinations, [("far.test".to_string(), 2), ("near.test".to_string(), 1)]);
+        assert!(tops.errors.is_empty(), "no attempt yet");
+        assert_eq!(store.queue_tops(10, 1).expect("tops").destinations.len(), 1, "limit");
+        // Minutes 2, 3 and 4 (the one before is outside the span).
+        let histogram = store.received_histogram(120_000, 60_000).expect("histogram");
+        assert_eq!(histogram, [(120_000, 1), (180_000, 1), (240_000, 1)]);
     }
 
     fn report(msg: &NewMessage, recipient: &str, action: ReportAction) -> QueueReport {

@@ -11,7 +11,7 @@ use crate::id::MessageId;
 use crate::model::{
     Envelope, InboxCount, MaildirCopy, MessagePage, MessageRow, Mutation, NewMessage, StoredMessage,
 };
-use crate::queue::{Lease, QueueCounts, QueueEntry, QueueFilter, QueueReport};
+use crate::queue::{Lease, QueueCounts, QueueEntry, QueueFilter, QueueReport, QueueTops};
 use crate::search::SearchQuery;
 use crate::{Store, StoreError, StoreRead};
 
@@ -290,6 +290,18 @@ impl StoreRead for SqliteStore {
 
     fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
         super::queue::queue_counts(&self.conn)
+    }
+
+    fn received_histogram(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        super::messages::received_histogram(&self.conn, since_ms, bucket_ms)
+    }
+
+    fn queue_tops(&self, sample: u64, limit: u64) -> Result<QueueTops, StoreError> {
+        super::queue::queue_tops(&self.conn, sample, limit)
     }
 
     fn reported_messages(&self, now_ms: i64, limit: u64) -> Result<Vec<MessageId>, StoreError> {

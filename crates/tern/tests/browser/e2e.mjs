@@ -32,8 +32,10 @@
  *
  * With `--scenario views` (views.mjs) it checks the Links, Codes and Envelope tabs, tags and the
  * colour theme, against a catcher with the link check on and a plain one (`--unchecked-*`).
+ * With `--scenario html-check` or `--scenario dashboard` it runs the insight views' scenarios
+ * (`insight.mjs`; the dashboard one also needs `--catcher-http` and `--catcher-smtp`).
  *
- * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|views]
+ * Usage: node e2e.mjs [--scenario mailbox|queue|active-content|authentication|views|html-check|dashboard]
  *        --http http://127.0.0.1:8025 --smtp 127.0.0.1:1025 [--relay HOST:PORT] --out DIR
  *        [--unchecked-http URL --unchecked-smtp HOST:PORT --dkim-key FILE]
  * (or TERN_HTTP, TERN_SMTP, TERN_SCREENSHOTS; CHROMIUM_PATH overrides /usr/bin/chromium).
@@ -50,6 +52,7 @@ import { parseArgs } from 'node:util';
 
 import { launchChromium } from './chromium.mjs';
 import { viewsScenario } from './views.mjs';
+import { dashboardScenario, htmlCheckScenario } from './insight.mjs';
 
 const STEP_TIMEOUT_MS = 15_000;
 /** Nothing listens on port 9 (discard): the remote image can only ever fail to load. */
@@ -99,6 +102,8 @@ async function main() {
       'active-content': activeContentScenario,
       authentication: authenticationScenario,
       views: (page) => viewsScenario(page, { config, step, screenshot, openUi, arrives, plainMail, headers, sendMail, rowOf, expectText, expectClass, waitFor, fetchJson, fail, pageErrors }),
+      'html-check': (page) => htmlCheckScenario(page, insightHelpers()),
+      dashboard: (page) => dashboardScenario(page, insightHelpers()),
     };
     await scenarios[config.scenario](page);
   } catch (error) {
@@ -764,6 +769,11 @@ function splitHostPort(address) {
 
 // ---- browser and helpers --------------------------------------------------------------------
 
+/** What `insight.mjs`'s scenarios use of this file. */
+function insightHelpers() {
+  return { config, run, timeout: STEP_TIMEOUT_MS, step, screenshot, sendMail, plainMail, headers, rowOf, expectText, waitFor, fetchJson, fail };
+}
+
 async function launch(profile) {
   return launchChromium(config.chromium, profile, {
     viewport: { width: 1360, height: 860 },
@@ -855,12 +865,14 @@ function readConfig() {
       'unchecked-http': { type: 'string', default: '' },
       'unchecked-smtp': { type: 'string', default: '' },
       'dkim-key': { type: 'string', default: '' },
+      'catcher-http': { type: 'string', default: '' },
+      'catcher-smtp': { type: 'string', default: '' },
     },
   });
   const http = values.http ?? process.env.TERN_HTTP;
   const smtp = values.smtp ?? process.env.TERN_SMTP;
   const out = values.out ?? process.env.TERN_SCREENSHOTS ?? path.join(os.tmpdir(), 'tern-e2e-screenshots');
-  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'views'];
+  const scenarios = ['mailbox', 'queue', 'active-content', 'authentication', 'views', 'html-check', 'dashboard'];
   const uncheckedMissing =
     (values.scenario === 'authentication' && !(values['unchecked-http'] && values['unchecked-smtp'] && values['dkim-key'])) ||
     (values.scenario === 'views' && !(values['unchecked-http'] && values['unchecked-smtp']));
@@ -879,6 +891,8 @@ function readConfig() {
     uncheckedHttp: values['unchecked-http'].replace(/\/$/, ''),
     uncheckedSmtp: values['unchecked-smtp'],
     dkimKey: values['dkim-key'],
+    catcherHttp: values['catcher-http'].replace(/\/$/, ''),
+    catcherSmtp: values['catcher-smtp'],
     chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   };
 }
