@@ -13,6 +13,7 @@ pub mod api;
 mod error;
 mod events;
 mod extract;
+pub mod fuzzing;
 mod guard;
 mod htmlcheck;
 mod json;

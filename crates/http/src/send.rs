@@ -159,6 +159,14 @@ impl SendRequest {
     }
 }
 
+/// The request path without the server: parse, normalize, build (for fuzzing).
+pub(crate) fn build_from_json(body: &[u8]) {
+    if let Ok(mut req) = serde_json::from_slice::<SendRequest>(body) {
+        req.normalize();
+        let _ = build(&req, "fuzz@tern.test");
+    }
+}
+
 /// Builds the MIME message (with `message_id`) and the envelope recipients, or says what is
 /// wrong.
 fn build(req: &SendRequest, message_id: &str) -> Result<(Vec<u8>, Vec<String>), ApiError> {
