@@ -49,6 +49,8 @@ enum Phase {
 struct Transaction {
     from: MailFrom,
     rcpts: Vec<(RcptTo, tern_store::Route)>,
+    /// Recipients refused so far for being past `max_recipients`.
+    overshoot: u32,
 }
 
 /// Body collected from BDAT chunks so far.
@@ -281,7 +283,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
             Command::Mail(from) => self.mail(from).await,
-            Command::Rcpt(to) => self.rcpt(to).await,
+            Command::Rcpt(to) => {
+                if let Some(reply) = self.overshoot() {
+                    // Not an error the client earned: it pipelined before seeing the limit.
+                    self.conn.queue(&reply);
+                    return Ok(Flow::Continue);
+                }
+                self.rcpt(to).await
+            }
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
