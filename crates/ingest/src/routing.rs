@@ -92,7 +92,10 @@ impl Routing {
             RcptVerdict::Deny(denial) => Err(denial_reply(&denial)),
             RcptVerdict::Relay { .. } => Ok(vec![Delivery { target: None, route: Route::Remote }]),
             RcptVerdict::Local { local_part, domain } => {
-                let routed = self.expand(policy, lookup_key(&local_part, &domain), 0, true);
+                // A literal of one of our own IPs names this host, as in Postfix: the local
+                // part is looked up at the host name.
+                let domain = if domain.starts_with('[') { &self.hostname } else { &domain };
+                let routed = self.expand(policy, lookup_key(&local_part, domain), 0, true);
                 match routed {
                     // RFC 5321 section 4.5.1: postmaster@ every local domain is accepted; one
                     // without its own account or alias goes where bare `Postmaster` goes.
