@@ -48,6 +48,16 @@ impl Role {
         self == Role::Submissions
     }
 
+    /// The role as the configuration spells it (`capture`, `mx`, …), for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Capture => "capture",
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+
     /// Clients must authenticate before MAIL.
     pub fn requires_auth(self) -> bool {
         matches!(self, Role::Submission | Role::Submissions)

@@ -202,6 +202,15 @@ fn recipients_beyond_the_overshoot_count_as_errors() {
 }
 
 #[test]
+fn log_lines_print_plain_addresses() {
+    let server = TernServer::start("");
+    let log = server.stderr();
+    let want = format!("SMTP listening addr={} role=capture", server.addr);
+    assert!(log.contains(&want), "wanted {want:?} in:\n{log}");
+    assert!(!log.contains("Some("), "a debug form in the log:\n{log}");
+}
+
+#[test]
 fn too_many_bad_commands_close_the_session() {
     let server = TernServer::start("[smtp]\nmax_bad_commands = 5");
     let mut c = Client::greeted(server.addr);

@@ -179,7 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return false;
         }
         self.tls = self.conn.stream().tls_facts();
-        debug!(tls = ?self.tls, "TLS established");
+        if let Some((protocol, cipher)) = &self.tls {
+            debug!(%protocol, %cipher, "TLS established");
+        }
         true
     }
 
