@@ -679,7 +679,7 @@ async fn null_mx_bounces_without_connecting() {
         Outcome::Permanent(Failure {
             status: "5.1.10".into(),
             remote_mta: None,
-            diagnostic: "smtp; 556 5.1.10 Domain dest.test does not accept mail (null MX)".into(),
+            diagnostic: "x-tern; Domain dest.test does not accept mail (null MX)".into(),
         })
     );
     assert_eq!(smtp.transcript().connections, 0);

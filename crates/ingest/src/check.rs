@@ -161,9 +161,10 @@ impl Chain {
             };
             match verdict {
                 Verdict::Accept(more) => findings.merge(more),
-                refusal => {
-                    tracing::info!(check = check.name(), verdict = ?refusal, "refused by a check");
-                    return refusal;
+                Verdict::Reject(ref reply) | Verdict::Defer(ref reply) => {
+                    let reply = reply.to_wire();
+                    tracing::info!(check = check.name(), reply = %reply.trim_end(), "refused by a check");
+                    return verdict;
                 }
             }
         }

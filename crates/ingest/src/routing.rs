@@ -92,17 +92,33 @@ impl Routing {
             RcptVerdict::Deny(denial) => Err(denial_reply(&denial)),
             RcptVerdict::Relay { .. } => Ok(vec![Delivery { target: None, route: Route::Remote }]),
             RcptVerdict::Local { local_part, domain } => {
-                self.expand(policy, lookup_key(&local_part, &domain), 0, true)
+                // A literal of one of our own IPs names this host, as in Postfix: the local
+                // part is looked up at the host name.
+                let domain = if domain.starts_with('[') { &self.hostname } else { &domain };
+                let routed = self.expand(policy, lookup_key(&local_part, domain), 0, true);
+                match routed {
+                    // RFC 5321 section 4.5.1: postmaster@ every local domain is accepted; one
+                    // without its own account or alias goes where bare `Postmaster` goes.
+                    Err(reply)
+                        if reply.code / 100 == 5
+                            && local_part.eq_ignore_ascii_case("postmaster") =>
+                    {
+                        Ok(self.postmaster(policy))
+                    }
+                    routed => routed,
+                }
             }
-            RcptVerdict::Postmaster => {
-                // RFC 5321 section 4.5.1: postmaster is always accepted; without a postmaster
-                // account or alias the message is kept in the store for the administrator.
-                let key = format!("postmaster@{}", self.hostname);
-                Ok(self
-                    .expand(policy, key, 0, true)
-                    .unwrap_or_else(|_| vec![Delivery { target: None, route: Route::Capture }]))
-            }
+            RcptVerdict::Postmaster => Ok(self.postmaster(policy)),
         }
+    }
+
+    /// Where mail for the postmaster goes: the account or alias `postmaster@` the host name,
+    /// else the store, where the administrator finds it (RFC 5321 section 4.5.1: postmaster is
+    /// always accepted).
+    fn postmaster(&self, policy: &RelayPolicy) -> Vec<Delivery> {
+        let key = format!("postmaster@{}", self.hostname);
+        self.expand(policy, key, 0, true)
+            .unwrap_or_else(|_| vec![Delivery { target: None, route: Route::Capture }])
     }
 
     /// Resolves a local address to mailboxes, following aliases (local targets recursively,

@@ -122,8 +122,10 @@ pub async fn serve(listeners: Vec<(TcpListener, bool)>, ctx: Arc<Context>, track
     let sessions = Arc::new(AtomicU64::new(0));
     let mut accepting = Vec::new();
     for (listener, implicit_tls) in listeners {
-        let addr = listener.local_addr().ok();
-        info!(addr = ?addr, implicit_tls, "POP3 listening");
+        // Plain `127.0.0.1:1025` in the log, not a debug form.
+        let addr =
+            listener.local_addr().map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
+        info!(%addr, implicit_tls, "POP3 listening");
         let accept = Accept {
             ctx: ctx.clone(),
             tracker: tracker.clone(),

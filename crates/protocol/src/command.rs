@@ -2,7 +2,8 @@
 //!
 //! The grammar work is done by `smtp-proto`; this module adds what a server must check on top:
 //! stray control bytes, parameters that Tern did not advertise, DSN parameter rules
-//! (RFC 3461), and the mapping of every failure to the precise reply it deserves.
+//! (RFC 3461), the address literals smtp-proto refuses, and the mapping of every failure to the
+//! precise reply it deserves.
 
 use std::borrow::Cow;
 
@@ -187,8 +188,45 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let mut canonical = Vec::with_capacity(body.len().saturating_add(1));
     canonical.extend_from_slice(body);
     canonical.push(b'\n');
-    let request = Request::parse(&mut canonical.iter()).map_err(map_proto_error)?;
-    convert(request, body)
+    let request = Request::parse(&mut canonical.iter()).map_err(map_proto_error);
+    match request {
+        Err(CommandError::BadRecipient) => {
+            rcpt_to_literal(body).ok_or(CommandError::BadRecipient)?.map(Command::Rcpt)
+        }
+        request => convert(request?, body),
+    }
+}
+
+/// Stands in for an address literal while smtp-proto parses the line (`.invalid` is reserved,
+/// RFC 2606, so no real address has it).
+const LITERAL_STAND_IN: &str = "address-literal.invalid";
+
+/// `RCPT TO:<user@[192.0.2.1]>` or `<user@[IPv6:::1]>` (RFC 5321 section 4.1.3), which
+/// smtp-proto 0.2.5 refuses as bad syntax: the literal is swapped for a stand-in domain, the
+/// line parsed, and the literal put back into the address. Whether the literal is a valid IP
+/// and one of ours is the relay policy's question. `None` when there is no literal.
+fn rcpt_to_literal(body: &[u8]) -> Option<Result<RcptTo, CommandError>> {
+    let start = body.windows(2).position(|w| w == b"@[")?.saturating_add(1);
+    let length = body.get(start..)?.iter().position(|&b| b == b']')?.saturating_add(1);
+    let literal = body.get(start..start.saturating_add(length))?;
+    // RFC 5321 dcontent: printable ASCII except `[`, `\` and `]`.
+    let inner = literal.get(1..literal.len().saturating_sub(1))?;
+    if inner.is_empty() || !inner.iter().all(|&b| b.is_ascii_graphic() && b != b'[' && b != b'\\') {
+        return None;
+    }
+    let mut line = body.get(..start)?.to_vec();
+    line.extend_from_slice(LITERAL_STAND_IN.as_bytes());
+    line.extend_from_slice(body.get(start.saturating_add(length)..)?);
+    let literal = std::str::from_utf8(literal).ok()?;
+    let mut canonical = line.clone();
+    canonical.push(b'\n');
+    let Ok(Request::Rcpt { to }) = Request::parse(&mut canonical.iter()) else { return None };
+    Some(rcpt_to(to, &line).and_then(|mut to| {
+        let local_part =
+            to.address.strip_suffix(LITERAL_STAND_IN).and_then(|rest| rest.strip_suffix('@'));
+        to.address = format!("{}@{literal}", local_part.ok_or(CommandError::BadRecipient)?);
+        Ok(to)
+    }))
 }
 
 fn strip_terminator(line: &[u8]) -> &[u8] {
@@ -430,6 +468,29 @@ mod tests {
         assert_eq!(r.orcpt.as_deref(), Some("b@c.example"));
         let Command::Rcpt(r) = ok("RCPT TO:<Postmaster>\r\n") else { panic!() };
         assert_eq!(r.address, "postmaster");
+    }
+
+    #[test]
+    fn address_literals_are_recipients_not_syntax_errors() {
+        for (line, address) in [
+            ("RCPT TO:<alice@[127.0.0.1]>\r\n", "alice@[127.0.0.1]"),
+            ("RCPT TO:<alice@[IPv6:::1]> NOTIFY=NEVER\r\n", "alice@[IPv6:::1]"),
+            ("RCPT TO: <a.b@[IPv6:2001:db8::1]>\r\n", "a.b@[IPv6:2001:db8::1]"),
+        ] {
+            let Command::Rcpt(r) = ok(line) else { panic!("{line:?}") };
+            assert_eq!(r.address, address);
+        }
+        let Command::Rcpt(r) = ok("RCPT TO:<x@[::1]> NOTIFY=NEVER\r\n") else { panic!() };
+        assert!(r.notify.never, "parameters after a literal are kept");
+        for line in [
+            &b"RCPT TO:<@[127.0.0.1]>\r\n"[..],
+            b"RCPT TO:<a@[]>\r\n",
+            b"RCPT TO:<a@[1 2]>\r\n",
+            b"RCPT TO:<a@[127.0.0.1]x>\r\n",
+            b"RCPT TO:<a@b@[127.0.0.1]>\r\n",
+        ] {
+            assert_eq!(err_code(line), "553 5.1.3", "{:?}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

@@ -95,8 +95,9 @@ pub struct ReportRecipient {
     /// The server that answered, with its type: `dns; mx1.example.com` (`dns;` is added when
     /// no type is given).
     pub remote_mta: Option<String>,
-    /// Its answer, with its type: `smtp; 550 5.1.1 No such user` (`smtp;` is added when no
-    /// type is given).
+    /// Its answer, with its type: `smtp; 550 5.1.1 No such user` for a reply a peer sent;
+    /// a value without a type is Tern's own verdict and gets `x-tern;` (RFC 3464 section
+    /// 2.3.6: `smtp` is only for SMTP replies).
     pub diagnostic: Option<String>,
     /// When delivery to this recipient was last attempted, in Unix milliseconds.
     pub last_attempt_ms: Option<i64>,
@@ -378,7 +379,7 @@ fn delivery_status(report: &Report<'_>, host: &str) -> String {
             field(&mut out, "Remote-MTA", &typed(mta, "dns"));
         }
         if let Some(diagnostic) = &rcpt.diagnostic {
-            field(&mut out, "Diagnostic-Code", &typed(diagnostic, "smtp"));
+            field(&mut out, "Diagnostic-Code", &typed(diagnostic, LOCAL_DIAGNOSTIC_TYPE));
         }
         if let Some(at) = rcpt.last_attempt_ms {
             field(&mut out, "Last-Attempt-Date", &rfc5322_date(at));
@@ -475,6 +476,9 @@ fn clean(text: &str) -> String {
 
 /// A typed field value (`type; value`, RFC 3464 §2.1.2), adding `default_type` when the value
 /// has no type of its own.
+/// The diagnostic type of Tern's own verdicts (DNS answers, expiry, local failures).
+const LOCAL_DIAGNOSTIC_TYPE: &str = "x-tern";
+
 fn typed(value: &str, default_type: &str) -> String {
     let value = clean(value);
     match split_type(&value) {
@@ -797,7 +801,7 @@ see you.\r\n";
         assert_eq!(value(rcpt, "Status"), Some("4.4.1"));
         assert_eq!(value(rcpt, "Will-Retry-Until"), Some("Sun, 19 Nov 2023 22:13:20 +0000"));
         // A diagnostic without a type gets `smtp;`; no ORCPT, no Original-Recipient.
-        assert_eq!(value(rcpt, "Diagnostic-Code"), Some("smtp; connection refused"));
+        assert_eq!(value(rcpt, "Diagnostic-Code"), Some("x-tern; connection refused"));
         assert_eq!(value(rcpt, "Original-Recipient"), None);
         // No RET= on a delay warning: headers only.
         assert_eq!(content_type(&message, ids[2]), "text/rfc822-headers");

@@ -156,11 +156,12 @@ pub fn decide(
         Outcome::Temporary(failure) if age >= policy.lifetime => {
             // RFC 3463 X.4.7: delivery time expired.
             let mut failure = failure.clone();
+            // The verdict is Tern's, so it is not labelled as the peer's reply it quotes.
             failure.diagnostic = format!(
-                "{} (gave up after {} attempts over {})",
-                failure.diagnostic,
+                "x-tern; gave up after {} attempts over {}; the last error was: {}",
                 entry.attempts + 1,
-                human(policy.lifetime)
+                human(policy.lifetime),
+                failure.diagnostic,
             );
             give_up(entry, &failure, "4.4.7".into(), now_ms)
         }

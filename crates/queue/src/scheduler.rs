@@ -248,7 +248,8 @@ async fn renew<T: Transport>(shared: &Shared<T>, in_flight: &HashSet<i64>) {
     match shared.spool.renew_leases(lease, entries.clone()).await {
         Ok(held) if held.len() < entries.len() => {
             let lost: Vec<i64> = entries.into_iter().filter(|e| !held.contains(e)).collect();
-            warn!(entries = ?lost, "queue: leases lost to another node");
+            let lost: Vec<String> = lost.iter().map(i64::to_string).collect();
+            warn!(entries = %lost.join(","), "queue: leases lost to another node");
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "queue: cannot renew leases"),

@@ -685,6 +685,12 @@ async fn a_recipient_failing_past_its_lifetime_is_warned_about_then_bounced_as_e
     assert_eq!(failed.len(), 1, "one bounce: {notices:#?}");
     assert!(failed[0].contains("Status: 4.4.7"), "{}", failed[0]);
     assert!(failed[0].contains("gave up after 6 attempts over 2 hours"), "{}", failed[0]);
+    // Expiry is Tern's verdict: labelled as its own, not as the peer's last reply.
+    assert!(
+        failed[0].contains("Diagnostic-Code: x-tern; gave up after 6 attempts"),
+        "{}",
+        failed[0]
+    );
     assert_eq!(s.transport.jobs.lock().expect("lock").len(), 6, "one job per attempt");
     s.shutdown.cancel();
 }

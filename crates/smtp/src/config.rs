@@ -11,6 +11,9 @@ pub const DEFAULT_LISTEN: std::net::SocketAddr =
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
 /// Default most recipients per message (as Postfix's `smtpd_recipient_limit`).
 pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+/// Default recipients past `max_recipients` a transaction may send before each further one
+/// counts as an error (as Postfix's `smtpd_recipient_overshoot_limit`).
+pub const DEFAULT_MAX_RECIPIENTS_OVERSHOOT: u32 = 1000;
 /// Default longest command line, in bytes including CRLF (RFC 5321 needs 512; extensions more).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 4096;
 /// Default error replies after which the session is closed with 421.
@@ -45,6 +48,16 @@ impl Role {
         self == Role::Submissions
     }
 
+    /// The role as the configuration spells it (`capture`, `mx`, …), for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Capture => "capture",
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+
     /// Clients must authenticate before MAIL.
     pub fn requires_auth(self) -> bool {
         matches!(self, Role::Submission | Role::Submissions)
@@ -74,6 +87,10 @@ pub struct SmtpConfig {
     pub max_message_bytes: usize,
     /// Most recipients per message; more get `452 4.5.3`.
     pub max_recipients: usize,
+    /// Recipients past `max_recipients` whose `452 4.5.3` replies do not count against
+    /// `max_bad_commands`, so a client that pipelines too many keeps its transaction
+    /// (RFC 5321 section 4.5.3.1.10).
+    pub max_recipients_overshoot: u32,
     /// Longest command line, in bytes including CRLF; longer ones get `500 5.5.2`.
     pub max_line_bytes: usize,
     /// Error replies a session may earn before it is closed with `421`.
@@ -95,6 +112,7 @@ impl Default for SmtpConfig {
             listen: vec![DEFAULT_LISTEN],
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
+            max_recipients_overshoot: DEFAULT_MAX_RECIPIENTS_OVERSHOOT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_bad_commands: DEFAULT_MAX_BAD_COMMANDS,
             max_junk_commands: DEFAULT_MAX_JUNK_COMMANDS,

@@ -89,8 +89,10 @@ pub async fn serve(
     let sessions = Arc::new(AtomicU64::new(0));
     let mut accepting = Vec::new();
     for (listener, settings) in listeners {
-        let local = listener.local_addr().ok();
-        info!(addr = ?local, role = ?settings.role, "SMTP listening");
+        // Plain `127.0.0.1:1025` in the log, not a debug form.
+        let addr =
+            listener.local_addr().map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
+        info!(%addr, role = %settings.role.name(), "SMTP listening");
         accepting.push(tokio::spawn(accept_loop(
             listener,
             Arc::new(settings),

@@ -81,7 +81,8 @@ impl Reloader {
             }
         }
         let restart = changed_sections(&self.running, &new);
-        info!(applied = ?applied, needs_restart = ?restart, "SIGHUP: configuration reloaded; TLS certificates re-read");
+        let (applied, restart) = (applied.join(","), restart.join(","));
+        info!(%applied, needs_restart = %restart, "SIGHUP: configuration reloaded; TLS certificates re-read");
     }
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use http::{EventStream, WebSocket};
 use schema::{check_both, tern};
-use support::{Client, TernServer};
+use support::{Client, TernServer, text};
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
@@ -1066,10 +1066,10 @@ fn inboxes_fold_plus_addresses_and_delete_by_inbox() {
     assert_eq!(none["Deleted"], 0);
 }
 
-#[test]
-fn links_and_codes_are_extracted_from_the_bodies() {
-    let server = TernServer::start("");
-    let message = "From: login@example.org
+/// Delivers a "Sign in" message with a text and an HTML alternative.
+fn deliver_sign_in(server: &TernServer, text: &str, html: &str) -> String {
+    let message = format!(
+        "From: login@example.org
 To: bob@example.com
 Subject: Sign in
 MIME-Version: 1.0
@@ -1078,16 +1078,35 @@ Content-Type: multipart/alternative; boundary=\"AA\"
 --AA
 Content-Type: text/plain
 
-Your verification code is 482913.
-Visit https://example.com/confirm?token=abc to confirm.
+{text}
 --AA
 Content-Type: text/html
 
-<p>Code: <b>482913</b> <a href=\"https://example.com/confirm?token=abc&amp;x=1\">confirm</a>
-<img src=\"http://cdn.example/logo.png\"></p>
+{html}
 --AA--
-";
-    let id = deliver(&server, "login@example.org", &["bob@example.com"], message);
+"
+    );
+    deliver(server, "login@example.org", &["bob@example.com"], &message)
+}
+
+/// The message's one code, with its context, as `/codes` finds it.
+fn only_code(server: &TernServer, id: &str) -> (String, String) {
+    let codes = http::get(server.http, &format!("/api/v1/message/{id}/codes")).json_with(200);
+    tern().check("Codes", &codes);
+    let codes = codes["Codes"].as_array().expect("Codes");
+    assert_eq!(codes.len(), 1, "{codes:?}");
+    (text(&codes[0], "Code").to_string(), text(&codes[0], "Context").to_string())
+}
+
+#[test]
+fn links_and_codes_are_extracted_from_the_bodies() {
+    let server = TernServer::start("");
+    let id = deliver_sign_in(
+        &server,
+        "Your verification code is 482913.\nVisit https://example.com/confirm?token=abc to confirm.",
+        "<p>Code: <b>482913</b> <a href=\"https://example.com/confirm?token=abc&amp;x=1\">confirm</a>
+<img src=\"http://cdn.example/logo.png\"></p>",
+    );
     let links = http::get(server.http, &format!("/api/v1/message/{id}/links")).json_with(200);
     tern().check("Links", &links);
     assert_eq!(links["ID"], id);
@@ -1099,13 +1118,23 @@ Content-Type: text/html
             "https://example.com/confirm?token=abc"
         ])
     );
-    let codes = http::get(server.http, &format!("/api/v1/message/{id}/codes")).json_with(200);
-    tern().check("Codes", &codes);
-    let codes = codes["Codes"].as_array().expect("Codes");
-    assert_eq!(codes.len(), 1, "{codes:?}");
-    assert_eq!(codes[0]["Code"], "482913");
-    assert!(codes[0]["Context"].as_str().expect("Context").contains("verification code is 482913"));
+    let (code, context) = only_code(&server, &id);
+    assert_eq!(code, "482913");
+    assert!(context.contains("verification code is 482913"), "{context}");
     assert!(!is_read(&server, &id), "links and codes leave the message unread");
+}
+
+#[test]
+fn codes_only_in_the_html_part_are_found() {
+    let server = TernServer::start("");
+    let id = deliver_sign_in(
+        &server,
+        "Please see the HTML version of this message.",
+        "<p>Your code is <b>482913</b></p>",
+    );
+    let (code, context) = only_code(&server, &id);
+    assert_eq!(code, "482913");
+    assert!(context.contains("code is 482913"), "{context}");
 }
 
 /// A web site on loopback for the link check: `/ok` answers 200, `/missing` 404, `/no-head`

@@ -1311,6 +1311,65 @@ fn local_mail_reaches_the_account_through_subaddress_alias_and_catch_all() {
 }
 
 #[test]
+fn postmaster_at_every_local_domain_is_accepted_without_an_alias() {
+    // RFC 5321 section 4.5.1: postmaster@ each of our domains, in any case, is accepted.
+    let relay = "[relay]\nlocal_domains = [\"tern.test\", \"other.test\"]\n";
+    let mta = Mta::start(&format!("{relay}\n[limits]\n{NO_TARPIT}\n"));
+    let mut client = greeted(mta.mx);
+    client.cmd("EHLO client.example", "250");
+    // Without a postmaster mailbox the message is kept in the store for the administrator.
+    let id = client.send_message(
+        "x@ext.example",
+        &["Postmaster@other.test"],
+        b"Subject: a\r\n\r\nb\r\n",
+    );
+    assert_eq!(routes(&mta.stored(&id)), [("Postmaster@other.test", &Route::Capture)]);
+
+    // With one (the postmaster alias of the host name), every domain's postmaster reaches it.
+    mta.account("admin@tern.test", "pw", &[]);
+    mta.alias("postmaster@tern.test", &["admin@tern.test"]);
+    let to = ["postmaster@other.test", "POSTMASTER@tern.test"];
+    let id = client.send_message("x@ext.example", &to, b"Subject: b\r\n\r\nb\r\n");
+    let message = mta.stored(&id);
+    for (_, route) in routes(&message) {
+        assert_eq!(route, &local("admin@tern.test"), "{:?}", message.envelope.recipients);
+    }
+    assert_eq!(message.envelope.recipients.len(), 2);
+    // Only postmaster: other unknown local parts are still refused.
+    client.cmd("MAIL FROM:<x@ext.example>", "250");
+    client.cmd("RCPT TO:<nobody@other.test>", "550 5.1.1");
+    client.cmd("RCPT TO:<postmaster@ext.example>", "550 5.7.1");
+    client.cmd("QUIT", "221");
+}
+
+#[test]
+fn address_literals_of_our_own_ips_are_local_and_others_are_relay_attempts() {
+    let mta = Mta::start(&config("local_ips = [\"127.0.0.1\", \"::1\"]", NO_TARPIT, ""));
+    mta.account("alice@tern.test", "pw", &[]);
+    let mut client = greeted(mta.mx);
+    client.cmd("EHLO client.example", "250");
+    // Our own IP means this host: the local part is a user at the host name (tern.test).
+    let to = ["alice@[127.0.0.1]", "alice@[IPv6:::1]", "postmaster@[127.0.0.1]"];
+    let id = client.send_message("x@ext.example", &to, b"Subject: l\r\n\r\nb\r\n");
+    let message = mta.stored(&id);
+    assert_eq!(
+        routes(&message)[..2],
+        [
+            ("alice@[127.0.0.1]", &local("alice@tern.test")),
+            ("alice@[IPv6:::1]", &local("alice@tern.test"))
+        ]
+    );
+    assert_eq!(message.envelope.recipients.len(), 3);
+    client.cmd("MAIL FROM:<x@ext.example>", "250");
+    client.cmd("RCPT TO:<nobody@[127.0.0.1]>", "550 5.1.1");
+    // Another IP is a relay attempt, refused as one; never a syntax error.
+    client.cmd("RCPT TO:<alice@[192.0.2.1]>", "550 5.7.1");
+    client.cmd("RCPT TO:<alice@[IPv6:2001:db8::1]>", "550 5.7.1");
+    client.cmd("RCPT TO:<alice@[127.0.0.256]>", "501 5.1.3");
+    client.cmd("QUIT", "221");
+}
+
+#[test]
 fn an_alias_with_several_targets_reaches_every_mailbox() {
     let mta = Mta::start(&config("", NO_TARPIT, ""));
     mta.account("alice@tern.test", "pw", &[]);

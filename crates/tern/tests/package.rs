@@ -189,7 +189,7 @@ wait $pid && echo "exit 0"
     );
     assert!(stdout.contains("alive after SIGHUP") && stdout.contains("exit 0"), "{all}");
     assert!(log.contains("configuration loaded file=/etc/tern/tern.toml"), "{all}");
-    assert!(log.contains("SMTP listening addr=Some(0.0.0.0:25) role=Mx"), "{all}");
+    assert!(log.contains("SMTP listening addr=0.0.0.0:25 role=mx"), "{all}");
     // The store went where the packaged configuration says, owned by the tern user.
     let db = root.join("var/lib/tern").join(tern_store::sqlite::DATABASE_FILE);
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&db).unwrap());

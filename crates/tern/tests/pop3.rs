@@ -241,6 +241,25 @@ fn raw_session(port: u16, steps: &[&[&str]], tls: bool) -> Vec<String> {
 }
 
 #[test]
+fn the_listening_log_lines_print_plain_addresses() {
+    let c = Catcher::start();
+    let want = [
+        format!("POP3 listening addr={} implicit_tls=false", c.pop3),
+        format!("POP3 listening addr={} implicit_tls=true", c.pop3s),
+    ];
+    // The POP3 listeners may log just after SMTP answers: wait a bounded while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = c.server.stderr();
+    while !want.iter().all(|w| log.contains(w)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = c.server.stderr();
+    }
+    for w in &want {
+        assert!(log.contains(w), "wanted {w:?} in:\n{log}");
+    }
+}
+
+#[test]
 fn credentials_are_refused_before_stls_and_pipelined_commands_after_it_are_dropped() {
     let c = Catcher::start();
     let plain = format!("\0{LOGIN}\0{PASSWORD}");

@@ -159,6 +159,57 @@ fn recipients_beyond_the_limit_get_452() {
     assert_eq!(server.message(&id).expect("stored").envelope.recipients.len(), 3);
 }
 
+/// Sends MAIL and `count` pipelined RCPTs in one write; returns the RCPT replies' first lines.
+fn pipeline_recipients(c: &mut Client, count: usize) -> Vec<String> {
+    let mut batch = String::from("MAIL FROM:<a@example.org>\r\n");
+    for i in 0..count {
+        batch.push_str(&format!("RCPT TO:<r{i}@example.com>\r\n"));
+    }
+    c.send(batch.as_bytes());
+    assert!(c.reply().starts_with("250 2.1.0"));
+    (0..count).map(|_| c.reply()).collect()
+}
+
+#[test]
+fn pipelined_recipients_past_the_limit_keep_the_transaction() {
+    // RFC 5321 section 4.5.3.1.10: the excess gets 452 and the rest is delivered; the 200
+    // refusals are far more than max_bad_commands (20) but within the overshoot (1,000).
+    let server = TernServer::start("");
+    let mut c = Client::greeted(server.addr);
+    ehlo(&mut c);
+    let replies = pipeline_recipients(&mut c, 1200);
+    assert!(replies[..1000].iter().all(|r| r.starts_with("250 2.1.5")), "{:?}", &replies[999]);
+    assert!(replies[1000..].iter().all(|r| r.starts_with("452 4.5.3")), "{:?}", &replies[1199]);
+    c.cmd("DATA", "354");
+    c.send(b"Subject: many\r\n\r\nhello\r\n.\r\n");
+    let id = queue_id(&c.reply()).expect("queued");
+    assert_eq!(server.message(&id).expect("stored").envelope.recipients.len(), 1000);
+}
+
+#[test]
+fn recipients_beyond_the_overshoot_count_as_errors() {
+    let server = TernServer::start(
+        "[smtp]\nmax_recipients = 2\nmax_recipients_overshoot = 3\nmax_bad_commands = 4",
+    );
+    let mut c = Client::greeted(server.addr);
+    ehlo(&mut c);
+    let replies = pipeline_recipients(&mut c, 9);
+    let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
+    // 2 accepted, 3 forgiven, the 4th counted refusal closes the session.
+    assert_eq!(codes, ["250", "250", "452", "452", "452", "452", "452", "452", "452"]);
+    assert!(c.reply().starts_with("421 4.7.0"));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn log_lines_print_plain_addresses() {
+    let server = TernServer::start("");
+    let log = server.stderr();
+    let want = format!("SMTP listening addr={} role=capture", server.addr);
+    assert!(log.contains(&want), "wanted {want:?} in:\n{log}");
+    assert!(!log.contains("Some("), "a debug form in the log:\n{log}");
+}
+
 #[test]
 fn too_many_bad_commands_close_the_session() {
     let server = TernServer::start("[smtp]\nmax_bad_commands = 5");

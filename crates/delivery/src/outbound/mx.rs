@@ -82,14 +82,16 @@ pub enum MxError {
 impl MxError {
     /// The outcome every recipient at the domain gets.
     pub fn outcome(&self) -> Outcome {
-        let permanent = |status: &str, code: u16| {
-            let diagnostic = format!("smtp; {code} {status} {}", capitalized(&self.to_string()));
+        // Tern's own verdict, not a reply from a peer: RFC 3464's private `x-` type, never
+        // `smtp;` (which says a server answered so).
+        let permanent = |status: &str| {
+            let diagnostic = format!("x-tern; {}", capitalized(&self.to_string()));
             Outcome::Permanent(Failure { status: status.into(), remote_mta: None, diagnostic })
         };
         match self {
-            MxError::NullMx { .. } => permanent("5.1.10", 556),
-            MxError::NoSuchDomain { .. } | MxError::NoMailHost { .. } => permanent("5.1.2", 550),
-            MxError::MxHostsNotFound { .. } => permanent("5.4.4", 550),
+            MxError::NullMx { .. } => permanent("5.1.10"),
+            MxError::NoSuchDomain { .. } | MxError::NoMailHost { .. } => permanent("5.1.2"),
+            MxError::MxHostsNotFound { .. } => permanent("5.4.4"),
             MxError::NoAddresses { .. } => {
                 Outcome::Temporary(local_failure("4.4.4", self.to_string()))
             }
@@ -328,25 +330,25 @@ mod tests {
                 MxError::NullMx { domain: d() },
                 "5.1.10",
                 true,
-                "smtp; 556 5.1.10 Domain dest.test does not accept mail (null MX)",
+                "x-tern; Domain dest.test does not accept mail (null MX)",
             ),
             (
                 MxError::NoSuchDomain { domain: d() },
                 "5.1.2",
                 true,
-                "smtp; 550 5.1.2 Domain dest.test not found",
+                "x-tern; Domain dest.test not found",
             ),
             (
                 MxError::NoMailHost { domain: d() },
                 "5.1.2",
                 true,
-                "smtp; 550 5.1.2 Domain dest.test has no MX, A or AAAA records",
+                "x-tern; Domain dest.test has no MX, A or AAAA records",
             ),
             (
                 MxError::MxHostsNotFound { domain: d(), hosts: "mx.dest.test".into() },
                 "5.4.4",
                 true,
-                "smtp; 550 5.4.4 No MX host of dest.test exists: mx.dest.test",
+                "x-tern; No MX host of dest.test exists: mx.dest.test",
             ),
             (
                 MxError::NoAddresses { domain: d(), hosts: "mx.dest.test".into() },

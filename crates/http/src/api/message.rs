@@ -354,7 +354,8 @@ pub async fn links(
     Ok(Json(json!({ "ID": message.id.to_string(), "Links": links })))
 }
 
-/// `GET /api/v1/message/{ID}/codes`: likely one-time codes.
+/// `GET /api/v1/message/{ID}/codes`: likely one-time codes in the subject, the text body and
+/// the HTML's text (a code may be only in the HTML, behind a text part that points to it).
 pub async fn codes(
     AxumState(state): AxumState<State>,
     Extension(access): Extension<Access>,
@@ -364,7 +365,9 @@ pub async fn codes(
     let message = load(&state, &access, &id, &params).await?;
     let full = message.full_message();
     let parsed = parse(&full)?;
-    let text = format!("{}\n{}", message.summary.subject, parsed.text());
+    let html = parsed.html().map(|html| tern_store::summary::html_to_text(&html));
+    let text =
+        format!("{}\n{}\n{}", message.summary.subject, parsed.text(), html.unwrap_or_default());
     let codes: Vec<Value> = extract::codes(&text)
         .into_iter()
         .map(|c| json!({ "Code": c.code, "Context": c.context }))

@@ -16,6 +16,11 @@ pub(super) fn denial_reply(denial: &Denial) -> Reply {
     tern_ingest::denial_reply(denial)
 }
 
+/// RFC 5321 section 4.5.3.1.10: too many recipients is temporary, the rest go through.
+fn too_many_recipients() -> Reply {
+    Reply::new(452, Status(4, 5, 3), "Error: too many recipients")
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn mail(&mut self, from: MailFrom) -> Reply {
         if self.hello.is_none() {
@@ -45,8 +50,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             info!(from = %from.address, reply = %reply.to_wire().trim_end(), "sender refused");
             return reply;
         }
-        self.phase = Phase::Mail(Transaction { from, rcpts: Vec::new() });
+        self.phase = Phase::Mail(Transaction { from, rcpts: Vec::new(), overshoot: 0 });
         Reply::new(250, Status(2, 1, 0), "Ok")
+    }
+
+    /// The `452 4.5.3` for a recipient past `max_recipients`, while the transaction is within
+    /// its overshoot allowance (then the reply does not count as an error); `None` otherwise.
+    pub(super) fn overshoot(&mut self) -> Option<Reply> {
+        let config = &self.ctx.config;
+        let Phase::Mail(tx) = &mut self.phase else { return None };
+        if tx.rcpts.len() < config.max_recipients || tx.overshoot >= config.max_recipients_overshoot
+        {
+            return None;
+        }
+        tx.overshoot = tx.overshoot.saturating_add(1);
+        Some(too_many_recipients())
     }
 
     pub(super) async fn rcpt(&mut self, to: RcptTo) -> Reply {
@@ -54,7 +72,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return canned::bad_sequence("Error: need MAIL command");
         };
         if tx.rcpts.len() >= self.ctx.config.max_recipients {
-            return Reply::new(452, Status(4, 5, 3), "Error: too many recipients");
+            return too_many_recipients();
         }
         if !to.address.is_ascii() && !tx.from.smtputf8 {
             return Reply::new(

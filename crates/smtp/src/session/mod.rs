@@ -49,6 +49,8 @@ enum Phase {
 struct Transaction {
     from: MailFrom,
     rcpts: Vec<(RcptTo, tern_store::Route)>,
+    /// Recipients refused so far for being past `max_recipients`.
+    overshoot: u32,
 }
 
 /// Body collected from BDAT chunks so far.
@@ -177,7 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return false;
         }
         self.tls = self.conn.stream().tls_facts();
-        debug!(tls = ?self.tls, "TLS established");
+        if let Some((protocol, cipher)) = &self.tls {
+            debug!(%protocol, %cipher, "TLS established");
+        }
         true
     }
 
@@ -281,7 +285,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
             Command::Mail(from) => self.mail(from).await,
-            Command::Rcpt(to) => self.rcpt(to).await,
+            Command::Rcpt(to) => {
+                if let Some(reply) = self.overshoot() {
+                    // Not an error the client earned: it pipelined before seeing the limit.
+                    self.conn.queue(&reply);
+                    return Ok(Flow::Continue);
+                }
+                self.rcpt(to).await
+            }
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {

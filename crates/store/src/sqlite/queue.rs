@@ -347,7 +347,8 @@ impl SqliteStore {
         let tx = write_transaction(&mut self.conn)?;
         let (touched, refused) = apply_updates(&tx, node, updates, attempted_at_ms)?;
         if !refused.is_empty() {
-            warn!(node, entries = ?refused, "queue: results refused, the lease was lost or the entry is gone");
+            let refused: Vec<String> = refused.iter().map(i64::to_string).collect();
+            warn!(node, entries = %refused.join(","), "queue: results refused, the lease was lost or the entry is gone");
         }
         let kept: Vec<&QueueReport> =
             reports.iter().filter(|(entry, _)| !refused.contains(entry)).map(|(_, r)| r).collect();
