@@ -360,13 +360,15 @@ impl Active {
             entries.retain(|e| !refill.recorded.contains(&e.id));
         }
         batch.retain(|(_, entries)| !entries.is_empty());
-        // A full connection closes: mail for its destination no longer waits for it.
-        if refill.room > 0 {
-            let now = Instant::now();
-            self.progress.insert(refill.destination.clone(), now);
-            let waiting = self.waiting.entry(refill.destination.clone()).or_default();
-            waiting.push((now + LINGER, refill));
+        if refill.room == 0 {
+            // A full connection closes: mail for its destination waits for it no more.
+            self.progress.remove(&refill.destination);
+            return;
         }
+        let now = Instant::now();
+        self.progress.insert(refill.destination.clone(), now);
+        let waiting = self.waiting.entry(refill.destination.clone()).or_default();
+        waiting.push((now + LINGER, refill));
     }
 
     /// Hands due `messages` of `destination` to the attempts waiting there, as many as each
