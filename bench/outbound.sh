@@ -9,14 +9,19 @@
 #      deliveries/s, with the MTA's CPU time per message, memory and smtp-sink's session
 #      count (connection reuse). Both use at most CONCURRENCY connections to the sink and
 #      PER_CONNECTION messages per connection. ROUNDS rounds each; the report gives medians.
-#   2. Idle: a fresh Tern holds IDLE_ENTRIES deferred entries (next retry in an hour) and is
+#   2. Stream: with smtp-sink listening, STREAM messages are submitted one after another over
+#      one smtp-source session, each due (and relayed) as it arrives; the report gives
+#      smtp-sink's sessions per message once the queue is empty and connections have closed
+#      (connection reuse for mail that falls due while a connection is open).
+#   3. Idle: a fresh Tern holds IDLE_ENTRIES deferred entries (next retry in an hour) and is
 #      watched for IDLE_SECS: CPU time, RSS and the store's size on disk.
 # Prints a markdown report on stdout; progress and logs go to stderr. See bench/README.md.
 #
 # Environment: MESSAGES (10000), ROUNDS (3), SIZE (4096), SESSIONS (20: smtp-source's
 #   injecting sessions), CONCURRENCY (20), PER_CONNECTION (100), IDLE_ENTRIES (100000),
 #   IDLE_SIZE (1024), IDLE_SECS (60), SKIP_IDLE=1, FLUSH_TIMEOUT (300 s), FROM, TO, TERN_BIN,
-#   SKIP_INSTALL=1, KEEP_WORK=1. RUST_LOG, when set, is Tern's log filter (its logs are in the
+#   SKIP_INSTALL=1, KEEP_WORK=1, STREAM (500; 0 skips the stream), STREAM_ONLY=1 (only the
+#   stream, no flush or idle). RUST_LOG, when set, is Tern's log filter (its logs are in the
 #   work directory, kept with KEEP_WORK=1 or when a measurement failed).
 set -euo pipefail
 
@@ -31,6 +36,8 @@ IDLE_SIZE=${IDLE_SIZE:-1024}
 IDLE_SECS=${IDLE_SECS:-60}
 SKIP_IDLE=${SKIP_IDLE:-0}
 FLUSH_TIMEOUT=${FLUSH_TIMEOUT:-300}
+STREAM=${STREAM:-500}
+STREAM_ONLY=${STREAM_ONLY:-0}
 FROM=${FROM:-bench@tern.test}
 TO=${TO:-sink@sink.test}
 # The MTAs' own domain (the sender's); the recipients' domain is relayed.
@@ -44,6 +51,8 @@ bench_init outbound
 # Per round, space-separated: deliveries/s, flush seconds, CPU ms per message, memory KiB,
 # smtp-sink sessions, smtp-sink CPU %; then their medians.
 declare -A R_RATE R_SECS R_CPU R_MEM R_SESS R_SINK_CPU NOTE
+# The stream's smtp-sink sessions, by MTA.
+declare -A STREAM_SESS
 declare -A RATE SECS CPU MEM SESS SINK_CPU
 FAILURES=0
 
@@ -338,12 +347,40 @@ flush_round() {
     "$((c1 - c0)) ms CPU, memory ${R_MEM[$mta]##* } KiB, smtp-sink sessions ${R_SESS[$mta]##* }"
 }
 
-# ROUNDS rounds of MTA $1 on port $2; stops at the first failed one.
+# ROUNDS rounds of MTA $1 on port $2; stops at the first failed one; then the stream.
 flush_rounds() {
   local round
-  for ((round = 1; round <= ROUNDS; round++)); do
-    flush_round "$1" "$2" "$round" || return 0
-  done
+  if [[ $STREAM_ONLY != 1 ]]; then
+    for ((round = 1; round <= ROUNDS; round++)); do
+      flush_round "$1" "$2" "$round" || return 0
+    done
+  fi
+  ((STREAM == 0)) || stream_round "$1" "$2"
+}
+
+# MTA $1 (smtpd on 127.0.0.1:$2) relays STREAM messages submitted one after another to a
+# listening smtp-sink; records the sink's session count once every connection has closed.
+stream_round() {
+  local mta=$1 port=$2 hook sink_out="$WORK/$1.stream.out" sink_pid base err="$WORK/inject.err"
+  hook=${mta,,}
+  start_smtp_sink "$SINK_PORT" "$sink_out"
+  sink_pid=$SPAWNED
+  sleep 0.2
+  # The readiness probe's session.
+  base=$(sink_counter "$sink_out" sess)
+  log "stream: smtp-source -d -s 1 -m $STREAM into 127.0.0.1:$port"
+  if ! run_child /dev/null "$err" smtp-source -d -s 1 -l "$SIZE" -m "$STREAM" -f "$FROM" \
+    -t "$TO" "127.0.0.1:$port" || [[ -s $err ]]; then
+    record_failure "$mta" "stream injection failed: $(head -c 300 "$err")"
+  elif ! wait_sink_messages "$sink_out" "$sink_pid" "$STREAM"; then
+    record_failure "$mta" "stream: smtp-sink counted $(sink_counter "$sink_out" mesg) of $STREAM"
+  elif "${hook}_empty"; then
+    # Cached connections close after a second or two (Tern's linger, Postfix's cache time).
+    sleep 3
+    STREAM_SESS[$mta]=$(($(sink_counter "$sink_out" sess) - base))
+    log "$mta stream: $STREAM messages over ${STREAM_SESS[$mta]} smtp-sink sessions"
+  fi
+  stop_child "$sink_pid"
 }
 
 flush_tern() {
@@ -480,7 +517,7 @@ median() {
 }
 
 report() {
-  local mta ratio rates
+  local mta
   # shellcheck disable=SC2086 # lists of numbers
   for mta in Tern Postfix; do
     RATE[$mta]=$(median ${R_RATE[$mta]:-})
@@ -490,6 +527,13 @@ report() {
     SESS[$mta]=$(median ${R_SESS[$mta]:-})
     SINK_CPU[$mta]=$(median ${R_SINK_CPU[$mta]:-})
   done
+  [[ $STREAM_ONLY == 1 ]] || flush_report
+  stream_report
+  [[ $SKIP_IDLE == 1 || $STREAM_ONLY == 1 ]] || idle_report
+}
+
+flush_report() {
+  local mta ratio rates
   echo "## Outbound delivery to smtp-sink on loopback"
   echo
   echo "$MESSAGES messages of $SIZE bytes queued and deferred, then flushed at once to smtp-sink;"
@@ -512,7 +556,26 @@ report() {
   echo "are its master's process tree (every daemon, live or reaped), memory as the sum of the PSS"
   echo "of its ${POSTFIX_PROCESSES:-?} processes right after the flush. smtp-sink is one single-threaded"
   echo "process: near 100 % of one CPU, it is the ceiling."
-  [[ $SKIP_IDLE == 1 ]] && return 0
+}
+
+stream_report() {
+  local mta
+  if ((STREAM > 0)); then
+    echo
+    echo "## A steady stream to smtp-sink"
+    echo
+    echo "$STREAM messages of $SIZE bytes submitted one after another over one session while"
+    echo "smtp-sink listens, each relayed as it falls due."
+    echo
+    echo "| MTA | smtp-sink sessions | sessions per message |"
+    echo "|---|---:|---:|"
+    for mta in Tern Postfix; do
+      echo "| $mta | ${STREAM_SESS[$mta]:-failed} | $(divide "${STREAM_SESS[$mta]:-}" "$STREAM" 3) |"
+    done
+  fi
+}
+
+idle_report() {
   echo
   echo "## Tern idle with $IDLE_ENTRIES deferred entries"
   echo
@@ -531,7 +594,7 @@ build_tern
 SINK_PORT=$(pick_port)
 flush_tern
 flush_postfix
-[[ $SKIP_IDLE == 1 ]] || idle_overhead
+[[ $SKIP_IDLE == 1 || $STREAM_ONLY == 1 ]] || idle_overhead
 report
 if [[ $FAILURES -gt 0 ]]; then
   log "$FAILURES measurement(s) failed; see the notes above"

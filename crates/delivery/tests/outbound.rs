@@ -356,7 +356,7 @@ fn message(recipients: &[&str]) -> JobMessage {
 }
 
 fn job(messages: Vec<JobMessage>) -> Job {
-    Job { domain: "dest.test".into(), messages }
+    Job { domain: "dest.test".into(), messages, feed: None }
 }
 
 fn config(dns: SocketAddr, smtp: &FakeSmtp) -> OutboundConfig {
@@ -893,8 +893,9 @@ async fn smarthost_authenticates_over_starttls() {
     assert_eq!(transport.destination("dest.test"), "[relay]");
     assert_eq!(transport.destination("other.test"), "[relay]");
     let msg = message(&["b@dest.test"]);
-    let results =
-        transport.deliver(Job { domain: "[relay]".into(), messages: vec![msg.clone()] }).await;
+    let results = transport
+        .deliver(Job { domain: "[relay]".into(), messages: vec![msg.clone()], feed: None })
+        .await;
 
     assert_eq!(results, [(msg.recipients[0].entry, delivered_by("127.0.0.1", true))]);
     let t = smtp.transcript();
@@ -937,8 +938,9 @@ async fn an_address_literal_destination_is_used_directly() {
     let (dns, smtp) = servers(Zone::default(), Script::default()).await;
     let msg = message(&["b@[127.0.0.1]"]);
     let transport = SmtpTransport::new(config(dns, &smtp)).expect("transport");
-    let results =
-        transport.deliver(Job { domain: "[127.0.0.1]".into(), messages: vec![msg.clone()] }).await;
+    let results = transport
+        .deliver(Job { domain: "[127.0.0.1]".into(), messages: vec![msg.clone()], feed: None })
+        .await;
 
     let ip: IpAddr = "127.0.0.1".parse().expect("ip");
     assert_eq!(results, [(msg.recipients[0].entry, delivered_by(&format!("[{ip}]"), true))]);

@@ -25,6 +25,14 @@
 //! skips the domains of destinations whose connections are all busy, so one destination's
 //! backlog cannot fill the look and starve the rest.
 //!
+//! Connections are reused for mail that falls due while they are open, as Postfix's
+//! connection cache does: an attempt that has sent everything it carries records those
+//! results and asks (a [`Refill`]) for more due entries of its destination before closing,
+//! waiting up to [`LINGER`] for some; and while a destination's connection is open and making
+//! progress, fewer due messages than one connection carries wait up to [`HOLD`] for it rather
+//! than open another. Entries handed to a running attempt are leased and held like those it
+//! started with, so they are released, renewed and deferred on a panic alike.
+//!
 //! Every "now" the scheduler decides with (what is due, retry times, lifetimes, delay
 //! warnings, lease deadlines) comes from the [`Clock`] in its configuration, and every wait
 //! is a tokio timer: tests run it on tokio's paused time with a clock that follows it, so
@@ -39,7 +47,9 @@ use tern_store::pool::Pool;
 use tern_store::{
     Lease, MessageId, Mutation, QueueEntry, QueueFilter, QueueReport, StoreError, StoreRead,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{self, JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -47,7 +57,9 @@ use crate::bodies::{Bodies, Body, BodyRef};
 use crate::notice::Original;
 pub use crate::notice::Router;
 use crate::retry::{Decision, RetryPolicy, Verdict, decide};
-use crate::transport::{Failure, Job, JobMessage, JobRecipient, Outcome, Transport};
+use crate::transport::{
+    Failure, Feed, Job, JobMessage, JobRecipient, JobResult, Outcome, Transport,
+};
 use crate::{Spool, SpoolError, reports};
 
 /// Default most outbound connections at once.
@@ -77,6 +89,13 @@ const RECORD_RETRIES: [Duration; 5] = [
 pub const LEASE: Duration = Duration::from_secs(300);
 /// How often the leases of attempts still running are renewed (well within [`LEASE`]).
 const RENEW_EVERY: Duration = Duration::from_secs(60);
+/// How long a connection that has sent all it carries stays open for mail to its destination
+/// that may fall due meanwhile (Postfix caches connections for 2 s).
+const LINGER: Duration = Duration::from_secs(1);
+/// How long due mail for a destination with an open connection waits for it, counted from
+/// that connection's last sign of progress (its start or its last request for more), before
+/// another connection is opened for it.
+const HOLD: Duration = Duration::from_secs(1);
 /// How long shutdown waits for attempts in progress before abandoning them (they are then
 /// attempted again after restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -165,6 +184,22 @@ struct Shared<T> {
     router: Arc<dyn Router>,
     config: SchedulerConfig,
     bodies: Bodies,
+    /// Where running attempts ask for more work for their connection.
+    refills: mpsc::UnboundedSender<Refill>,
+}
+
+/// A running attempt's request for more due entries for its open connection.
+struct Refill {
+    /// The attempt's task.
+    task: task::Id,
+    destination: String,
+    /// Entries whose results the attempt has recorded since its last request: it no longer
+    /// holds them.
+    recorded: HashSet<i64>,
+    /// Most messages it may still take.
+    room: usize,
+    /// Where the entries go; dropped unanswered means "none: close the connection".
+    reply: oneshot::Sender<Vec<MessageEntries>>,
 }
 
 /// A message with its due entries at one destination.
@@ -191,7 +226,8 @@ pub async fn run<T: Transport>(
     shutdown: CancellationToken,
 ) {
     let bodies = Bodies::default();
-    let shared = Arc::new(Shared { readers, spool, transport, router, config, bodies });
+    let (refills, mut refill_requests) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared { readers, spool, transport, router, config, bodies, refills });
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
@@ -216,12 +252,19 @@ pub async fn run<T: Transport>(
             Some(ended) = jobs.join_next_with_id() => {
                 finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
             }
+            Some(refill) = refill_requests.recv() => active.park(refill, &mut in_flight),
             _ = shared.spool.queue_changed().notified() => {}
+        }
+        while let Ok(refill) = refill_requests.try_recv() {
+            active.park(refill, &mut in_flight);
         }
         while let Some(ended) = jobs.try_join_next_with_id() {
             finish(&shared, ended, &mut in_flight, &mut active, &mut jobs);
         }
     }
+    // Connections waiting for more close now, and no more requests are taken.
+    active.waiting.clear();
+    drop(refill_requests);
     // Let attempts in progress record their results; whatever is cut off is retried later.
     let _ =
         tokio::time::timeout(SHUTDOWN_GRACE, async { while jobs.join_next().await.is_some() {} })
@@ -265,6 +308,11 @@ struct Active {
     leases: HashMap<task::Id, Holding>,
     /// Messages whose notices are being sent.
     notifying: HashSet<MessageId>,
+    /// Attempts waiting for more entries for their connection, by destination, each until
+    /// its [`LINGER`] ends.
+    waiting: HashMap<String, Vec<(Instant, Refill)>>,
+    /// When each destination's connections last showed progress (see [`HOLD`]).
+    progress: HashMap<String, Instant>,
 }
 
 impl Active {
@@ -283,6 +331,7 @@ impl Active {
         self.connections
             .iter()
             .filter(|(_, n)| **n >= max_per_destination)
+            .filter(|(destination, _)| !self.waiting.contains_key(*destination))
             .filter_map(|(destination, _)| self.domains.get(destination))
             .flatten()
             .cloned()
@@ -295,8 +344,89 @@ impl Active {
             if *n == 0 {
                 self.connections.remove(destination);
                 self.domains.remove(destination);
+                self.progress.remove(destination);
             }
         }
+    }
+
+    /// Takes a running attempt's request for more: what it recorded is no longer held, and it
+    /// waits for due entries of its destination (answered by [`Active::feed`]) until its
+    /// linger ends.
+    fn park(&mut self, refill: Refill, in_flight: &mut HashSet<i64>) {
+        in_flight.retain(|e| !refill.recorded.contains(e));
+        let Some(Holding::Attempt { batch, .. }) = self.leases.get_mut(&refill.task) else {
+            return;
+        };
+        for (_, entries) in batch.iter_mut() {
+            entries.retain(|e| !refill.recorded.contains(&e.id));
+        }
+        batch.retain(|(_, entries)| !entries.is_empty());
+        if refill.room == 0 {
+            // A full connection closes: mail for its destination waits for it no more.
+            self.progress.remove(&refill.destination);
+            return;
+        }
+        let now = Instant::now();
+        self.progress.insert(refill.destination.clone(), now);
+        let waiting = self.waiting.entry(refill.destination.clone()).or_default();
+        waiting.push((now + LINGER, refill));
+    }
+
+    /// Hands due `messages` of `destination` to the attempts waiting there, as many as each
+    /// may take; returns the entries of those it could not hand over (the attempt was gone).
+    fn feed(
+        &mut self,
+        destination: &str,
+        messages: &mut std::iter::Peekable<std::vec::IntoIter<MessageEntries>>,
+        in_flight: &mut HashSet<i64>,
+    ) -> Vec<i64> {
+        let mut refused = Vec::new();
+        while messages.peek().is_some() {
+            let Some((_, refill)) = self.waiting.get_mut(destination).and_then(Vec::pop) else {
+                break;
+            };
+            let given: Vec<MessageEntries> = messages.by_ref().take(refill.room).collect();
+            let ids = given.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect::<Vec<_>>();
+            if refill.reply.send(given.clone()).is_err() {
+                refused.extend(ids);
+                continue;
+            }
+            in_flight.extend(ids);
+            let domains = self.domains.entry(destination.to_string()).or_default();
+            domains.extend(given.iter().flat_map(|(_, es)| es.iter().map(|e| e.domain.clone())));
+            if let Some(Holding::Attempt { batch, .. }) = self.leases.get_mut(&refill.task) {
+                batch.extend(given);
+            }
+        }
+        if self.waiting.get(destination).is_some_and(Vec::is_empty) {
+            self.waiting.remove(destination);
+        }
+        refused
+    }
+
+    /// Whether `due` more messages for `destination` wait for its open connection instead
+    /// of opening another: fewer than one connection carries, and that connection showed
+    /// progress within [`HOLD`].
+    fn holds(&self, destination: &str, due: usize, messages_per_connection: usize) -> bool {
+        due < messages_per_connection
+            && self.at(destination) > 0
+            && self.progress.get(destination).is_some_and(|at| at.elapsed() < HOLD)
+    }
+
+    /// Closes the connections whose linger ended unfed (their requests are dropped).
+    fn expire_waiting(&mut self) {
+        let now = Instant::now();
+        self.waiting.retain(|_, waiting| {
+            waiting.retain(|(until, _)| *until > now);
+            !waiting.is_empty()
+        });
+    }
+
+    /// The next moment a waiting connection's linger or a destination's hold ends.
+    fn next_deadline(&self) -> Option<Instant> {
+        let lingers = self.waiting.values().flatten().map(|(until, _)| *until);
+        let holds = self.progress.values().map(|at| *at + HOLD).filter(|at| *at > Instant::now());
+        lingers.chain(holds).min()
     }
 }
 
@@ -374,15 +504,17 @@ async fn dispatch<T: Transport>(
     let config = &shared.config;
     let now = config.clock.now_ms();
     let mut running = active.running();
-    if running < config.max_connections {
+    if running < config.max_connections || !active.waiting.is_empty() {
         let skip = active.busy_domains(config.max_per_destination);
         let due = shared.spool.lease_due(config.lease(now), FETCH, skip).await?;
         let mut unstarted = Vec::new();
         for (destination, messages) in group(shared.transport.as_ref(), due, in_flight) {
             let mut messages = messages.into_iter().peekable();
+            unstarted.extend(active.feed(&destination, &mut messages, in_flight));
             while messages.peek().is_some()
                 && running < config.max_connections
                 && active.at(&destination) < config.max_per_destination
+                && !active.holds(&destination, messages.len(), config.messages_per_connection)
             {
                 let batch: Vec<_> =
                     messages.by_ref().take(config.messages_per_connection).collect();
@@ -396,14 +528,17 @@ async fn dispatch<T: Transport>(
             shared.spool.release_leases(config.node.clone(), unstarted).await?;
         }
     }
+    active.expire_waiting();
     start_notices(shared, active, jobs, now).await?;
     let pool = shared.readers.clone();
     let next = blocking(move || pool.with(|r| r.next_due_ms(now))).await?;
-    Ok(match next {
+    let wait = match next {
         Some(at) => Duration::from_millis(u64::try_from(at - config.clock.now_ms()).unwrap_or(0))
             .min(MAX_IDLE),
         None => MAX_IDLE,
-    })
+    };
+    let deadline = active.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+    Ok(deadline.map_or(wait, |deadline| wait.min(deadline)))
 }
 
 /// Starts one connection's attempt at `destination`, holding its entries until it ends.
@@ -417,6 +552,7 @@ fn start_attempt<T: Transport>(
 ) {
     in_flight.extend(batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)));
     *active.connections.entry(destination.to_string()).or_default() += 1;
+    active.progress.insert(destination.to_string(), Instant::now());
     let domains = active.domains.entry(destination.to_string()).or_default();
     for (_, message_entries) in &batch {
         domains.extend(message_entries.iter().map(|e| e.domain.clone()));
@@ -487,27 +623,90 @@ struct Loaded<'a> {
     entries: Vec<QueueEntry>,
 }
 
-/// One connection's worth of work: load the messages, send them, record what happened.
+/// One connection's worth of work: load the messages, send them, record what happened; and
+/// while the connection lasts, record what it has done and feed it more (see [`refill`]).
 async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
+    let Some(mut carried) = load_or_release(shared, destination, batch).await else { return };
+    if carried.is_empty() {
+        return;
+    }
+    let (feed, mut requests) = Feed::channel();
+    let job = Job {
+        domain: destination.to_string(),
+        messages: carried.iter().map(job_message).collect(),
+        feed: Some(feed),
+    };
+    let mut room = shared.config.messages_per_connection.saturating_sub(carried.len());
+    let delivery = shared.transport.deliver(job);
+    tokio::pin!(delivery);
+    let outcomes = loop {
+        tokio::select! {
+            outcomes = &mut delivery => break outcomes,
+            Some((done, reply)) = requests.recv() => {
+                let more = refill(shared, destination, &mut carried, done, &mut room).await;
+                // The transport gone meanwhile leaves the entries leased to this attempt,
+                // which records them below as having no result.
+                let _ = reply.send(more);
+            }
+        }
+    };
+    let outcomes: HashMap<i64, Outcome> = outcomes.into_iter().collect();
+    let entries = carried.iter().flat_map(|m| &m.entries);
+    record(shared, destination, entries, &outcomes).await;
+}
+
+/// Records the outcomes a connection reports before closing (`done`), then asks the
+/// scheduler loop for more due messages for it, at most `room`; none means close it.
+async fn refill<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    destination: &str,
+    carried: &mut Vec<Loaded<'a>>,
+    done: JobResult,
+    room: &mut usize,
+) -> Vec<JobMessage> {
+    let outcomes: HashMap<i64, Outcome> = done.into_iter().collect();
+    let finished: Vec<&QueueEntry> =
+        carried.iter().flat_map(|m| &m.entries).filter(|e| outcomes.contains_key(&e.id)).collect();
+    if !finished.is_empty() {
+        record(shared, destination, finished.into_iter(), &outcomes).await;
+    }
+    let recorded: HashSet<i64> = outcomes.into_keys().collect();
+    for message in carried.iter_mut() {
+        message.entries.retain(|e| !recorded.contains(&e.id));
+    }
+    carried.retain(|m| !m.entries.is_empty());
+    let (reply, answer) = oneshot::channel();
+    let task = task::id();
+    let request = Refill { task, destination: destination.into(), recorded, room: *room, reply };
+    if shared.refills.send(request).is_err() {
+        return Vec::new();
+    }
+    let Ok(batch) = answer.await else { return Vec::new() };
+    let Some(loaded) = load_or_release(shared, destination, batch).await else {
+        return Vec::new();
+    };
+    *room = room.saturating_sub(loaded.len());
+    let messages = loaded.iter().map(job_message).collect();
+    carried.extend(loaded);
+    messages
+}
+
+/// [`load`], releasing the batch's leases when the store cannot be read: not attempted, the
+/// entries are due again at once, here or at another node.
+async fn load_or_release<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    destination: &str,
+    batch: Vec<MessageEntries>,
+) -> Option<Vec<Loaded<'a>>> {
     let leased: Vec<i64> = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
-    let Some(messages) = load(shared, destination, batch).await else {
-        // Not attempted: due again at once, here or at another node.
+    let loaded = load(shared, destination, batch).await;
+    if loaded.is_none() {
         let node = shared.config.node.clone();
         if let Err(e) = shared.spool.release_leases(node, leased).await {
             warn!(destination, error = %e, "queue: leases not released; they expire on their own");
         }
-        return;
-    };
-    if messages.is_empty() {
-        return;
     }
-    let job = Job {
-        domain: destination.to_string(),
-        messages: messages.iter().map(job_message).collect(),
-    };
-    let outcomes: HashMap<i64, Outcome> = shared.transport.deliver(job).await.into_iter().collect();
-    let entries = messages.iter().flat_map(|m| &m.entries);
-    record(shared, destination, entries, &outcomes).await;
+    loaded
 }
 
 /// Records a temporary failure for every entry of an attempt that panicked: they are tried

@@ -2,11 +2,16 @@
 //! is due and *when* to retry; a [`Transport`] (the SMTP client in `tern-delivery`) decides
 //! *how* to reach a destination and reports one [`Outcome`] per recipient. Nothing here speaks
 //! SMTP or reads a clock.
+//!
+//! A job may carry a [`Feed`]: before closing a connection that still works, the transport
+//! hands over the outcomes so far and asks it for more messages for the same destination, so
+//! mail that fell due while the connection was open rides on it instead of opening another.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tern_store::MessageId;
+use tokio::sync::{mpsc, oneshot};
 
 /// Work for one destination: messages that can share one connection, in order.
 #[derive(Debug, Clone)]
@@ -16,6 +21,40 @@ pub struct Job {
     pub domain: String,
     /// The messages to send over one connection, each with its recipients at `domain`.
     pub messages: Vec<JobMessage>,
+    /// Where to ask for more messages before closing the connection; `None` when the job is
+    /// all there is.
+    pub feed: Option<Feed>,
+}
+
+/// A request on a [`Feed`]: the outcomes so far, and where to answer with more messages.
+pub type FeedRequest = (JobResult, oneshot::Sender<Vec<JobMessage>>);
+
+/// A running job's way back to the scheduler, for more messages to send over its connection.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    requests: mpsc::Sender<FeedRequest>,
+}
+
+impl Feed {
+    /// A feed and the receiving end its requests arrive at.
+    pub fn channel() -> (Feed, mpsc::Receiver<FeedRequest>) {
+        let (requests, receiver) = mpsc::channel(1);
+        (Feed { requests }, receiver)
+    }
+
+    /// Hands over the outcomes in `done` (they are recorded at once, so `done` is left empty)
+    /// and asks for more messages for the job's destination; none means close the connection.
+    /// Should the scheduler be gone, `done` is left as it was and nothing more comes.
+    pub async fn more(&self, done: &mut JobResult) -> Vec<JobMessage> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError((given, _))) =
+            self.requests.send((std::mem::take(done), reply)).await
+        {
+            *done = given;
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
 }
 
 /// One message of a [`Job`].

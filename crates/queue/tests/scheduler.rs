@@ -1,6 +1,7 @@
 //! The scheduler over a real store and spool, with a scripted transport: grouping by
 //! destination, per-recipient results, retries, bounces committed with the results, and
-//! in-flight leases; a job that panics.
+//! in-flight leases; a job that panics; messages falling due while a connection is open ride
+//! on it, held like the job's own (a panic after being fed defers them).
 //!
 //! Tests that wait for retries, delay warnings or a lifetime run on tokio's paused time with a
 //! [`Paused`] clock that follows it: the scheduler's timers fire as soon as nothing else can
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use tern_queue::retry::RetryPolicy;
 use tern_queue::scheduler::{self, Clock, Router, SchedulerConfig};
-use tern_queue::transport::{Failure, Job, JobResult, Outcome, Transport};
+use tern_queue::transport::{Failure, Job, JobMessage, JobResult, Outcome, Transport};
 use tern_queue::{Spool, SpoolConfig};
 use tern_store::pool::Pool;
 use tern_store::{
@@ -178,10 +179,19 @@ fn start(s: &Setup, retry: RetryPolicy) {
 }
 
 fn start_with(s: &Setup, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
+    run_over(s, &s.transport, config)
+}
+
+/// The scheduler over `s`'s store with `transport` instead of its scripted one.
+fn run_over<T: Transport>(
+    s: &Setup,
+    transport: &Arc<T>,
+    config: SchedulerConfig,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(scheduler::run(
         s.readers.clone(),
         s.spool.clone(),
-        s.transport.clone(),
+        transport.clone(),
         Arc::new(ToAlice),
         config,
         s.shutdown.clone(),
@@ -505,14 +515,7 @@ async fn concurrent_jobs_for_one_message_share_one_copy_of_it() {
     s.spool.submit(sent.clone()).await.expect("queued");
     let transport =
         Arc::new(Together { barrier: tokio::sync::Barrier::new(domains), jobs: Mutex::default() });
-    tokio::spawn(scheduler::run(
-        s.readers.clone(),
-        s.spool.clone(),
-        transport.clone(),
-        Arc::new(ToAlice),
-        SchedulerConfig::new("mx.tern.test"),
-        s.shutdown.clone(),
-    ));
+    run_over(&s, &transport, SchedulerConfig::new("mx.tern.test"));
     let readers = s.readers.clone();
     until("the message to be delivered everywhere", || {
         readers.with(|r| r.message(&sent.id)).ok()?.is_none().then_some(())
@@ -525,6 +528,124 @@ async fn concurrent_jobs_for_one_message_share_one_copy_of_it() {
     for job in jobs.iter() {
         assert!(Arc::ptr_eq(first, &job.messages[0].data), "{} has its own copy", job.domain);
     }
+    s.shutdown.cancel();
+}
+
+/// The outcome of a recipient the next hop accepted.
+fn delivered() -> Outcome {
+    Outcome::Delivered { remote_mta: "mx.test".into(), reply: "250 ok".into(), peer_dsn: false }
+}
+
+/// Delivers every message it is given; after the first job's first batch it waits for `gate`,
+/// then asks the job's feed for more until there is none, as the SMTP client does before QUIT.
+#[derive(Default)]
+struct Feeds {
+    gate: tokio::sync::Notify,
+    jobs: AtomicUsize,
+    /// Recipients delivered, in order, with the job that carried them.
+    delivered: Mutex<Vec<(usize, String)>>,
+    /// What the feed gave, request by request.
+    fed: Mutex<Vec<usize>>,
+    /// Panics "sending" what the feed gives.
+    panics: bool,
+}
+
+impl Feeds {
+    fn deliver_all(&self, job: usize, messages: &[JobMessage], out: &mut JobResult) {
+        for rcpt in messages.iter().flat_map(|m| &m.recipients) {
+            self.delivered.lock().expect("lock").push((job, rcpt.address.clone()));
+            out.push((rcpt.entry, delivered()));
+        }
+    }
+}
+
+impl Transport for Feeds {
+    fn destination(&self, domain: &str) -> String {
+        domain.to_string()
+    }
+
+    async fn deliver(&self, job: Job) -> JobResult {
+        let n = self.jobs.fetch_add(1, Ordering::SeqCst);
+        let mut out = JobResult::new();
+        self.deliver_all(n, &job.messages, &mut out);
+        if n == 0 {
+            self.gate.notified().await;
+        }
+        let Some(feed) = &job.feed else { return out };
+        loop {
+            let more = feed.more(&mut out).await;
+            assert!(out.is_empty(), "the outcomes handed over are taken");
+            self.fed.lock().expect("lock").push(more.len());
+            if more.is_empty() {
+                return out;
+            }
+            assert!(!self.panics, "the transport fails unexpectedly");
+            self.deliver_all(n, &more, &mut out);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_falling_due_while_a_connection_is_open_ride_on_it() {
+    let s = setup(Duration::ZERO);
+    let transport = Arc::new(Feeds::default());
+    run_over(&s, &transport, SchedulerConfig::new("mx.tern.test"));
+    let first = message(&["bob@a.test"]);
+    s.spool.submit(first.clone()).await.expect("queued");
+    until("the first connection", || (transport.jobs.load(Ordering::SeqCst) == 1).then_some(()))
+        .await;
+    // Four more fall due while that connection is open: they wait for it rather than open
+    // connections of their own (up to 20 are allowed).
+    let mut sent = vec![first];
+    for n in 0..4 {
+        let next = message(&[&format!("rcpt{n}@a.test")]);
+        s.spool.submit(next.clone()).await.expect("queued");
+        sent.push(next);
+    }
+    transport.gate.notify_one();
+    let readers = s.readers.clone();
+    until("every message delivered and gone", || {
+        let gone = |id| readers.with(|r| r.message(&id)).ok().flatten().is_none();
+        sent.iter().all(|m| gone(m.id)).then_some(())
+    })
+    .await;
+    let delivered = transport.delivered.lock().expect("lock").clone();
+    assert!(delivered.iter().all(|(job, _)| *job == 0), "one connection: {delivered:?}");
+    assert_eq!(delivered.len(), 5, "each once: {delivered:?}");
+    // The connection lingers for more, then is told there is none.
+    until("the connection to close", || {
+        (transport.fed.lock().expect("lock").last() == Some(&0)).then_some(())
+    })
+    .await;
+    assert_eq!(transport.jobs.load(Ordering::SeqCst), 1);
+    s.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_fed_to_a_job_that_panics_are_deferred_not_lost() {
+    let s = setup(Duration::ZERO);
+    let transport = Arc::new(Feeds { panics: true, ..Feeds::default() });
+    let retry = RetryPolicy { first: Duration::from_secs(3600), ..RetryPolicy::default() };
+    run_over(&s, &transport, SchedulerConfig { retry, ..SchedulerConfig::new("mx.tern.test") });
+    let first = message(&["bob@a.test"]);
+    s.spool.submit(first.clone()).await.expect("queued");
+    until("the first connection", || (transport.jobs.load(Ordering::SeqCst) == 1).then_some(()))
+        .await;
+    let fed = message(&["carol@a.test"]);
+    s.spool.submit(fed.clone()).await.expect("queued");
+    transport.gate.notify_one();
+    let readers = s.readers.clone();
+    // The first message's outcome was handed over before the panic: recorded, gone.
+    // The fed one was held by the job: deferred by its panic, neither lost nor sent again
+    // at once.
+    let deferred = until("the fed entry deferred", || {
+        let (entries, _) = readers.with(|r| r.queue_entries(&QueueFilter::default())).ok()?;
+        entries.into_iter().find(|e| e.message_id == fed.id && e.attempts == 1)
+    })
+    .await;
+    assert!(deferred.last_error.expect("error").contains("failed unexpectedly"));
+    assert!(readers.with(|r| r.message(&first.id)).expect("read").is_none());
+    assert_eq!(transport.jobs.load(Ordering::SeqCst), 1);
     s.shutdown.cancel();
 }
 

@@ -299,6 +299,7 @@ fn submit(
                 })
                 .collect(),
         }],
+        feed: None,
     };
     let results = crate::runtime().map_err(|e| e.to_string())?.block_on(async move {
         let transport = SmtpTransport::new(config).map_err(|e| e.to_string())?;

@@ -10,7 +10,8 @@
 //! sender's mailbox as an RFC 3464 report that mail-parser and Python's `email` both read;
 //! null MX and NXDOMAIN bounce at once; a success DSN when asked and the next hop cannot give
 //! one; a smarthost with AUTH over STARTTLS; a restart with a full queue delivers every
-//! message exactly once; Postfix relaying into Tern's mailbox.
+//! message exactly once; Postfix relaying into Tern's mailbox; messages falling due one after
+//! another ride on the connection already open to their destination.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -577,10 +578,35 @@ fn messages_to_one_destination_share_connections_to_smtp_sink() {
     tern_queue("release");
     sink.wait_for_messages(60, WAIT);
     tern.wait_for("an empty queue", |t| t.queue().is_empty().then_some(()));
-    std::thread::sleep(Duration::from_millis(500));
     // 50 messages per connection at most: 60 need two (a retry already under way when the
     // queue was held may add one); one connection per message would have been 60.
-    let counts = sink.counts();
+    let counts = counts_once_closed(&sink);
     assert_eq!(counts.messages, 60, "{counts:?}");
     assert!((2..=3).contains(&counts.sessions), "connections not shared: {counts:?}");
+}
+
+#[test]
+fn messages_falling_due_one_after_another_ride_on_the_open_connection() {
+    // Nothing is held or retried: each message falls due as it is submitted, while the
+    // connection opened for the first is still there (or about to be).
+    let dns = Dnsmasq::start(&[]);
+    let sink = support::peers::SmtpSink::start(Ipv4Addr::LOCALHOST);
+    let extra = format!("relay_host = \"{}\"\ntls = \"off\"\n", sink.addr());
+    let tern = Tern::start(&dns, 25, &extra, "");
+    for n in 0..20 {
+        tern.send("alice@tern.test", &["bob@far.test"], &body(&format!("stream {n}")));
+    }
+    sink.wait_for_messages(20, WAIT);
+    tern.wait_for("an empty queue", |t| t.queue().is_empty().then_some(()));
+    let counts = counts_once_closed(&sink);
+    assert_eq!(counts.messages, 20, "each message delivered exactly once: {counts:?}");
+    assert!(counts.sessions <= 3, "connections not reused: {counts:?}");
+}
+
+/// The sink's counts once Tern's connections to it have closed: a connection that has sent
+/// everything lingers about a second for more before it QUITs, and smtp-sink counts a session
+/// when it ends.
+fn counts_once_closed(sink: &support::peers::SmtpSink) -> support::peers::SinkCounts {
+    std::thread::sleep(Duration::from_millis(1500));
+    sink.counts()
 }

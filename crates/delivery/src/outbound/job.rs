@@ -1,10 +1,12 @@
 //! One job, start to finish: route the destination (MX hosts or the smarthost) to a list of
 //! addresses, open a session with the first that answers, send every message over it with
 //! `RSET` between them, reconnect once if it breaks, and give every recipient an outcome.
+//! Before closing a working connection it asks the job's feed, when it has one, for more
+//! messages to the same destination, and sends those over it too.
 
 use std::net::SocketAddr;
 
-use tern_queue::transport::{Failure, Job, JobMessage, JobResult, Outcome};
+use tern_queue::transport::{Failure, Feed, Job, JobMessage, JobResult, Outcome};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::client::{self, ClientSettings, Credentials, Session, Target, Timeouts};
@@ -14,23 +16,24 @@ use super::{Inner, MAX_ADDRESSES_PER_JOB, MAX_RECONNECTS_PER_JOB};
 /// Delivers `job` and reports an outcome for every recipient.
 pub(super) async fn deliver(inner: &Inner, job: Job) -> JobResult {
     let span = info_span!("outbound", destination = %job.domain, messages = job.messages.len());
-    deliver_job(inner, &job).instrument(span).await
+    deliver_job(inner, job).instrument(span).await
 }
 
-async fn deliver_job(inner: &Inner, job: &Job) -> JobResult {
+async fn deliver_job(inner: &Inner, job: Job) -> JobResult {
+    let Job { domain, mut messages, feed } = job;
     let mut results = JobResult::new();
-    let targets = match route(inner, &job.domain).await {
+    let targets = match route(inner, &domain).await {
         Ok(targets) => targets,
         Err(outcome) => {
-            strand(&job.messages, &outcome, &mut results);
+            strand(&messages, &outcome, &mut results);
             return results;
         }
     };
-    let settings = settings(inner, &job.domain);
+    let settings = settings(inner, &domain);
     let mut done = 0;
     let mut connections = 0;
     let mut last_failure = None;
-    while done < job.messages.len() && connections <= MAX_RECONNECTS_PER_JOB {
+    while done < messages.len() && connections <= MAX_RECONNECTS_PER_JOB {
         connections += 1;
         let (mut session, span) = match connect_any(&targets, &settings).await {
             Ok(connected) => connected,
@@ -39,21 +42,56 @@ async fn deliver_job(inner: &Inner, job: &Job) -> JobResult {
                 break;
             }
         };
-        let pending = &job.messages[done..];
-        let (handled, broken) =
-            send_all(&mut session, pending, &mut results).instrument(span.clone()).await;
-        done += handled;
-        match broken {
+        let mut fed = Fed { messages: &mut messages, done: &mut done, results: &mut results };
+        match fed.send_while_fed(&mut session, feed.as_ref()).instrument(span.clone()).await {
             None => session.quit().instrument(span).await,
             Some(failure) => last_failure = Some(failure),
         }
     }
-    if done < job.messages.len() {
+    if done < messages.len() {
         let failure = last_failure
             .unwrap_or_else(|| local_failure("4.4.2", "connection lost and not re-established"));
-        strand(&job.messages[done..], &temporary(failure), &mut results);
+        strand(&messages[done..], &temporary(failure), &mut results);
     }
     results
+}
+
+/// A job's progress over its connections: its messages (growing as the feed adds some), how
+/// many of them got outcomes, and the outcomes not yet handed to the feed.
+struct Fed<'a> {
+    messages: &'a mut Vec<JobMessage>,
+    done: &'a mut usize,
+    results: &'a mut JobResult,
+}
+
+impl Fed<'_> {
+    /// Sends the messages not yet done over `session`, then whatever `feed` gives for it,
+    /// until the feed has nothing more; the failure when the connection broke meanwhile.
+    async fn send_while_fed(
+        &mut self,
+        session: &mut Session,
+        feed: Option<&Feed>,
+    ) -> Option<Failure> {
+        let mut used = false;
+        loop {
+            let pending = &self.messages[*self.done..];
+            let (handled, broken) = send_all(session, pending, used, self.results).await;
+            used = true;
+            *self.done += handled;
+            if broken.is_some() {
+                return broken;
+            }
+            let more = match feed {
+                Some(feed) => feed.more(self.results).await,
+                None => return None,
+            };
+            if more.is_empty() {
+                return None;
+            }
+            debug!(messages = more.len(), "more messages for this connection");
+            self.messages.extend(more);
+        }
+    }
 }
 
 /// The addresses to try for `domain`, in order, or the outcome for everyone when there are none.
@@ -130,15 +168,17 @@ async fn connect_any(
     Err(last)
 }
 
-/// Sends `messages` in order over `session`. Returns how many got outcomes, and the failure
-/// when the connection broke before the rest could be sent.
+/// Sends `messages` in order over `session` (`used` when it carried a message before).
+/// Returns how many got outcomes, and the failure when the connection broke before the rest
+/// could be sent.
 async fn send_all(
     session: &mut Session,
     messages: &[JobMessage],
+    used: bool,
     results: &mut JobResult,
 ) -> (usize, Option<Failure>) {
     for (i, msg) in messages.iter().enumerate() {
-        if i > 0
+        if (used || i > 0)
             && let Err(error) = session.reset().await
         {
             warn!(%error, "RSET failed; closing the connection");
