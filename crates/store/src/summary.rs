@@ -222,7 +222,10 @@ fn decode_entities(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
-        let Some(semi) = tail[..tail.len().min(12)].find(';') else {
+        // Bytes, not chars: 12 bytes may end inside a multi-byte character, and `;` is ASCII,
+        // so where it is found is always a character boundary.
+        let Some(semi) = tail.as_bytes()[..tail.len().min(12)].iter().position(|&b| b == b';')
+        else {
             out.push('&');
             rest = &tail[1..];
             continue;
@@ -284,6 +287,17 @@ fn snippet(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `message_summary` fuzz target: an `&` followed within 12 bytes by a
+    /// multi-byte character made the search for `;` slice inside that character (a panic at
+    /// end of DATA, for any client sending such HTML).
+    #[test]
+    fn an_entity_search_never_splits_a_character() {
+        assert_eq!(decode_entities("&n}wI\u{fffd}\u{fffd}; x"), "&n}wI\u{fffd}\u{fffd}; x");
+        assert_eq!(decode_entities("a&éé;b"), "a&éé;b");
+        assert_eq!(decode_entities("&amp;é&lt;"), "&é<");
+        assert_eq!(html_to_text("<p>&ééééééé</p>").trim(), "&ééééééé");
+    }
 
     #[test]
     fn extracts_encoded_headers_and_body() {

@@ -483,3 +483,15 @@ fn junk_commands_beyond_the_limit_count_as_errors() {
     assert!(c.reply().starts_with("421 4.7.0"));
     assert!(c.is_closed());
 }
+
+/// Found by fuzzing: HTML with `&` followed closely by multi-byte characters made the summary's
+/// entity decoder panic at end of DATA, so the session died and the client could never send it.
+#[test]
+fn html_with_an_ampersand_before_multibyte_text_is_accepted() {
+    let server = TernServer::start("");
+    let mut client = Client::greeted(server.addr);
+    client.cmd("EHLO client.test", "250");
+    let body = "Content-Type: text/html; charset=utf-8\r\nSubject: x\r\n\r\n<p>&\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}; caf\u{e9}</p>\r\n";
+    let id = client.send_message("a@example.org", &["b@example.org"], body.as_bytes());
+    assert!(server.message(&id).is_some(), "{id} acknowledged but not stored");
+}
