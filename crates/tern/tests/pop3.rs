@@ -552,18 +552,8 @@ fn the_mail_server_shows_each_account_its_own_mailbox() {
     let listeners = [MtaListener { role: "mx", allow_plaintext_auth: false }];
     let toml = format!("[relay]\nlocal_domains = [\"tern.test\"]\n\n{table}");
     let (server, _) = TernServer::start_mta(&listeners, &toml, is_tern_banner);
-    let store = server.store_dir();
     for (login, password) in [("alice@tern.test", "alice pw"), ("bob@tern.test", "bob pw")] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["account", "add", login, "--password-stdin", "--data"])
-            .arg(&store)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tern account add");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        server.add_account(login, password);
     }
     let mut smtp = Client::greeted(server.addr);
     smtp.cmd("EHLO client.test", "250");

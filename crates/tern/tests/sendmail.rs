@@ -158,14 +158,8 @@ fn with_credentials_sendmail_logs_in_over_starttls_on_the_submission_port() {
         "[relay]\nlocal_domains = [\"tern.test\"]\n",
         support::is_tern_banner,
     );
-    let store = server.store_dir();
     for login in ["alice@tern.test", "bob@tern.test"] {
-        let out = support::run(
-            env!("CARGO_BIN_EXE_tern"),
-            &["account", "add", login, "--password-stdin", "--data", store.to_str().unwrap()],
-            Some(b"s3cret pass\n"),
-        );
-        assert!(out.contains("added account"), "{out}");
+        server.add_account(login, "s3cret pass");
     }
     let link = sendmail_link(&server.data.join("bin"));
     let drop = server.data.join("drop-unused");

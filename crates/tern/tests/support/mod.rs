@@ -140,6 +140,14 @@ impl TernServer {
         Client::connect(self.addr)
     }
 
+    /// `tern account add LOGIN --password-stdin --data STORE` for this server's store.
+    pub fn add_account(&self, login: &str, password: &str) {
+        let store = self.store_dir().display().to_string();
+        let args = ["account", "add", login, "--password-stdin", "--data", store.as_str()];
+        let out = run(env!("CARGO_BIN_EXE_tern"), &args, Some(format!("{password}\n").as_bytes()));
+        assert!(out.contains("added account"), "{out}");
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
