@@ -141,6 +141,40 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE queue ADD COLUMN lease_until INTEGER; -- ms since the Unix epoch
     DROP INDEX queue_due;
     CREATE INDEX queue_due ON queue(next_attempt, id, domain, lease_until) WHERE state = 'queued';",
+    // 12: entry ids are never reused (AUTOINCREMENT). A plain rowid hands the id of the
+    // newest entry, once delivered and deleted, to the next one queued, and the scheduler
+    // still tracked the old entry by that id while recording it: the new entry was leased
+    // and then skipped as "in flight", stuck until its lease ran out. SQLite can only add
+    // AUTOINCREMENT by rebuilding the table; the copy keeps every id.
+    "CREATE TABLE queue_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        domain TEXT NOT NULL,          -- lowercased
+        notify TEXT NOT NULL,          -- DSN NOTIFY values, comma-separated
+        orcpt TEXT,
+        state TEXT NOT NULL,           -- queued | held
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,   -- ms since the Unix epoch
+        next_attempt INTEGER NOT NULL, -- ms since the Unix epoch
+        last_attempt INTEGER,
+        last_error TEXT,
+        delay_warned INTEGER NOT NULL DEFAULT 0,
+        trusted_client INTEGER NOT NULL DEFAULT 1,
+        lease_owner TEXT,
+        lease_until INTEGER            -- ms since the Unix epoch
+    );
+    INSERT INTO queue_new (id, message_id, sender, recipient, domain, notify, orcpt, state,
+        attempts, created_at, next_attempt, last_attempt, last_error, delay_warned,
+        trusted_client, lease_owner, lease_until)
+    SELECT id, message_id, sender, recipient, domain, notify, orcpt, state,
+        attempts, created_at, next_attempt, last_attempt, last_error, delay_warned,
+        trusted_client, lease_owner, lease_until FROM queue;
+    DROP TABLE queue;
+    ALTER TABLE queue_new RENAME TO queue;
+    CREATE INDEX queue_due ON queue(next_attempt, id, domain, lease_until) WHERE state = 'queued';
+    CREATE INDEX queue_message ON queue(message_id);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -156,4 +190,68 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database at schema version `version`, as an older Tern left it.
+    fn at_version(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        for (index, sql) in MIGRATIONS.iter().enumerate().take(version) {
+            conn.execute_batch(sql).expect("migration");
+            conn.pragma_update(None, "user_version", index as i64 + 1).expect("version");
+        }
+        conn
+    }
+
+    fn queue_ids(conn: &Connection) -> Vec<(i64, String)> {
+        let mut stmt = conn.prepare("SELECT id, recipient FROM queue ORDER BY id").expect("sql");
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
+    fn enqueue(conn: &Connection, recipient: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO queue (message_id, sender, recipient, domain, notify, state, created_at,
+                next_attempt) VALUES ('m1', 'a@x.test', ?1, 'y.test', '', 'queued', 1, 1)",
+            [recipient],
+        )
+        .expect("insert");
+        conn.last_insert_rowid()
+    }
+
+    #[test]
+    fn queue_entries_keep_their_ids_and_an_id_is_never_handed_out_twice() {
+        let mut conn = at_version(11);
+        conn.execute(
+            "INSERT INTO messages (id, received_at, size, mail_from, to_json, cc_json, bcc_json,
+                reply_to_json, subject, attachments, snippet, envelope)
+             VALUES ('m1', 1, 1, 'a@x.test', '[]', '[]', '[]', '[]', '', 0, '', '{}')",
+            [],
+        )
+        .expect("message");
+        for recipient in ["b@y.test", "c@y.test", "d@y.test"] {
+            enqueue(&conn, recipient);
+        }
+        conn.execute("DELETE FROM queue WHERE id = 2", []).expect("delete");
+        migrate(&mut conn).expect("migrate");
+        let kept = queue_ids(&conn);
+        assert_eq!(kept, [(1, "b@y.test".to_string()), (3, "d@y.test".to_string())]);
+        // The newest entry delivered (deleted): the next one gets a new id, not its id.
+        conn.execute("DELETE FROM queue WHERE id = 3", []).expect("delete");
+        assert_eq!(enqueue(&conn, "e@y.test"), 4);
+        conn.execute("DELETE FROM queue WHERE id = 4", []).expect("delete");
+        assert_eq!(enqueue(&conn, "f@y.test"), 5);
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'queue'
+                 AND name IN ('queue_due', 'queue_message')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("indexes");
+        assert_eq!(indexes, 2, "the queue's indexes are back");
+    }
 }
