@@ -11,7 +11,7 @@ use tern_store::pool::Pool;
 use tern_store::{MessageId, Mutation, StoreError, StoreRead};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::maildir::Maildir;
 
@@ -28,14 +28,22 @@ pub async fn run_local(
     shutdown: CancellationToken,
 ) {
     let mut events = spool.subscribe();
+    let mut failing = false;
     loop {
         let failed = match deliver_pending(&readers, &spool, &hostname).await {
-            Ok(failed) => failed,
+            Ok(None) => false,
+            Ok(Some(problem)) => {
+                report(&mut failing, &problem);
+                true
+            }
             Err(e) => {
-                warn!(error = %e, "local delivery: cannot read pending copies");
+                report(&mut failing, &format!("cannot read pending copies: {e}"));
                 true
             }
         };
+        if !failed && std::mem::take(&mut failing) {
+            info!("local delivery: pending Maildir copies written; working again");
+        }
         let pause = if failed { RETRY_AFTER } else { Duration::from_secs(60) };
         // Wake on the next commit (new local mail), a retry timer, or shutdown.
         tokio::select! {
@@ -50,20 +58,30 @@ pub async fn run_local(
     }
 }
 
-/// Writes every pending copy; true when some failed (to retry later).
+/// Logs a failed round: the first of a run as a warning, the rest at debug level (a full
+/// disk fails every round, for every copy).
+fn report(failing: &mut bool, problem: &str) {
+    if std::mem::replace(failing, true) {
+        debug!(problem, "local delivery: still failing; retrying");
+    } else {
+        warn!(problem, "local delivery: Maildir copies not written; retrying every 5 s");
+    }
+}
+
+/// Writes every pending copy; what went wrong when some failed (to retry later).
 async fn deliver_pending(
     readers: &Pool<Box<dyn StoreRead>>,
     spool: &Spool,
     hostname: &str,
-) -> Result<bool, StoreError> {
-    let mut any_failed = false;
+) -> Result<Option<String>, StoreError> {
+    let mut problem = None;
     loop {
         let pool = readers.clone();
         let pending = tokio::task::spawn_blocking(move || pool.with(|r| r.pending_maildir(BATCH)))
             .await
             .map_err(|e| StoreError::Corrupt { id: String::new(), reason: e.to_string() })??;
         if pending.is_empty() {
-            return Ok(any_failed);
+            return Ok(problem);
         }
         let count = pending.len();
         let pool = readers.clone();
@@ -72,26 +90,30 @@ async fn deliver_pending(
             tokio::task::spawn_blocking(move || write_copies(&pool, pending, &host))
                 .await
                 .map_err(|e| StoreError::Corrupt { id: String::new(), reason: e.to_string() })?;
-        any_failed |= failed;
+        let failed_now = failed.is_some();
+        problem = problem.or(failed);
         if !written.is_empty()
             && let Err(e) = spool.apply(Mutation::MaildirDelivered(written)).await
         {
-            warn!(error = %e, "local delivery: cannot record written copies");
-            return Ok(true);
+            // Written but not recorded: written again next round (a duplicate, never a loss).
+            return Ok(Some(format!("cannot record written copies: {e}")));
         }
-        if failed || (count as u64) < BATCH {
-            return Ok(any_failed);
+        if failed_now || (count as u64) < BATCH {
+            return Ok(problem);
         }
     }
 }
 
+/// Writes `pending`; the copies written, and the first failure (the others are counted in
+/// it) when some were not.
 fn write_copies(
     readers: &Pool<Box<dyn StoreRead>>,
     pending: Vec<tern_store::MaildirCopy>,
     hostname: &str,
-) -> (Vec<(MessageId, String)>, bool) {
+) -> (Vec<(MessageId, String)>, Option<String>) {
     let mut written = Vec::new();
-    let mut failed = false;
+    let mut first: Option<String> = None;
+    let mut failures = 0usize;
     let mut bodies: HashMap<MessageId, Arc<Vec<u8>>> = HashMap::new();
     for copy in pending {
         let body = match bodies.get(&copy.id) {
@@ -108,8 +130,8 @@ fn write_copies(
                     continue;
                 }
                 Err(e) => {
-                    warn!(queue_id = %copy.id, error = %e, "local delivery: cannot read message");
-                    failed = true;
+                    failures += 1;
+                    first.get_or_insert_with(|| format!("cannot read message {}: {e}", copy.id));
                     continue;
                 }
             },
@@ -120,10 +142,16 @@ fn write_copies(
                 written.push((copy.id, copy.account));
             }
             Err(e) => {
-                warn!(queue_id = %copy.id, account = %copy.account, error = %e, "Maildir delivery failed; will retry");
-                failed = true;
+                failures += 1;
+                first.get_or_insert_with(|| {
+                    format!("message {} for {}: {e}", copy.id, copy.account)
+                });
             }
         }
     }
+    let failed = first.map(|first| match failures {
+        1 => first,
+        n => format!("{first} (and {} more copies)", n - 1),
+    });
     (written, failed)
 }

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("message_views", message_views),
     ("send_request", send_request),
     ("mta_sts_policy", mta_sts_policy),
+    ("config_file", config_file),
 ];
 
 /// SMTP command lines (one per input line), and the reply a refused one gets.
@@ -119,5 +120,36 @@ pub fn mta_sts_policy(data: &[u8]) {
         tern_delivery::outbound::mta_sts::Policy::parse(&String::from_utf8_lossy(data))
     {
         let _ = policy.matches("mx.example.com");
+    }
+}
+
+/// A configuration file as `tern serve` loads it: the text up to the first NUL byte is the
+/// file, each line after it a `TERN_SECTION_KEY=value` override from the environment. Errors
+/// must name a line within the file (or the variable); a loaded configuration must yield its
+/// listeners and HTTP settings.
+pub fn config_file(data: &[u8]) {
+    let (file, vars) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let text = String::from_utf8_lossy(file);
+    let vars: Vec<(String, String)> = String::from_utf8_lossy(vars)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let path = std::path::Path::new("fuzz.toml");
+    let parsed = tern::config::Config::parse_with_env(&text, path, vars);
+    match parsed {
+        Ok(config) => {
+            let _ = config.listeners();
+            let _ = config.http.limits();
+            let _ = config.http.link_check();
+            let _ = config.dkim_key_dir();
+        }
+        Err(tern::config::ConfigError::Invalid { line, .. }) => {
+            assert!(line <= text.lines().count() + 1, "error line {line} is past the file's end")
+        }
+        Err(e) => drop(e.to_string()),
     }
 }

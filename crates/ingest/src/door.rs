@@ -245,8 +245,18 @@ impl Door {
         self.routing.policy().is_none_or(|policy| client.trusted_by(policy))
     }
 
-    /// The chain's `MAIL FROM` stage: `Err` carries the reply that refuses the sender.
-    pub async fn check_mail(&self, client: &Client, mail_from: &str) -> Result<(), Reply> {
+    /// At `MAIL FROM`: room in the store for a message of the declared `size` (`452 4.3.1`
+    /// below the free-space reserve), then the chain's stage. `Err` carries the reply that
+    /// refuses the sender.
+    pub async fn check_mail(
+        &self,
+        client: &Client,
+        mail_from: &str,
+        size: Option<u64>,
+    ) -> Result<(), Reply> {
+        if self.spool.room(size.unwrap_or(0)).is_err() {
+            return Err(canned::insufficient_storage());
+        }
         match self.chain.at_mail(client, mail_from).await {
             Verdict::Accept(_) => Ok(()),
             Verdict::Reject(reply) | Verdict::Defer(reply) => Err(reply),
@@ -310,7 +320,9 @@ impl Door {
                 Ok(id)
             }
             Err(e) => {
-                warn!(queue_id = %id, error = %e, "message refused: spool commit failed");
+                // Each refusal is one transaction's outcome (info, like "queued"); the failure
+                // itself is the spool writer's to report, once per run of failed commits.
+                info!(queue_id = %id, error = %e, "message refused: spool commit failed");
                 Err(e.into())
             }
         }

@@ -104,6 +104,10 @@ pub mod canned {
     pub fn storage_failed() -> Reply {
         Reply::new(451, Status(4, 3, 0), "Error: queue file write error, try again later")
     }
+    /// `452 4.3.1` at `MAIL FROM` when the store's disk is below its free-space reserve.
+    pub fn insufficient_storage() -> Reply {
+        Reply::new(452, Status(4, 3, 1), "Insufficient system storage, try again later")
+    }
 }
 
 #[cfg(test)]

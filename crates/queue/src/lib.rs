@@ -17,6 +17,7 @@ pub mod notice;
 mod reports;
 pub mod retry;
 pub mod scheduler;
+pub mod space;
 pub mod transport;
 
 use std::sync::Arc;
@@ -165,6 +166,7 @@ pub struct Spool {
     stats: Arc<SpoolStats>,
     events: broadcast::Sender<Event>,
     queue_changed: Arc<Notify>,
+    reserve: Option<Arc<space::Reserve>>,
 }
 
 /// Owns the writer thread; [`SpoolWriter::join`] waits until every submitted message is answered.
@@ -186,12 +188,26 @@ impl Spool {
             stats: stats.clone(),
             events: events.clone(),
             queue_changed: queue_changed.clone(),
+            failing: None,
         };
         let thread = std::thread::Builder::new()
             .name("tern-spool-writer".into())
             .spawn(move || writer.run(rx))
             .unwrap_or_else(|e| panic!("cannot start the spool writer thread: {e}"));
-        (Spool { jobs, stats: stats.clone(), events, queue_changed }, SpoolWriter { thread, stats })
+        let spool = Spool { jobs, stats: stats.clone(), events, queue_changed, reserve: None };
+        (spool, SpoolWriter { thread, stats })
+    }
+
+    /// Keeps `reserve` free: see [`Spool::room`].
+    pub fn with_reserve(mut self, reserve: space::Reserve) -> Spool {
+        self.reserve = Some(Arc::new(reserve));
+        self
+    }
+
+    /// Whether a new message of `size` bytes (what the client declared; 0 when unknown) fits
+    /// above the free-space reserve; always when there is none.
+    pub fn room(&self, size: u64) -> Result<(), space::NoRoom> {
+        self.reserve.as_ref().map_or(Ok(()), |reserve| reserve.room(size))
     }
 
     /// Queues `message` and returns its id once it is durable.
@@ -300,6 +316,10 @@ struct Writer<S> {
     stats: Arc<SpoolStats>,
     events: broadcast::Sender<Event>,
     queue_changed: Arc<Notify>,
+    /// Commits failed in a row and the messages they refused: the first failure is logged,
+    /// the rest only counted until a commit succeeds again (a full disk must not write an
+    /// error line per refused message).
+    failing: Option<(u64, u64)>,
 }
 
 impl<S: Store> Writer<S> {
@@ -387,15 +407,42 @@ impl<S: Store> Writer<S> {
                     self.queue_changed.notify_one();
                     let _ = self.events.send(Event::QueueChanged);
                 }
+                if let Some((commits, messages)) = self.failing.take() {
+                    tracing::info!(
+                        failed_commits = commits,
+                        refused = messages,
+                        "spool commits succeed again"
+                    );
+                }
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tern_messages_rejected_total", "reason" => "storage")
                     .increment(n);
-                tracing::error!(messages = n, error = %e, "spool commit failed; messages refused");
+                self.failed(n, e);
             }
         }
         result
+    }
+
+    /// Logs the first of a run of failed commits; the others are counted (and logged at
+    /// debug level) until one succeeds.
+    fn failed(&mut self, messages: u64, error: &SpoolError) {
+        match &mut self.failing {
+            None => {
+                tracing::error!(
+                    messages,
+                    %error,
+                    "spool commit failed; mail is refused with 451 4.3.0 until commits succeed again"
+                );
+                self.failing = Some((1, messages));
+            }
+            Some((commits, refused)) => {
+                *commits += 1;
+                *refused += messages;
+                tracing::debug!(messages, %error, "spool commit failed again");
+            }
+        }
     }
 
     fn mutate(&mut self, mutation: &Mutation) -> Result<Vec<MessageId>, SpoolError> {

@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bodies::{Bodies, Body, BodyRef};
 use crate::notice::Original;
@@ -76,7 +76,8 @@ const NOTICES_PER_ROUND: u64 = 100;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Pause before retrying when the store cannot be read or written.
 const STORE_RETRY: Duration = Duration::from_secs(5);
-/// Pauses between attempts to record an attempt's results when the store fails.
+/// Pauses between attempts to record an attempt's results while the store fails (a full
+/// disk): growing, then the last one until the store takes the record.
 const RECORD_RETRIES: [Duration; 5] = [
     Duration::from_millis(100),
     Duration::from_secs(1),
@@ -232,11 +233,23 @@ pub async fn run<T: Transport>(
     let mut active = Active::default();
     let mut jobs = JoinSet::new();
     let mut renewed = tokio::time::Instant::now();
+    let mut store_failing = false;
     loop {
         let wait = match dispatch(&shared, &mut in_flight, &mut active, &mut jobs).await {
-            Ok(wait) => wait,
+            Ok(wait) => {
+                if std::mem::take(&mut store_failing) {
+                    info!("queue: due entries can be leased again");
+                }
+                wait
+            }
+            // Logged once per run of failures (a full disk fails every look).
+            Err(e) if store_failing => {
+                debug!(error = %e, "queue: cannot lease due entries yet");
+                STORE_RETRY
+            }
             Err(e) => {
-                warn!(error = %e, "queue: cannot lease due entries");
+                warn!(error = %e, "queue: cannot lease due entries; retrying every 5 s");
+                store_failing = true;
                 STORE_RETRY
             }
         };
@@ -781,14 +794,9 @@ async fn record<'e, T: Transport>(
     let node = shared.config.node.clone();
     let mutation = Mutation::QueueAttempted { node, updates, attempted_at_ms: now, reports };
     // What happened must be recorded, not re-enacted: attempting again would deliver twice.
-    // So the record is retried; only if the store keeps failing do the entries, still due,
-    // get attempted again.
-    if !apply_durably(&shared.spool, mutation).await {
-        error!(
-            destination,
-            "queue: delivery results not recorded; these entries will be attempted again"
-        );
-    }
+    // So the record is retried until the store takes it; should the process stop meanwhile,
+    // the entries' leases run out and they are attempted again.
+    apply_durably(&shared.spool, mutation, destination).await;
 }
 
 /// Sends `message`'s waiting reports as its notices (one per kind), stored in the same
@@ -842,23 +850,33 @@ async fn notify<T: Transport>(shared: &Shared<T>, message: MessageId) {
         notices: notices.messages,
         delay_warned: notices.delay_warned,
     };
-    if !apply_durably(&shared.spool, mutation).await {
-        error!(queue_id = %message, "queue: notices not stored; they will be sent later");
-    }
+    apply_durably(&shared.spool, mutation, &message.to_string()).await;
 }
 
-/// Applies `mutation`, retrying while the store fails; whether it was applied.
-async fn apply_durably(spool: &Spool, mutation: Mutation) -> bool {
-    for pause in RECORD_RETRIES {
+/// Applies `mutation`, retrying while the store fails (pausing as [`RECORD_RETRIES`] says):
+/// the first failure is logged, then only the recovery, so a full disk does not write a line
+/// per retry. `about` names what is recorded (a destination or a queue id) in those lines.
+async fn apply_durably(spool: &Spool, mutation: Mutation, about: &str) {
+    let mut failures = 0usize;
+    loop {
         match spool.apply(mutation.clone()).await {
-            Ok(_) => return true,
+            Ok(_) if failures > 0 => {
+                info!(about, failures, "queue: change recorded after the store failed");
+                return;
+            }
+            Ok(_) => return,
             Err(e) => {
-                warn!(error = %e, retry_in = ?pause, "queue: cannot record a change; retrying");
+                let pause = RECORD_RETRIES[failures.min(RECORD_RETRIES.len() - 1)];
+                if failures == 0 {
+                    warn!(about, error = %e, "queue: cannot record a change; retrying until the store takes it");
+                } else {
+                    debug!(about, error = %e, retry_in = ?pause, "queue: cannot record a change yet");
+                }
+                failures += 1;
                 tokio::time::sleep(pause).await;
             }
         }
     }
-    false
 }
 
 fn job_message(message: &Loaded<'_>) -> JobMessage {

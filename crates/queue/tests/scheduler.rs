@@ -815,3 +815,85 @@ async fn a_recipient_failing_past_its_lifetime_is_warned_about_then_bounced_as_e
     assert_eq!(s.transport.jobs.lock().expect("lock").len(), 6, "one job per attempt");
     s.shutdown.cancel();
 }
+
+/// A real store whose records of attempts fail while `full` is set, as on a full disk.
+struct FullDisk {
+    inner: SqliteStore,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl Store for FullDisk {
+    fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), tern_store::StoreError> {
+        self.inner.commit_batch(batch)
+    }
+    fn apply(
+        &mut self,
+        mutation: &tern_store::Mutation,
+    ) -> Result<Vec<MessageId>, tern_store::StoreError> {
+        if matches!(mutation, tern_store::Mutation::QueueAttempted { .. })
+            && self.full.load(Ordering::SeqCst)
+        {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            let source = std::io::Error::from_raw_os_error(28);
+            return Err(tern_store::StoreError::Io { path: "tern.db".into(), source });
+        }
+        self.inner.apply(mutation)
+    }
+    fn lease_due(
+        &mut self,
+        lease: &Lease,
+        limit: u64,
+        skip: &[String],
+    ) -> Result<Vec<tern_store::QueueEntry>, tern_store::StoreError> {
+        self.inner.lease_due(lease, limit, skip)
+    }
+    fn renew_leases(
+        &mut self,
+        lease: &Lease,
+        entries: &[i64],
+    ) -> Result<Vec<i64>, tern_store::StoreError> {
+        self.inner.renew_leases(lease, entries)
+    }
+    fn release_leases(
+        &mut self,
+        node: &str,
+        entries: &[i64],
+    ) -> Result<(), tern_store::StoreError> {
+        self.inner.release_leases(node, entries)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_the_store_cannot_take_is_recorded_once_it_can_never_attempted_again() {
+    let mut s = setup(Duration::ZERO);
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let store = FullDisk {
+        inner: SqliteStore::open(&s.dir).expect("open"),
+        full: full.clone(),
+        refused: refused.clone(),
+    };
+    (s.spool, _) = Spool::start(store, SpoolConfig::default());
+    let clock = Paused::new();
+    start_with(&s, paused_config(&clock, RetryPolicy::default()));
+    s.spool.submit(message_at(&clock, &["bob@a.test"])).await.expect("queued");
+    // Ten refusals: minutes of a full disk, longer than any fixed number of retries.
+    in_real_time("ten refused records", async {
+        while refused.load(Ordering::SeqCst) < 10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    // Delivered but not recorded: still queued, and not attempted again.
+    let readers = s.readers.clone();
+    let entries = || readers.with(|r| r.queue_entries(&QueueFilter::default())).expect("read").0;
+    assert_eq!(entries().len(), 1);
+    assert_eq!(entries()[0].attempts, 0, "nothing recorded yet");
+    assert_eq!(s.transport.started.load(Ordering::SeqCst), 1);
+    full.store(false, Ordering::SeqCst);
+    until_changed(&s.spool, "the result to be recorded", || entries().is_empty().then_some(()))
+        .await;
+    assert_eq!(s.transport.started.load(Ordering::SeqCst), 1, "delivered once");
+    s.shutdown.cancel();
+}

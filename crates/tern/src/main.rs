@@ -3,7 +3,6 @@
 
 mod account;
 mod check;
-mod config;
 mod directory;
 mod dkim;
 mod messages;
@@ -20,6 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+// The configuration loader is the `tern` library (see `lib.rs`), so fuzz targets reach it.
+use tern::config;
 // Retention and index upkeep live with the spool they maintain; `serve` starts them.
 use tern_queue::maintenance;
 

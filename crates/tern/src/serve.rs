@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tern_ingest::{Door, Routing};
 use tern_queue::Spool;
+use tern_queue::space::Reserve;
 use tern_smtp::Context;
 use tern_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
@@ -194,7 +195,9 @@ async fn open_spool(config: &Config) -> anyhow::Result<(Spool, tern_queue::Spool
     .await?
     .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     info!(path = %store.path().display(), "store open");
-    Ok(Spool::start(store, (&config.spool).into()))
+    let (spool, writer) = Spool::start(store, (&config.spool).into());
+    let reserve = Reserve::new(&config.data_dir, config.spool.min_free_bytes);
+    Ok((spool.with_reserve(reserve), writer))
 }
 
 /// Waits for the spool writer to drain and stop, and logs what it did.

@@ -44,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let limited = self.ctx.mta.as_ref().map(|mta| mta.limits.check_new_message(self.messages));
         let checked = match limited {
             Some(Err(denial)) => Err(denial_reply(&denial)),
-            _ => self.ctx.door.check_mail(&self.client(false), &from.address).await,
+            _ => self.ctx.door.check_mail(&self.client(false), &from.address, from.size).await,
         };
         if let Err(reply) = checked {
             info!(from = %from.address, reply = %reply.to_wire().trim_end(), "sender refused");

@@ -246,6 +246,9 @@ pub struct SpoolSection {
     pub max_batch_messages: usize,
     /// Most message bytes in one commit.
     pub max_batch_bytes: usize,
+    /// Free space kept on the data directory's filesystem: below it (plus the size a client
+    /// declares), `MAIL FROM` gets `452 4.3.1`. 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SpoolSection {
@@ -255,9 +258,14 @@ impl Default for SpoolSection {
             queue_capacity: d.queue_capacity,
             max_batch_messages: d.max_batch_messages,
             max_batch_bytes: d.max_batch_bytes,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
+
+/// Default free-space reserve (`spool.min_free_bytes`): room for the commits under way, the
+/// queue's records and SQLite's checkpoints once new mail is refused.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl From<&SpoolSection> for tern_queue::SpoolConfig {
     fn from(s: &SpoolSection) -> Self {
@@ -327,7 +335,16 @@ impl Config {
             ),
             None => (String::new(), PathBuf::from("(defaults)")),
         };
-        let config = Config::parse(&text, &label)?;
+        Config::parse_with_env(&text, &label, vars)
+    }
+
+    /// [`Config::load_with_env`] over a file's `text` already read; `label` names it in errors.
+    pub fn parse_with_env(
+        text: &str,
+        label: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config = Config::parse(text, label)?;
         let overrides = environment::overrides(vars);
         if overrides.is_empty() {
             return Ok(config);
@@ -349,7 +366,7 @@ impl Config {
             text.parse().map_err(|e: toml::de::Error| blame(String::new(), e.to_string()))?;
         environment::apply(&mut table, &overrides);
         let merged = toml::to_string(&table).map_err(|e| blame(String::new(), e.to_string()))?;
-        Config::parse(&merged, &label).map_err(|e| match e {
+        Config::parse(&merged, label).map_err(|e| match e {
             ConfigError::Invalid { key, message, .. } => blame(key, message),
             other => other,
         })
@@ -525,7 +542,6 @@ impl Config {
         }
     }
 
-    /// The hostname to announce: configured, else the system's, else `localhost`.
     /// Where the DKIM keys are: `dkim.key_dir`, or `DATA_DIR/dkim`.
     pub fn dkim_key_dir(&self) -> PathBuf {
         self.dkim.key_dir.clone().unwrap_or_else(|| self.data_dir.join("dkim"))
@@ -536,6 +552,7 @@ impl Config {
         self.auth.verify_or(self.mode == Mode::Mta)
     }
 
+    /// The hostname to announce: configured, else the system's, else `localhost`.
     pub fn resolved_hostname(&self) -> String {
         self.hostname.clone().unwrap_or_else(system_hostname)
     }
@@ -548,7 +565,6 @@ fn line_of_offset(text: &str, offset: Option<usize>) -> usize {
     }
 }
 
-/// Finds the line that sets `key` (`section.name`), for errors found after parsing.
 /// This machine's name (`/proc/sys/kernel/hostname`), or [`FALLBACK_HOSTNAME`].
 pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -558,6 +574,7 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| FALLBACK_HOSTNAME.into())
 }
 
+/// Finds the line that sets `key` (`section.name`), for errors found after parsing.
 fn line_of_key(text: &str, key: &str) -> usize {
     let (section, name) = match key.rsplit_once('.') {
         Some((section, name)) => (section, name),

@@ -211,6 +211,22 @@ impl TernServer {
         extra_toml: &str,
         ready: fn(&str) -> bool,
     ) -> (TernServer, Vec<SocketAddr>) {
+        Self::launch_mta(data, listeners, extra_toml, ready, |config| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+            command.args(["serve", "--config"]).arg(config);
+            command
+        })
+    }
+
+    /// [`TernServer::start_mta_in`] with a command built by `command` from the config file's
+    /// path (as [`TernServer::launch`]: a wrapper that `exec`s tern).
+    pub fn launch_mta(
+        data: &Path,
+        listeners: &[MtaListener],
+        extra_toml: &str,
+        ready: fn(&str) -> bool,
+        command: impl FnOnce(&Path) -> Command,
+    ) -> (TernServer, Vec<SocketAddr>) {
         assert!(!listeners.is_empty(), "mode = \"mta\" needs a listener");
         let data = data.to_path_buf();
         let addrs: Vec<SocketAddr> = listeners
@@ -252,13 +268,8 @@ impl TernServer {
         std::fs::write(&config, toml).expect("write config");
         let stderr_path = data.join(format!("stderr-{}.log", addrs[0].port()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn tern");
+        let child =
+            command(&config).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
         let mut server =
             TernServer { addr: addrs[0], http, data, child, stderr_path, keep_data: false };
         server.wait_ready_for(ready);
