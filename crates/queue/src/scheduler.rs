@@ -6,7 +6,10 @@
 //! report at most (see `reports.rs` for why they are kept in the store meanwhile).
 //!
 //! Concurrent jobs carrying the same message (its recipients at several destinations) share
-//! one copy of it, read once and dropped when the last of them ends (see `bodies.rs`).
+//! one copy of it, read once and dropped when the last of them ends (see `bodies.rs`). A job
+//! holds few bodies at a time: it loads its messages in chunks of about [`CHUNK_BYTES`] and
+//! hands the connection the next chunk when it asks for more, after recording the last one's
+//! results, so a flush of large messages over many connections stays small in memory.
 //!
 //! Leases are kept in the store ([`tern_store::Lease`]), so several processes ("nodes") can
 //! share one queue: each round leases due entries to this process's node id until a deadline
@@ -38,7 +41,7 @@
 //! is a tokio timer: tests run it on tokio's paused time with a clock that follows it, so
 //! hours of retries pass at once and in a fixed order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,6 +100,9 @@ const LINGER: Duration = Duration::from_secs(1);
 /// that connection's last sign of progress (its start or its last request for more), before
 /// another connection is opened for it.
 const HOLD: Duration = Duration::from_secs(1);
+/// Bytes of message bodies one attempt loads at a time (at least one message): with the
+/// default 20 connections, about 40 MiB of bodies in memory however large the messages.
+const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 /// How long shutdown waits for attempts in progress before abandoning them (they are then
 /// attempted again after restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -199,7 +205,15 @@ struct Refill {
     recorded: HashSet<i64>,
     /// Most messages it may still take.
     room: usize,
-    /// Where the entries go; dropped unanswered means "none: close the connection".
+    /// Where the entries go; dropped unanswered means "none: close the connection". `None`:
+    /// the attempt only reports what it recorded (it still has messages of its own to send).
+    reply: Option<oneshot::Sender<Vec<MessageEntries>>>,
+}
+
+/// An attempt waiting for more due entries for its open connection (see [`Refill`]).
+struct Parked {
+    task: task::Id,
+    room: usize,
     reply: oneshot::Sender<Vec<MessageEntries>>,
 }
 
@@ -323,7 +337,7 @@ struct Active {
     notifying: HashSet<MessageId>,
     /// Attempts waiting for more entries for their connection, by destination, each until
     /// its [`LINGER`] ends.
-    waiting: HashMap<String, Vec<(Instant, Refill)>>,
+    waiting: HashMap<String, Vec<(Instant, Parked)>>,
     /// When each destination's connections last showed progress (see [`HOLD`]).
     progress: HashMap<String, Instant>,
 }
@@ -374,6 +388,7 @@ impl Active {
             entries.retain(|e| !refill.recorded.contains(&e.id));
         }
         batch.retain(|(_, entries)| !entries.is_empty());
+        let Some(reply) = refill.reply else { return };
         if refill.room == 0 {
             // A full connection closes: mail for its destination waits for it no more.
             self.progress.remove(&refill.destination);
@@ -381,8 +396,8 @@ impl Active {
         }
         let now = Instant::now();
         self.progress.insert(refill.destination.clone(), now);
-        let waiting = self.waiting.entry(refill.destination.clone()).or_default();
-        waiting.push((now + LINGER, refill));
+        let waiting = self.waiting.entry(refill.destination).or_default();
+        waiting.push((now + LINGER, Parked { task: refill.task, room: refill.room, reply }));
     }
 
     /// Hands due `messages` of `destination` to the attempts waiting there, as many as each
@@ -636,10 +651,12 @@ struct Loaded<'a> {
     entries: Vec<QueueEntry>,
 }
 
-/// One connection's worth of work: load the messages, send them, record what happened; and
-/// while the connection lasts, record what it has done and feed it more (see [`refill`]).
+/// One connection's worth of work: load the messages (a chunk at a time), send them, record
+/// what happened; and while the connection lasts, record what it has done and feed it more
+/// (see [`refill`]).
 async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec<MessageEntries>) {
-    let Some(mut carried) = load_or_release(shared, destination, batch).await else { return };
+    let mut pending: VecDeque<MessageEntries> = batch.into();
+    let Some(mut carried) = load_chunk(shared, destination, &mut pending).await else { return };
     if carried.is_empty() {
         return;
     }
@@ -649,35 +666,73 @@ async fn attempt<T: Transport>(shared: &Shared<T>, destination: &str, batch: Vec
         messages: carried.iter().map(job_message).collect(),
         feed: Some(feed),
     };
-    let mut room = shared.config.messages_per_connection.saturating_sub(carried.len());
+    let mut room =
+        shared.config.messages_per_connection.saturating_sub(pending.len() + carried.len());
     let delivery = shared.transport.deliver(job);
     tokio::pin!(delivery);
     let outcomes = loop {
         tokio::select! {
             outcomes = &mut delivery => break outcomes,
             Some((done, reply)) = requests.recv() => {
-                let more = refill(shared, destination, &mut carried, done, &mut room).await;
+                let mut work = Work { carried: &mut carried, pending: &mut pending, room: &mut room };
+                let more = refill(shared, destination, &mut work, done).await;
                 // The transport gone meanwhile leaves the entries leased to this attempt,
                 // which records them below as having no result.
                 let _ = reply.send(more);
             }
         }
     };
-    let outcomes: HashMap<i64, Outcome> = outcomes.into_iter().collect();
+    let mut outcomes: HashMap<i64, Outcome> = outcomes.into_iter().collect();
+    strand_pending(&carried, &pending, &mut outcomes);
     let entries = carried.iter().flat_map(|m| &m.entries);
-    record(shared, destination, entries, &outcomes).await;
+    record(shared, destination, entries.chain(pending.iter().flat_map(|(_, es)| es)), &outcomes)
+        .await;
 }
 
-/// Records the outcomes a connection reports before closing (`done`), then asks the
-/// scheduler loop for more due messages for it, at most `room`; none means close it.
+/// Entries never loaded because the connection ended first (the transport gave up on it):
+/// they share the fate of the last message loaded (a destination that cannot be reached, or
+/// is refused for good), or a temporary failure.
+fn strand_pending(
+    carried: &[Loaded<'_>],
+    pending: &VecDeque<MessageEntries>,
+    outcomes: &mut HashMap<i64, Outcome>,
+) {
+    let last = carried.last().and_then(|m| m.entries.last()).and_then(|e| outcomes.get(&e.id));
+    let outcome = match last {
+        Some(outcome @ (Outcome::Temporary(_) | Outcome::Permanent(_))) => outcome.clone(),
+        _ => Outcome::Temporary(Failure {
+            status: "4.4.2".into(),
+            remote_mta: None,
+            diagnostic: "the connection ended before this message was sent".into(),
+        }),
+    };
+    for (_, entries) in pending {
+        for entry in entries {
+            outcomes.insert(entry.id, outcome.clone());
+        }
+    }
+}
+
+/// What a running attempt carries: the messages loaded (bodies in memory, results not yet
+/// recorded), the entries it holds but has not loaded yet, and how many more messages the
+/// scheduler may give it.
+struct Work<'w, 'a> {
+    carried: &'w mut Vec<Loaded<'a>>,
+    pending: &'w mut VecDeque<MessageEntries>,
+    room: &'w mut usize,
+}
+
+/// Records the outcomes a connection reports (`done`), then gives it the next chunk of its
+/// own messages, or, when it has sent them all, asks the scheduler loop for more due messages
+/// for it, at most `room`; none means close it.
 async fn refill<'a, T: Transport>(
     shared: &'a Shared<T>,
     destination: &str,
-    carried: &mut Vec<Loaded<'a>>,
+    work: &mut Work<'_, 'a>,
     done: JobResult,
-    room: &mut usize,
 ) -> Vec<JobMessage> {
     let outcomes: HashMap<i64, Outcome> = done.into_iter().collect();
+    let carried = &mut *work.carried;
     let finished: Vec<&QueueEntry> =
         carried.iter().flat_map(|m| &m.entries).filter(|e| outcomes.contains_key(&e.id)).collect();
     if !finished.is_empty() {
@@ -688,20 +743,79 @@ async fn refill<'a, T: Transport>(
         message.entries.retain(|e| !recorded.contains(&e.id));
     }
     carried.retain(|m| !m.entries.is_empty());
-    let (reply, answer) = oneshot::channel();
-    let task = task::id();
-    let request = Refill { task, destination: destination.into(), recorded, room: *room, reply };
-    if shared.refills.send(request).is_err() {
-        return Vec::new();
+    if work.pending.is_empty() {
+        let batch = more_from_scheduler(shared, destination, recorded, *work.room).await;
+        *work.room = work.room.saturating_sub(batch.len());
+        work.pending.extend(batch);
+    } else if !recorded.is_empty() {
+        // What was recorded is no longer held: tell the scheduler, without asking for more.
+        let _ = shared.refills.send(Refill {
+            task: task::id(),
+            destination: destination.into(),
+            recorded,
+            room: *work.room,
+            reply: None,
+        });
     }
-    let Ok(batch) = answer.await else { return Vec::new() };
-    let Some(loaded) = load_or_release(shared, destination, batch).await else {
+    let Some(loaded) = load_chunk(shared, destination, work.pending).await else {
         return Vec::new();
     };
-    *room = room.saturating_sub(loaded.len());
     let messages = loaded.iter().map(job_message).collect();
     carried.extend(loaded);
     messages
+}
+
+/// Asks the scheduler loop for up to `room` due messages for `destination`, telling it which
+/// entries were `recorded` since the last request; none when it has none (or is gone).
+async fn more_from_scheduler<T: Transport>(
+    shared: &Shared<T>,
+    destination: &str,
+    recorded: HashSet<i64>,
+    room: usize,
+) -> Vec<MessageEntries> {
+    let (reply, answer) = oneshot::channel();
+    let task = task::id();
+    let reply = Some(reply);
+    let request = Refill { task, destination: destination.into(), recorded, room, reply };
+    if shared.refills.send(request).is_err() {
+        return Vec::new();
+    }
+    answer.await.unwrap_or_default()
+}
+
+/// Loads the next messages of `pending`, about [`CHUNK_BYTES`] of them (at least one). When
+/// the store cannot be read, every entry still pending is released (due again at once) and
+/// the chunk is `None`.
+async fn load_chunk<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    destination: &str,
+    pending: &mut VecDeque<MessageEntries>,
+) -> Option<Vec<Loaded<'a>>> {
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    while bytes < CHUNK_BYTES {
+        let Some(next) = pending.pop_front() else { break };
+        let Some(loaded) = load_or_release(shared, destination, vec![next]).await else {
+            // Those loaded already are sent; the rest wait for another attempt.
+            let rest = pending.drain(..).flat_map(|(_, es)| es).map(|e| e.id).collect();
+            release(shared, destination, rest).await;
+            return if chunk.is_empty() { None } else { Some(chunk) };
+        };
+        bytes += loaded.iter().map(|m| m.body.data.len()).sum::<usize>();
+        chunk.extend(loaded);
+    }
+    Some(chunk)
+}
+
+/// Gives up the leases of `leased` entries (never attempted): due again at once.
+async fn release<T: Transport>(shared: &Shared<T>, destination: &str, leased: Vec<i64>) {
+    if leased.is_empty() {
+        return;
+    }
+    let node = shared.config.node.clone();
+    if let Err(e) = shared.spool.release_leases(node, leased).await {
+        warn!(destination, error = %e, "queue: leases not released; they expire on their own");
+    }
 }
 
 /// [`load`], releasing the batch's leases when the store cannot be read: not attempted, the
@@ -714,10 +828,7 @@ async fn load_or_release<'a, T: Transport>(
     let leased: Vec<i64> = batch.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
     let loaded = load(shared, destination, batch).await;
     if loaded.is_none() {
-        let node = shared.config.node.clone();
-        if let Err(e) = shared.spool.release_leases(node, leased).await {
-            warn!(destination, error = %e, "queue: leases not released; they expire on their own");
-        }
+        release(shared, destination, leased).await;
     }
     loaded
 }

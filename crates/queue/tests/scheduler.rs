@@ -897,3 +897,35 @@ async fn a_result_the_store_cannot_take_is_recorded_once_it_can_never_attempted_
     assert_eq!(s.transport.started.load(Ordering::SeqCst), 1, "delivered once");
     s.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_carrying_large_messages_loads_them_a_chunk_at_a_time() {
+    let s = setup(Duration::ZERO);
+    let transport = Arc::new(Feeds::default());
+    let mut sent = Vec::new();
+    for n in 0..12 {
+        let mut large = message(&[&format!("rcpt{n}@a.test")]);
+        large.raw.extend(std::iter::repeat_n(b'x', 700 * 1024));
+        s.spool.submit(large.clone()).await.expect("queued");
+        sent.push(large.id);
+    }
+    run_over(&s, &transport, SchedulerConfig::new("mx.tern.test"));
+    until("the connection", || (transport.jobs.load(Ordering::SeqCst) == 1).then_some(())).await;
+    transport.gate.notify_one();
+    until("the connection to close", || {
+        (transport.fed.lock().expect("lock").last() == Some(&0)).then_some(())
+    })
+    .await;
+    // About 2 MiB a chunk: three messages of 700 KiB each, then the next three when the
+    // connection asks for more; then nothing more is due.
+    assert_eq!(*transport.fed.lock().expect("lock"), [3, 3, 3, 0]);
+    assert_eq!(transport.delivered.lock().expect("lock").len(), 12, "each once");
+    assert_eq!(transport.jobs.load(Ordering::SeqCst), 1, "one connection");
+    let readers = s.readers.clone();
+    until("every message delivered and gone", || {
+        let gone = |id| readers.with(|r| r.message(&id)).ok().flatten().is_none();
+        sent.iter().all(|id| gone(*id)).then_some(())
+    })
+    .await;
+    s.shutdown.cancel();
+}

@@ -30,10 +30,9 @@ async fn deliver_job(inner: &Inner, job: Job) -> JobResult {
         }
     };
     let settings = settings(inner, &domain);
-    let mut done = 0;
     let mut connections = 0;
     let mut last_failure = None;
-    while done < messages.len() && connections <= MAX_RECONNECTS_PER_JOB {
+    while !messages.is_empty() && connections <= MAX_RECONNECTS_PER_JOB {
         connections += 1;
         let (mut session, span) = match connect_any(&targets, &settings).await {
             Ok(connected) => connected,
@@ -42,30 +41,29 @@ async fn deliver_job(inner: &Inner, job: Job) -> JobResult {
                 break;
             }
         };
-        let mut fed = Fed { messages: &mut messages, done: &mut done, results: &mut results };
+        let mut fed = Fed { messages: &mut messages, results: &mut results };
         match fed.send_while_fed(&mut session, feed.as_ref()).instrument(span.clone()).await {
             None => session.quit().instrument(span).await,
             Some(failure) => last_failure = Some(failure),
         }
     }
-    if done < messages.len() {
+    if !messages.is_empty() {
         let failure = last_failure
             .unwrap_or_else(|| local_failure("4.4.2", "connection lost and not re-established"));
-        strand(&messages[done..], &temporary(failure), &mut results);
+        strand(&messages, &temporary(failure), &mut results);
     }
     results
 }
 
-/// A job's progress over its connections: its messages (growing as the feed adds some), how
-/// many of them got outcomes, and the outcomes not yet handed to the feed.
+/// A job's progress over its connections: the messages it has not sent yet (the feed adds
+/// some, each leaves once it has its outcome), and the outcomes not yet handed to the feed.
 struct Fed<'a> {
     messages: &'a mut Vec<JobMessage>,
-    done: &'a mut usize,
     results: &'a mut JobResult,
 }
 
 impl Fed<'_> {
-    /// Sends the messages not yet done over `session`, then whatever `feed` gives for it,
+    /// Sends the messages not yet sent over `session`, then whatever `feed` gives for it,
     /// until the feed has nothing more; the failure when the connection broke meanwhile.
     async fn send_while_fed(
         &mut self,
@@ -74,10 +72,11 @@ impl Fed<'_> {
     ) -> Option<Failure> {
         let mut used = false;
         loop {
-            let pending = &self.messages[*self.done..];
-            let (handled, broken) = send_all(session, pending, used, self.results).await;
+            let (handled, broken) = send_all(session, self.messages, used, self.results).await;
             used = true;
-            *self.done += handled;
+            // Handled messages have their outcomes: their bodies are not kept for the rest of
+            // the connection (a long one would hold everything it ever sent).
+            self.messages.drain(..handled);
             if broken.is_some() {
                 return broken;
             }
