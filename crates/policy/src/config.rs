@@ -191,6 +191,10 @@ pub struct LimitsConfig {
     /// Most clients the connection-rate and AUTH throttles each remember; the oldest entries are
     /// evicted beyond this.
     pub max_tracked_clients: usize,
+    /// Clients of `relay.trusted_networks` are not held to `max_connections_per_ip` and
+    /// `max_connection_rate_per_minute` (as Postfix exempts `$mynetworks` from its client
+    /// limits): an application server sending through Tern opens many sessions.
+    pub exempt_trusted_networks: bool,
 }
 
 impl Default for LimitsConfig {
@@ -208,6 +212,7 @@ impl Default for LimitsConfig {
             auth_failure_window_secs: DEFAULT_AUTH_FAILURE_WINDOW.as_secs(),
             auth_lockout_secs: DEFAULT_AUTH_LOCKOUT.as_secs(),
             max_tracked_clients: DEFAULT_MAX_TRACKED_CLIENTS,
+            exempt_trusted_networks: true,
         }
     }
 }
@@ -266,6 +271,7 @@ impl TryFrom<LimitsConfig> for Limits {
                 lockout: Duration::from_secs(c.auth_lockout_secs),
             },
             max_tracked_clients: c.max_tracked_clients,
+            exempt_trusted_networks: c.exempt_trusted_networks,
         })
     }
 }

@@ -40,10 +40,14 @@ impl Mta {
     }
 
     /// Admits a new connection: access lists, connection rate, concurrent connections. The
-    /// guard holds the client's connection slot until it is dropped.
-    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionGuard, Denial> {
+    /// guard holds the client's connection slot until it is dropped; a client of the trusted
+    /// networks (unless `limits.exempt_trusted_networks` is off) is not counted and has none.
+    pub fn admit(&self, ip: IpAddr) -> Result<Option<ConnectionGuard>, Denial> {
         self.lists.check_connect(ip)?;
+        if self.limits.exempt_trusted_networks && self.relay.is_trusted(ip) {
+            return Ok(None);
+        }
         self.rate.check(ip, Instant::now().into_std())?;
-        self.connections.acquire(ip)
+        self.connections.acquire(ip).map(Some)
     }
 }

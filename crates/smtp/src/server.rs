@@ -143,7 +143,7 @@ async fn accept_loop(
                 ));
                 continue;
             }
-            Some(Ok(guard)) => Some(guard),
+            Some(Ok(guard)) => guard,
             None => None,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -1157,6 +1157,28 @@ fn concurrent_connections_and_connection_rate_per_ip_are_limited() {
         .collect();
     assert!(banners[..2].iter().all(|b| is_tern_banner(b)), "{banners:#?}");
     assert!(banners[2..].iter().all(|b| b.starts_with("421 4.7.0")), "{banners:#?}");
+
+    // Trusted networks are exempt (an application server opens many sessions), unless told not.
+    let limits =
+        format!("{NO_TARPIT}\nmax_connection_rate_per_minute = 3\nmax_connections_per_ip = 1");
+    let trusted = "trusted_networks = [\"127.0.0.0/8\"]";
+    let exempt = Mta::start(&config(trusted, &limits, ""));
+    let held: Vec<Client> = (0..6).map(|_| greeted(exempt.mx)).collect();
+    assert_eq!(held.len(), 6, "six at once and six in a minute");
+    let strict =
+        format!("{NO_TARPIT}\nmax_connections_per_ip = 1\nexempt_trusted_networks = false");
+    let counted = Mta::start(&config(trusted, &strict, ""));
+    // The readiness check's connection may still hold the one slot for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _first = loop {
+        let mut client = Client::connect(counted.mx);
+        if is_tern_banner(&client.reply()) {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "the slot never came free");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(Client::connect(counted.mx).reply().starts_with("421 4.7.0"), "counted when told");
 }
 
 #[test]

@@ -114,6 +114,8 @@ pub struct Limits {
     pub auth: AuthThrottleSettings,
     /// Most clients remembered by each of [`ConnectionRate`] and [`AuthThrottle`].
     pub max_tracked_clients: usize,
+    /// Trusted networks' clients skip the connection count and rate limits.
+    pub exempt_trusted_networks: bool,
 }
 
 impl Default for Limits {
@@ -125,6 +127,7 @@ impl Default for Limits {
             tarpit: Tarpit::default(),
             auth: AuthThrottleSettings::default(),
             max_tracked_clients: config::DEFAULT_MAX_TRACKED_CLIENTS,
+            exempt_trusted_networks: true,
         }
     }
 }
