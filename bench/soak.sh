@@ -56,9 +56,6 @@ local_domains = ["tern.test"]
 trusted_networks = ["127.0.0.0/8"]
 [auth]
 verify = false
-[limits]
-# The driver opens a session per 20 messages from 127.0.0.1: 300 a minute at 100 msg/s.
-max_connection_rate_per_minute = 100000
 [outbound]
 relay_host = "127.0.0.1:$sink"
 tls = "off"

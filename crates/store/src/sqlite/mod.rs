@@ -174,6 +174,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_deleted_between_its_two_reads_is_gone_not_an_error() {
+        let dir = tempdir();
+        let mut store = SqliteStore::open(&dir).expect("open");
+        let a = message(b"Subject: x\r\n\r\nbody\r\n");
+        store.commit_batch(std::slice::from_ref(&a)).expect("commit");
+        // What a concurrent delete leaves between the row's read and the data's read.
+        let id = a.id.to_string();
+        store.conn.execute("DELETE FROM message_data WHERE id = ?1", [&id]).expect("delete");
+        assert!(store.message(&a.id).expect("not an error").is_none());
+    }
+
+    #[test]
     fn a_failed_batch_stores_nothing() {
         let dir = tempdir();
         let mut store = SqliteStore::open(&dir).expect("open");

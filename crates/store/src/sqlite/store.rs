@@ -1,7 +1,7 @@
 //! The SQLite backend behind the neutral traits: which statement answers each method of
 //! [`Store`] and [`StoreRead`].
 
-use rusqlite::{params, params_from_iter};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
 use super::messages::{IDS_PER_STATEMENT, ROW_COLUMNS};
@@ -126,12 +126,18 @@ impl StoreRead for SqliteStore {
         let Some(row) = self.rows(&sql, vec![Param::Text(id.to_string())])?.pop() else {
             return Ok(None);
         };
-        let (envelope, received_header, raw): (String, Vec<u8>, Vec<u8>) = self.conn.query_row(
-            "SELECT m.envelope, d.received_header, d.raw
-             FROM messages m JOIN message_data d ON d.id = m.id WHERE m.id = ?1",
-            [id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let data: Option<(String, Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT m.envelope, d.received_header, d.raw
+                 FROM messages m JOIN message_data d ON d.id = m.id WHERE m.id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        // Deleted between the two reads (a relayed message delivered meanwhile): gone, like a
+        // message never there, not an error.
+        let Some((envelope, received_header, raw)) = data else { return Ok(None) };
         let envelope: Envelope = serde_json::from_str(&envelope)
             .map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
         Ok(Some(StoredMessage {
