@@ -68,18 +68,36 @@ pub fn xtext(value: &str) -> String {
 /// The message as `DATA` carries it: every line ending CRLF (a bare LF becomes CRLF, as the
 /// message may have been stored with either), a `.` doubled at the start of a line, and the
 /// terminating `.` line.
+///
+/// Large bodies are the common case here, and nearly all of their lines already end in CRLF
+/// and start with something other than `.`: the lines are found with `memchr` and copied in
+/// runs between the places that need a change (a bare LF, a leading dot), not one by one
+/// (a line-by-line copy was a quarter of the CPU of sending 1 MiB messages).
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
+    // The last line's LF (if any) is the terminator's business below.
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     if !data.is_empty() {
-        for line in body.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
+        if body.first() == Some(&b'.') {
+            out.push(b'.');
         }
+        let mut copied = 0;
+        for lf in memchr::memchr_iter(b'\n', body) {
+            if lf == 0 || body[lf - 1] != b'\r' {
+                // A bare LF: copy up to it, then CRLF.
+                out.extend_from_slice(&body[copied..lf]);
+                out.extend_from_slice(b"\r\n");
+                copied = lf + 1;
+            }
+            if body.get(lf + 1) == Some(&b'.') {
+                out.extend_from_slice(&body[copied..=lf]);
+                out.push(b'.');
+                copied = lf + 1;
+            }
+        }
+        let last = &body[copied..];
+        out.extend_from_slice(last.strip_suffix(b"\r").unwrap_or(last));
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out
@@ -129,6 +147,53 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    /// The plain line-by-line form `dot_stuff` must match byte for byte.
+    fn reference(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        if !data.is_empty() {
+            for line in body.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.first() == Some(&b'.') {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn dot_stuffing_matches_the_line_by_line_form_on_every_small_input() {
+        // Every string of up to 7 bytes over the bytes that matter, and longer pseudo-random
+        // ones.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=7u32 {
+            for n in 0..4usize.pow(len) {
+                inputs.push((0..len).map(|i| alphabet[(n >> (2 * i)) & 3]).collect());
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (seed % 300) as usize;
+            let input = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % 4) as usize]
+                })
+                .collect();
+            inputs.push(input);
+        }
+        for input in inputs {
+            assert_eq!(dot_stuff(&input), reference(&input), "{input:?}");
         }
     }
 
