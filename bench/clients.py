@@ -11,18 +11,11 @@ reads the server's RSS and CPU time from /proc/PID. Prints a markdown report on 
 import argparse
 import asyncio
 import os
-import statistics
 import time
 
+from loadlib import command, percentile, reply, rss_kib
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def cpu_s(pid):
@@ -66,16 +59,6 @@ def close_all(conns):
         writer.close()
 
 
-async def reply(reader):
-    """One whole reply; its code."""
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise RuntimeError("connection closed")
-        if line[3:4] != b"-":
-            return int(line[:3])
-
-
 async def send_one(port, n):
     """One message in its own session; the seconds from connect to the 250 after DATA."""
     started = time.perf_counter()
@@ -88,10 +71,7 @@ async def send_one(port, n):
             (b"RCPT TO:<inbox@tern.test>", 250),
             (b"DATA", 354),
         ]:
-            writer.write(line + b"\r\n")
-            code = await reply(reader)
-            if code != want:
-                raise RuntimeError(f"{line!r} -> {code}")
+            await command(reader, writer, line, want)
         body = f"Subject: normal {n}\r\n\r\n" + "a line of the body\r\n" * 50
         writer.write(body.encode() + b".\r\n")
         code = await reply(reader)
@@ -113,13 +93,6 @@ async def latencies(port, messages):
         except Exception:  # a refused or cut session counts as a failure, not a crash
             failures += 1
     return out, failures
-
-
-def pct(values, p):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def ms(x):
@@ -214,8 +187,8 @@ async def slowloris_phase(args):
     print("|---|---:|---:|---:|---:|---:|")
     for name, values, failed in [("before", before, before_failed),
                                  ("during", during, during_failed)]:
-        print(f"| {name} | {len(values)} | {failed} | {ms(pct(values, 50))} | "
-              f"{ms(pct(values, 99))} | {ms(max(values) if values else float('nan'))} |")
+        print(f"| {name} | {len(values)} | {failed} | {ms(percentile(values, 50))} | "
+              f"{ms(percentile(values, 99))} | {ms(max(values) if values else float('nan'))} |")
     print(f"\n{still_open} of {args.slow} slow sessions were still open and answered when the "
           "attack ended (Tern's line limit and timeouts close such sessions on their own "
           "schedule).\n")

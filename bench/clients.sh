@@ -44,9 +44,8 @@ idle_timeout_secs = $((HOLD_SECS * 4 + 600))
 [http]
 listen = "127.0.0.1:$http"
 EOF
-spawn "$WORK/tern.out" "$WORK/tern.err" "$TERN" serve --config "$WORK/tern.toml"
-tern_pid=$SPAWNED
-wait_port "$port" "$tern_pid" || die "tern did not start: $(tail -n 5 "$WORK/tern.err")"
+serve_tern "$WORK/tern.toml" "$port"
+tern_pid=$SERVED_PID
 log "tern $tern_pid on 127.0.0.1:$port; $IDLE idle clients for ${HOLD_SECS}s, then $SLOW slow ones"
 
 echo "# Many clients ($(nproc) cores, $(date -u +%Y-%m-%d))"

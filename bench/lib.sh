@@ -221,6 +221,14 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
 }
 
+# Starts "$TERN serve --config $1" (output in $WORK/tern.out and $WORK/tern.err) and waits
+# until it listens on 127.0.0.1:$2; its PID is left in SERVED_PID. Dies when it does not start.
+serve_tern() {
+  spawn "$WORK/tern.out" "$WORK/tern.err" "$TERN" serve --config "$1"
+  SERVED_PID=$SPAWNED
+  wait_port "$2" "$SERVED_PID" || die "tern did not start: $(tail -n 5 "$WORK/tern.err")"
+}
+
 # Sets TERN to the release binary, building it unless TERN_BIN is given; empty on failure.
 build_tern() {
   TERN=""

@@ -16,16 +16,10 @@ import os
 import random
 import time
 
+from loadlib import command, percentile, reply, rss_kib
+
 WORDS = ("harbour lantern quartz meadow falcon ember saffron glacier orbit willow cobalt "
          "thistle prairie copper lagoon summit juniper ripple basalt tundra").split()
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def mib(path):
@@ -35,11 +29,8 @@ def mib(path):
         return 0.0
 
 
-def p99(values):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(0.99 * (len(values) - 1) + 0.5))] * 1000
+def p99_ms(values):
+    return percentile(values, 99) * 1000
 
 
 class Stats:
@@ -53,22 +44,6 @@ class Stats:
         self.smtp, self.api = [], []
         self.sent = self.failed = self.api_failed = self.deleted = 0
         return taken
-
-
-async def reply(reader):
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise RuntimeError("closed")
-        if line[3:4] != b"-":
-            return int(line[:3])
-
-
-async def command(reader, writer, line, want):
-    writer.write(line + b"\r\n")
-    code = await reply(reader)
-    if code != want:
-        raise RuntimeError(f"{line!r} -> {code}")
 
 
 def body(n):
@@ -198,9 +173,9 @@ async def sampler(args, stats, stop, csv):
         except Exception:
             total = queue = -1
         db = os.path.join(args.store, "tern.db")
-        row = [round(time.perf_counter() - started), round(rss_mib(args.pid), 1),
+        row = [round(time.perf_counter() - started), round(rss_kib(args.pid) / 1024, 1),
                len(os.listdir(f"/proc/{args.pid}/fd")), round(mib(db), 1),
-               round(mib(db + "-wal"), 1), sent, round(p99(smtp), 1), round(p99(api), 1),
+               round(mib(db + "-wal"), 1), sent, round(p99_ms(smtp), 1), round(p99_ms(api), 1),
                total, queue, deleted, failed, api_failed]
         csv.write(",".join(str(v) for v in row) + "\n")
         csv.flush()

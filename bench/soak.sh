@@ -63,9 +63,8 @@ tls = "off"
 listen = "127.0.0.1:$http"
 EOF
 echo pw | "$TERN" account add inbox@tern.test --password-stdin --data "$data" >&2
-spawn "$WORK/tern.out" "$WORK/tern.err" "$TERN" serve --config "$WORK/tern.toml"
-tern_pid=$SPAWNED
-wait_port "$smtp" "$tern_pid" || die "tern did not start: $(tail -n 5 "$WORK/tern.err")"
+serve_tern "$WORK/tern.toml" "$smtp"
+tern_pid=$SERVED_PID
 log "soak for ${SECS}s at $RATE msg/s; tern $tern_pid; results in $OUT"
 
 echo "# Soak: ${SECS} s at $RATE messages/s ($(nproc) cores, $(date -u +%Y-%m-%d))"
