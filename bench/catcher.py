@@ -103,6 +103,8 @@ def timed_get(http_addr, path):
 
 def latencies(http_addr, words, runs):
     rng = random.Random(SEED + 99)
+    _, first = timed_get(http_addr, "/api/v1/messages?limit=1")
+    deep = first["total"] // 2  # a page halfway down the store
     rare = words[rng.randrange(len(words))]
     queries = {
         "first page /api/v1/messages": "/api/v1/messages?limit=50",
@@ -114,6 +116,13 @@ def latencies(http_addr, words, runs):
         "search inbox:": "/api/v1/search?query=" + urllib.parse.quote("inbox:inbox7@tern.test"),
         "search is:unread": "/api/v1/search?query=is:unread",
         "search word -negation": "/api/v1/search?query=" + urllib.parse.quote(f"{words[5]} -{words[6]}"),
+        # Small and empty answers, and searches that match every message.
+        "search word, no match": "/api/v1/search?query=zzzzqqq",
+        "search subject:, no match": "/api/v1/search?query=" + urllib.parse.quote("subject:zzzq"),
+        "search subject:, one word": "/api/v1/search?query=" + urllib.parse.quote(f"subject:{words[7]}"),
+        "search word matching all": "/api/v1/search?query=tern",
+        "search from: matching all": "/api/v1/search?query=" + urllib.parse.quote("from:sender"),
+        f"deep page (start={deep})": f"/api/v1/messages?start={deep}&limit=50",
     }
     out = {}
     for name, path in queries.items():

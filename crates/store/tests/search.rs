@@ -106,6 +106,21 @@ impl Fixture {
             self.store.page(Some(&parsed), 0, 1000).unwrap_or_else(|e| panic!("{query:?}: {e}"));
         let found: BTreeSet<&'static str> = page.rows.iter().map(|r| self.names[&r.id]).collect();
         assert_eq!(page.matching as usize, found.len(), "{query:?}: count disagrees with rows");
+        let unread = page.rows.iter().filter(|r| !r.read).count();
+        assert_eq!(page.matching_unread as usize, unread, "{query:?}: unread count disagrees");
+        // One row: full-text matches are then walked in page order instead of driving the
+        // query (the page is full long before the list would be read), and the counts come
+        // from FTS5 and the read flags instead of from the rows.
+        for start in [0, 1] {
+            let small = self.store.page(Some(&parsed), start, 1).expect("small page");
+            let newest = page.rows.get(start as usize).map(|r| r.id);
+            assert_eq!(small.rows.first().map(|r| r.id), newest, "{query:?}: row {start}");
+            assert_eq!(
+                (small.matching, small.matching_unread),
+                (page.matching, page.matching_unread),
+                "{query:?}: counts of a one-row page"
+            );
+        }
         let after = self.store.matching_after(Some(&parsed), None, 1000).expect("matching_after");
         let after: BTreeSet<&'static str> = after.iter().map(|r| self.names[&r.id]).collect();
         assert_eq!(after, found, "{query:?}: matching_after disagrees with page");
@@ -776,4 +791,46 @@ other
         ("from:\"From and Co\"", &[]),
         ("from:a\\b", &["D"]),
     ]);
+}
+
+/// Counts of a page whose answer is one full-text match: every way of counting its unread
+/// messages (probing the read ones, probing the unread ones, joining the whole match) agrees
+/// with the rows, however many are read.
+#[test]
+fn counts_of_a_full_text_match_however_many_are_read() {
+    let messages: Vec<(&'static str, NewMessage)> = (0..240)
+        .map(|n| {
+            let word = if n % 4 == 0 { "rare" } else { "plenty" };
+            let name: &'static str = Box::leak(format!("m{n}").into_boxed_str());
+            let raw = format!("Subject: number {n}\n\ncommon {word} words\n");
+            (name, new_message(&raw, DEFAULT_RCPT, 1_000 + n))
+        })
+        .collect();
+    let mut f = Fixture::new(messages);
+    let mut ids: Vec<MessageId> = f.names.keys().copied().collect();
+    ids.sort();
+    for read in [0, 3, 60, 120, 200, 237, 240] {
+        f.store.apply(&Mutation::SetRead(Selection::All, false)).expect("unread");
+        let chosen = ids.iter().take(read).copied().collect();
+        f.store.apply(&Mutation::SetRead(Selection::Ids(chosen), true)).expect("read");
+        for query in ["common", "rare", "plenty", "common -rare", "nothing"] {
+            let parsed = SearchQuery::parse(query).expect("query");
+            let whole = f.store.page(Some(&parsed), 0, 1000).expect("page");
+            let unread = whole.rows.iter().filter(|r| !r.read).count() as u64;
+            assert_eq!(whole.matching, whole.rows.len() as u64, "{query} with {read} read");
+            assert_eq!(whole.matching_unread, unread, "{query} with {read} read");
+            let small = f.store.page(Some(&parsed), 0, 1).expect("small page");
+            assert_eq!(
+                (small.matching, small.matching_unread),
+                (whole.matching, unread),
+                "{query} with {read} read, one row"
+            );
+        }
+        let all = f.store.page(None, 0, 1).expect("everything");
+        assert_eq!((all.total, all.unread), (240, 240 - read as u64));
+        let read_page = f.store.page(Some(&SearchQuery::parse("is:read").unwrap()), 0, 5).unwrap();
+        assert_eq!((read_page.matching, read_page.matching_unread), (read as u64, 0));
+        assert!(read_page.rows.iter().all(|r| r.read));
+    }
+    f.names.clear();
 }

@@ -259,13 +259,13 @@ impl SqliteStore {
         rows.into_iter().collect()
     }
 
-    /// Totals from indexes: COUNT(*) on the narrowest index, unread on its partial index.
+    /// All messages and the unread ones, from the counters the triggers keep (migration 13).
     pub(super) fn totals(&self) -> Result<(u64, u64), StoreError> {
-        let total: i64 = self.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
-        let unread: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM messages WHERE read = 0", [], |r| r.get(0))?;
-        Ok((total as u64, unread as u64))
+        let (total, unread): (i64, i64) =
+            self.conn.query_row("SELECT total, unread FROM message_counts", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok((total.max(0) as u64, unread.max(0) as u64))
     }
 
     pub(super) fn tags(&self) -> Result<Vec<String>, StoreError> {

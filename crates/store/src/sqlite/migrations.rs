@@ -175,6 +175,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE queue_new RENAME TO queue;
     CREATE INDEX queue_due ON queue(next_attempt, id, domain, lease_until) WHERE state = 'queued';
     CREATE INDEX queue_message ON queue(message_id);",
+    // 13: the message and unread totals as counters kept by triggers, so listing and
+    // searching read two numbers instead of counting a million index entries per request.
+    // Every change to `messages` (insert, delete, cascade, read flag) goes through them.
+    "CREATE TABLE message_counts (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        total INTEGER NOT NULL,
+        unread INTEGER NOT NULL
+    );
+    INSERT INTO message_counts (one, total, unread)
+        SELECT 1, COUNT(*), COALESCE(SUM(read = 0), 0) FROM messages;
+    CREATE TRIGGER message_counts_insert AFTER INSERT ON messages BEGIN
+        UPDATE message_counts SET total = total + 1, unread = unread + (NEW.read = 0);
+    END;
+    CREATE TRIGGER message_counts_delete AFTER DELETE ON messages BEGIN
+        UPDATE message_counts SET total = total - 1, unread = unread - (OLD.read = 0);
+    END;
+    CREATE TRIGGER message_counts_read AFTER UPDATE OF read ON messages BEGIN
+        UPDATE message_counts SET unread = unread + (NEW.read = 0) - (OLD.read = 0);
+    END;
+    -- The read messages in page order (`messages_unread` lists the others).
+    CREATE INDEX messages_read ON messages(id) WHERE read <> 0;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -222,16 +243,56 @@ mod tests {
         conn.last_insert_rowid()
     }
 
+    fn add_message(conn: &Connection, id: &str, read: bool) {
+        conn.execute(
+            "INSERT INTO messages (id, received_at, read, size, mail_from, to_json, cc_json,
+                bcc_json, reply_to_json, subject, attachments, snippet, envelope)
+             VALUES (?1, 1, ?2, 1, 'a@x.test', '[]', '[]', '[]', '[]', '', 0, '', '{}')",
+            rusqlite::params![id, read],
+        )
+        .expect("message");
+    }
+
+    /// The counters, and the same numbers counted row by row.
+    fn counters_and_counted(conn: &Connection) -> ((i64, i64), (i64, i64)) {
+        let counters = conn
+            .query_row("SELECT total, unread FROM message_counts", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("counters");
+        let counted = conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("counted");
+        (counters, counted)
+    }
+
+    #[test]
+    fn message_counters_start_from_the_rows_and_follow_every_change() {
+        let mut conn = at_version(12);
+        add_message(&conn, "m1", false);
+        add_message(&conn, "m2", true);
+        add_message(&conn, "m3", false);
+        migrate(&mut conn).expect("migrate");
+        assert_eq!(counters_and_counted(&conn), ((3, 2), (3, 2)));
+        add_message(&conn, "m4", false);
+        add_message(&conn, "m5", true);
+        conn.execute("UPDATE messages SET read = 1 WHERE id IN ('m1', 'm2')", []).expect("read");
+        conn.execute("UPDATE messages SET read = 0 WHERE id = 'm5'", []).expect("unread");
+        conn.execute("UPDATE messages SET subject = 'x'", []).expect("other column");
+        conn.execute("DELETE FROM messages WHERE id IN ('m3', 'm2')", []).expect("delete");
+        let (counters, counted) = counters_and_counted(&conn);
+        assert_eq!(counters, counted);
+        assert_eq!(counters, (3, 2));
+        conn.execute("DELETE FROM messages", []).expect("delete all");
+        assert_eq!(counters_and_counted(&conn), ((0, 0), (0, 0)));
+    }
+
     #[test]
     fn queue_entries_keep_their_ids_and_an_id_is_never_handed_out_twice() {
         let mut conn = at_version(11);
-        conn.execute(
-            "INSERT INTO messages (id, received_at, size, mail_from, to_json, cc_json, bcc_json,
-                reply_to_json, subject, attachments, snippet, envelope)
-             VALUES ('m1', 1, 1, 'a@x.test', '[]', '[]', '[]', '[]', '', 0, '', '{}')",
-            [],
-        )
-        .expect("message");
+        add_message(&conn, "m1", false);
         for recipient in ["b@y.test", "c@y.test", "d@y.test"] {
             enqueue(&conn, recipient);
         }

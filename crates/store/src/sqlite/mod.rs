@@ -6,13 +6,15 @@
 //! - `mod.rs`: the [`SqliteStore`] handle, opening, write transactions, error conversion;
 //! - `migrations`: the schema; `checkpoint`: the WAL checkpointer thread;
 //! - `messages`, `queue`, `accounts`: the statements over each group of tables;
-//! - [`search`]: the search query compiled to SQL and FTS5;
+//! - [`search`]: the search query compiled to SQL and FTS5; `page`: which index answers a
+//!   page of a search, and where its counts come from;
 //! - `store`: the [`crate::Store`] and [`crate::StoreRead`] implementations.
 
 mod accounts;
 mod checkpoint;
 mod messages;
 mod migrations;
+mod page;
 mod queue;
 pub mod search;
 mod store;

@@ -42,40 +42,115 @@ fn json_column(field: Field) -> Option<&'static str> {
     }
 }
 
-/// An SQL boolean expression over `messages m` for `query`, with its parameters in order.
-///
-/// All full-text terms (words, phrases, `header:`) become one FTS5 `MATCH`, with the
-/// negated ones folded in as `NOT`; every other term is its own clause.
-pub fn condition(query: &SearchQuery) -> (String, Vec<Param>) {
-    let mut fts = FtsParts::default();
-    let mut clauses: Vec<(u8, String, Vec<Param>)> = Vec::new();
-    for (negated, term) in query.terms() {
-        if fts.add(*negated, term) {
-            continue;
+/// A full-text match: an FTS5 expression over one full-text table, whose rowids are the
+/// rowids of `messages`. FTS5 lists and counts them without reading `messages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexMatch {
+    /// The FTS5 table.
+    pub table: &'static str,
+    /// The expression bound to its `MATCH`.
+    pub expr: String,
+}
+
+impl IndexMatch {
+    /// `m.rowid IN (…)` for this match. With `walk`, a `+` keeps SQLite from driving the
+    /// query from the match list (seeking and sorting every match: 300 ms for a word in all of
+    /// 100,000 messages); it walks the messages in page order instead, probing the list, and
+    /// stops at a full page — fast when matches are many, a scan of everything when few.
+    pub fn clause(&self, walk: bool) -> (String, Vec<Param>) {
+        let table = self.table;
+        let plus = if walk { "+" } else { "" };
+        (
+            format!("{plus}m.rowid IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)"),
+            vec![Param::Text(self.expr.clone())],
+        )
+    }
+
+    /// Like a walked [`IndexMatch::clause`], for rows whose rowid is at least `min_rowid`:
+    /// FTS5 seeks its lists to that rowid, so SQLite builds the probe list from the matches
+    /// in that range only instead of from all of them.
+    pub fn clause_from(&self, min_rowid: i64) -> (String, Vec<Param>) {
+        let table = self.table;
+        (
+            format!("+m.rowid IN (SELECT rowid FROM {table} WHERE {table} MATCH ? AND rowid >= ?)"),
+            vec![Param::Text(self.expr.clone()), Param::Integer(min_rowid)],
+        )
+    }
+}
+
+/// A query split by how its rows can be reached: the full-text matches that can drive it,
+/// and the conditions every candidate row must also meet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Positive full-text matches (a row must be in every one).
+    pub index: Vec<IndexMatch>,
+    /// The other conditions over `messages m`, cheap ones first (each a clause and its
+    /// parameters; a purely negated full-text part is one of them).
+    pub rest: Vec<(String, Vec<Param>)>,
+    /// The query is nothing but a read flag: `Some(true)` for read messages, `Some(false)`
+    /// for unread ones (answered from the counters and the flag's partial index).
+    pub read_flag: Option<bool>,
+}
+
+impl Plan {
+    /// Splits `query`. All full-text terms (words, phrases, `header:`) become one FTS5
+    /// expression, with the negated ones folded in as `NOT`; every other term is a clause.
+    pub fn of(query: &SearchQuery) -> Plan {
+        let mut fts = FtsParts::default();
+        let mut clauses: Vec<(u8, String, Vec<Param>)> = Vec::new();
+        for (negated, term) in query.terms() {
+            if fts.add(*negated, term) {
+                continue;
+            }
+            let mut params = Vec::new();
+            let clause = term_sql(term, &mut params);
+            let clause = if *negated { format!("NOT ({clause})") } else { format!("({clause})") };
+            clauses.push((cost(term), clause, params));
         }
+        // Cheap tests first: SQLite evaluates the remaining terms of a row in order and stops
+        // at the first false one.
+        clauses.sort_by_key(|(cost, _, _)| *cost);
+        let mut rest: Vec<(String, Vec<Param>)> =
+            clauses.into_iter().map(|(_, clause, params)| (clause, params)).collect();
+        let mut index = Vec::new();
+        match fts.expression() {
+            Some(Fts::Positive(expr)) => index.push(IndexMatch { table: "messages_fts", expr }),
+            Some(Fts::NegatedOnly(expr)) => {
+                let (clause, params) = IndexMatch { table: "messages_fts", expr }.clause(true);
+                rest.insert(0, (format!("NOT ({clause})"), params));
+            }
+            None => {}
+        }
+        let read_flag = match query.terms() {
+            [(negated, Term::Read(read))] => Some(read != negated),
+            _ => None,
+        };
+        Plan { index, rest, read_flag }
+    }
+
+    /// The whole plan as one SQL boolean expression over `messages m`, with its parameters;
+    /// `walk` as in [`IndexMatch::clause`].
+    pub fn sql(&self, walk: bool) -> (String, Vec<Param>) {
+        let clauses: Vec<(String, Vec<Param>)> =
+            self.index.iter().map(|m| m.clause(walk)).chain(self.rest.iter().cloned()).collect();
+        if clauses.is_empty() {
+            return ("1".into(), vec![]);
+        }
+        let mut sql = Vec::with_capacity(clauses.len());
         let mut params = Vec::new();
-        let clause = term_sql(term, &mut params);
-        let clause = if *negated { format!("NOT ({clause})") } else { format!("({clause})") };
-        clauses.push((cost(term), clause, params));
+        for (clause, values) in clauses {
+            sql.push(clause);
+            params.extend(values);
+        }
+        (sql.join(" AND "), params)
     }
-    // Cheap tests first: SQLite evaluates the remaining terms of a row in order and stops
-    // at the first false one.
-    clauses.sort_by_key(|(cost, _, _)| *cost);
-    let mut clauses: Vec<(String, Vec<Param>)> =
-        clauses.into_iter().map(|(_, clause, params)| (clause, params)).collect();
-    if let Some(fts_clause) = fts.sql() {
-        clauses.insert(0, fts_clause);
-    }
-    if clauses.is_empty() {
-        return ("1".into(), vec![]);
-    }
-    let mut sql = Vec::with_capacity(clauses.len());
-    let mut params = Vec::new();
-    for (clause, values) in clauses {
-        sql.push(clause);
-        params.extend(values);
-    }
-    (sql.join(" AND "), params)
+}
+
+/// An SQL boolean expression over `messages m` for `query`, with its parameters in order:
+/// [`Plan::of`] joined, full-text matches probed row by row (the list is walked in page
+/// order and stops at a full page).
+pub fn condition(query: &SearchQuery) -> (String, Vec<Param>) {
+    Plan::of(query).sql(true)
 }
 
 /// The full-text terms of a query, gathered into one FTS5 expression.
@@ -130,8 +205,8 @@ impl FtsParts {
         true
     }
 
-    /// The clause, with its one parameter, or `None` without full-text terms.
-    fn sql(self) -> Option<(String, Vec<Param>)> {
+    /// The FTS5 expression, or `None` without full-text terms.
+    fn expression(self) -> Option<Fts> {
         let group = |columns: &str, items: &[String], op: &str| {
             (!items.is_empty()).then(|| format!("{columns} : ({})", items.join(op)))
         };
@@ -150,23 +225,25 @@ impl FtsParts {
         let any = |parts: &[String], op: &str| {
             parts.iter().map(|p| format!("({p})")).collect::<Vec<_>>().join(op)
         };
-        // `+` keeps SQLite from driving the query from the match list (seeking and sorting
-        // every match: 300 ms for a word in all of 100,000 messages); instead it walks the
-        // messages in page order, probing the list, and stops at a full page (13-55 ms).
-        let fts = "+m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)";
         match (positive.is_empty(), negative.is_empty()) {
             (true, true) => None,
-            (false, true) => Some((fts.into(), vec![Param::Text(any(&positive, " AND "))])),
-            (false, false) => {
-                let expr =
-                    format!("({}) NOT ({})", any(&positive, " AND "), any(&negative, " OR "));
-                Some((fts.into(), vec![Param::Text(expr)]))
-            }
-            (true, false) => {
-                Some((format!("NOT ({fts})"), vec![Param::Text(any(&negative, " OR "))]))
-            }
+            (false, true) => Some(Fts::Positive(any(&positive, " AND "))),
+            (false, false) => Some(Fts::Positive(format!(
+                "({}) NOT ({})",
+                any(&positive, " AND "),
+                any(&negative, " OR ")
+            ))),
+            (true, false) => Some(Fts::NegatedOnly(any(&negative, " OR "))),
         }
     }
+}
+
+/// The full-text part of a query.
+enum Fts {
+    /// Rows matching this expression.
+    Positive(String),
+    /// Rows *not* matching this expression (FTS5 has no "everything but").
+    NegatedOnly(String),
 }
 
 /// The one character an iterator yields, if it yields exactly one.

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::SqliteStore;
 use super::messages::{IDS_PER_STATEMENT, ROW_COLUMNS};
-use super::search::{Param, condition};
+use super::search::{Param, Plan, condition};
 use super::write_transaction;
 use crate::id::MessageId;
 use crate::model::{
@@ -158,8 +158,7 @@ impl StoreRead for SqliteStore {
     }
 
     fn count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))?;
-        Ok(n as u64)
+        Ok(self.totals()?.0)
     }
 
     fn page(
@@ -168,36 +167,16 @@ impl StoreRead for SqliteStore {
         start: u64,
         limit: u64,
     ) -> Result<MessagePage, StoreError> {
-        let (condition, values) = query.map(condition).unwrap_or_else(|| ("1".into(), vec![]));
-        let mut page_values = values.clone();
-        page_values.push(Param::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        page_values.push(Param::Integer(i64::try_from(start).unwrap_or(i64::MAX)));
-        // Substring filters scan every row; then one scan yields both the page and the counts.
-        let scanning = ["LIKE", "GLOB", "json_each"].iter().any(|op| condition.contains(op));
-        if scanning {
-            let (rows, counts) = self.page_in_one_scan(&condition, page_values)?;
-            let (matching, matching_unread) = match counts {
-                Some(counts) => counts,
-                None => self.counts(&condition, values)?,
-            };
-            let (total, unread) = self.totals()?;
-            return Ok(MessagePage {
-                rows,
-                matching,
-                matching_unread,
-                total,
-                unread,
-                tags: self.tags()?,
-            });
-        }
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM messages m WHERE {condition} ORDER BY m.id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = self.rows(&sql, page_values)?;
-        let (total, unread) = self.totals()?;
-        let (matching, matching_unread) =
-            if condition == "1" { (total, unread) } else { self.counts(&condition, values)? };
-        Ok(MessagePage { rows, matching, matching_unread, total, unread, tags: self.tags()? })
+        // One snapshot for the counters, the counts and the rows, so they agree while the
+        // writer commits.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let totals = self.totals()?;
+        let plan = query.map(Plan::of).unwrap_or_default();
+        let (rows, (matching, matching_unread)) = self.plan_page(&plan, start, limit, totals)?;
+        let (total, unread) = totals;
+        let tags = self.tags()?;
+        snapshot.finish()?;
+        Ok(MessagePage { rows, matching, matching_unread, total, unread, tags })
     }
 
     fn matching_after(
