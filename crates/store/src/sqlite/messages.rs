@@ -95,7 +95,8 @@ impl SqliteStore {
             // The benchmark comparator: everything above, none of the index below.
             return Ok(());
         }
-        index_text(tx, rowid, &row.summary, &msg.search_text)
+        index_text(tx, rowid, &row.summary, &msg.search_text)?;
+        index_fields(tx, rowid, &row.summary)
     }
 
     /// The ids a selection covers, oldest first.
@@ -144,13 +145,10 @@ impl SqliteStore {
     pub(super) fn delete(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
         let tx = write_transaction(&mut self.conn)?;
         {
-            let mut fts = tx.prepare_cached(
-                "DELETE FROM messages_fts WHERE rowid = (SELECT rowid FROM messages WHERE id = ?1)",
-            )?;
+            // The trigger `messages_unindex` removes its full-text entries.
             let mut message = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
             for id in ids {
                 let id = id.to_string();
-                fts.execute([&id])?;
                 message.execute([&id])?;
             }
         }
@@ -347,6 +345,27 @@ fn index_text(
         text.body,
         text.attachments,
         text.headers
+    ])?;
+    Ok(())
+}
+
+/// Adds a message's header fields to the trigram index (migration 14), under its rowid.
+fn index_fields(tx: &rusqlite::Transaction<'_>, rowid: i64, s: &Summary) -> Result<(), StoreError> {
+    let mailbox = |m: &Mailbox| format!("{}\u{1}{}", m.name, m.address);
+    let list = |list: &[Mailbox]| list.iter().map(mailbox).collect::<Vec<_>>().join("\u{1}");
+    tx.prepare_cached(
+        "INSERT INTO messages_fields (rowid, subject, sender, to_list, cc_list, bcc_list,
+            reply_to_list, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        rowid,
+        s.subject,
+        s.from.as_ref().map(mailbox).unwrap_or_default(),
+        list(&s.to),
+        list(&s.cc),
+        list(&s.bcc),
+        list(&s.reply_to),
+        s.message_id.as_deref().unwrap_or_default(),
     ])?;
     Ok(())
 }

@@ -2,13 +2,15 @@
 //! the page, and where the counts come from.
 //!
 //! Everything and a lone read flag are answered by the counters (migration 13) and an index
-//! walked in page order. A search with full-text terms first asks FTS5 how many rows each of
-//! its matches holds (FTS5 counts them from its lists without reading `messages`), then either
-//! drives the query from the smallest list (few matches: seek each, sort, take the page) or
-//! walks a window of the newest messages, probing the lists for the rowids in that window
-//! only, and widens the window until the page is full (many matches). A search that is one
-//! full-text match takes its count from FTS5 too, and its unread count from the read (or the
-//! unread) messages, whichever are fewer. Other searches count by SQL over the rows they reach.
+//! walked in page order. Words, phrases and `header:` are one match in the word index
+//! (`messages_fts`); substring filters of three or more characters are one match in the
+//! trigram index of header fields (`messages_fields`). FTS5 counts each match from its lists
+//! without reading `messages`; then the query is either driven from the smallest list (few
+//! matches: seek each, sort, take the page and the counts from one listing) or walked in a
+//! window of the newest messages, probing the lists for the rowids in that window only, and
+//! widening the window until the page is full (many matches). A search that is one match
+//! takes its count from FTS5, and its unread count from the read (or the unread) messages,
+//! whichever are fewer. Other searches count by SQL over the rows they reach.
 
 use super::SqliteStore;
 use super::messages::{Counts, ROW_COLUMNS};
@@ -69,17 +71,42 @@ impl SqliteStore {
         }
         // Walking reads about (start + limit) / density messages; driving reads every match.
         let walked = start.saturating_add(limit).saturating_mul(total) / size;
-        let rows = if walked > size.saturating_mul(DRIVE_COST) {
-            let (condition, values) = driven_by(plan, smallest);
-            self.page_rows(&condition, values, start, limit)?
-        } else {
-            self.walked_rows(plan, start, limit, walked, total)?
-        };
-        let counts = if plan.index.len() == 1 && plan.rest.is_empty() {
-            (size, size.saturating_sub(self.read_matches(&plan.index[0], totals)?))
-        } else {
-            let (condition, values) = driven_by(plan, smallest);
-            self.counts(&condition, values)?
+        let drive = walked > size.saturating_mul(DRIVE_COST);
+        if plan.index.len() == 1 && plan.index[0].exact && plan.rest.is_empty() {
+            // The match is the answer: FTS5 has counted it.
+            let rows = if drive {
+                let (condition, values) = driven_by(plan, smallest);
+                self.page_rows(&condition, values, start, limit)?
+            } else {
+                self.walked_rows(plan, start, limit, walked, total)?
+            };
+            let read = self.read_matches(&plan.index[0], totals)?;
+            return Ok((rows, (size, size.saturating_sub(read))));
+        }
+        let (condition, values) = driven_by(plan, smallest);
+        if drive {
+            // The matches listed once, for both the page and the counts.
+            return self.one_scan(&condition, values, start, limit);
+        }
+        let rows = self.walked_rows(plan, start, limit, walked, total)?;
+        Ok((rows, self.counts(&condition, values)?))
+    }
+
+    /// The page and the counts from one listing of the rows meeting `condition`.
+    fn one_scan(
+        &self,
+        condition: &str,
+        values: Vec<Param>,
+        start: u64,
+        limit: u64,
+    ) -> Result<Page, StoreError> {
+        let mut page_values = values.clone();
+        page_values.push(integer(limit));
+        page_values.push(integer(start));
+        let (rows, counts) = self.page_in_one_scan(condition, page_values)?;
+        let counts = match counts {
+            Some(counts) => counts,
+            None => self.counts(condition, values)?,
         };
         Ok((rows, counts))
     }
@@ -156,15 +183,7 @@ impl SqliteStore {
         let (condition, values) = plan.sql(true);
         let scanning = ["LIKE", "GLOB", "json_each"].iter().any(|op| condition.contains(op));
         if scanning {
-            let mut page_values = values.clone();
-            page_values.push(integer(limit));
-            page_values.push(integer(start));
-            let (rows, counts) = self.page_in_one_scan(&condition, page_values)?;
-            let counts = match counts {
-                Some(counts) => counts,
-                None => self.counts(&condition, values)?,
-            };
-            return Ok((rows, counts));
+            return self.one_scan(&condition, values, start, limit);
         }
         let rows = self.page_rows(&condition, values.clone(), start, limit)?;
         Ok((rows, self.counts(&condition, values)?))

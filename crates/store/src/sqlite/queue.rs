@@ -584,14 +584,11 @@ fn remove_finished(
             AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1 AND route != 'remote')
             AND EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
     )?;
-    let mut fts = tx.prepare_cached(
-        "DELETE FROM messages_fts WHERE rowid = (SELECT rowid FROM messages WHERE id = ?1)",
-    )?;
+    // The trigger `messages_unindex` removes its full-text entries.
     let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
     let mut removed = Vec::new();
     for message in messages {
         if finished.query_row([message], |r| r.get::<_, bool>(0))? {
-            fts.execute([message])?;
             delete.execute([message])?;
             if let Ok(id) = message.parse() {
                 removed.push(id);

@@ -50,6 +50,9 @@ pub struct IndexMatch {
     pub table: &'static str,
     /// The expression bound to its `MATCH`.
     pub expr: String,
+    /// The match is the answer itself; when false it yields candidates (a superset) that
+    /// the plan's other conditions settle.
+    pub exact: bool,
 }
 
 impl IndexMatch {
@@ -98,8 +101,13 @@ impl Plan {
     pub fn of(query: &SearchQuery) -> Plan {
         let mut fts = FtsParts::default();
         let mut clauses: Vec<(u8, String, Vec<Param>)> = Vec::new();
+        let mut fields = Vec::new();
         for (negated, term) in query.terms() {
             if fts.add(*negated, term) {
+                continue;
+            }
+            if !negated && let Some(part) = field_match(term) {
+                fields.push(part);
                 continue;
             }
             let mut params = Vec::new();
@@ -114,12 +122,22 @@ impl Plan {
             clauses.into_iter().map(|(_, clause, params)| (clause, params)).collect();
         let mut index = Vec::new();
         match fts.expression() {
-            Some(Fts::Positive(expr)) => index.push(IndexMatch { table: "messages_fts", expr }),
+            Some(Fts::Positive(expr)) => {
+                index.push(IndexMatch { table: "messages_fts", expr, exact: true })
+            }
             Some(Fts::NegatedOnly(expr)) => {
-                let (clause, params) = IndexMatch { table: "messages_fts", expr }.clause(true);
+                let (clause, params) =
+                    IndexMatch { table: "messages_fts", expr, exact: true }.clause(true);
                 rest.insert(0, (format!("NOT ({clause})"), params));
             }
             None => {}
+        }
+        if !fields.is_empty() {
+            index.push(IndexMatch {
+                table: "messages_fields",
+                expr: fields.join(" AND "),
+                exact: true,
+            });
         }
         let read_flag = match query.terms() {
             [(negated, Term::Read(read))] => Some(read != negated),
@@ -244,6 +262,41 @@ enum Fts {
     Positive(String),
     /// Rows *not* matching this expression (FTS5 has no "everything but").
     NegatedOnly(String),
+}
+
+/// The `messages_fields` columns (migration 14) holding a mailbox header.
+fn field_column(field: Field) -> &'static str {
+    match field {
+        Field::From => "sender",
+        Field::To => "to_list",
+        Field::Cc => "cc_list",
+        Field::Bcc => "bcc_list",
+        Field::ReplyTo => "reply_to_list",
+    }
+}
+
+/// Fewest characters a substring filter needs before the trigram index can list candidates.
+const TRIGRAM_CHARS: usize = 3;
+
+/// A substring filter (`subject:`, `from:`, … `message-id:`, or a query of symbols) as an
+/// FTS5 phrase over the trigram index (`messages_fields`): the phrase of a value's trigrams
+/// matches exactly the values that contain it, folding case as FTS5 does (all of Unicode's
+/// simple case folding, so a Kelvin sign in a header matches `k`). `None` for a value shorter
+/// than a trigram (the index cannot list it) or with cased letters beyond ASCII (whose case
+/// variants the filter's `GLOB` spells out): those filters test every row.
+fn field_match(term: &Term) -> Option<String> {
+    let (columns, value): (Vec<&str>, &str) = match term {
+        Term::Subject(value) | Term::Symbols(value) => (vec!["subject"], value),
+        Term::MessageId(value) => (vec!["message_id"], value),
+        Term::Address { fields, value } => {
+            (fields.iter().map(|f| field_column(*f)).collect(), value)
+        }
+        _ => return None,
+    };
+    if value.chars().count() < TRIGRAM_CHARS || needs_glob(value) {
+        return None;
+    }
+    Some(format!("{{{}}} : {}", columns.join(" "), fts_string(value, false)))
 }
 
 /// The one character an iterator yields, if it yields exactly one.
@@ -518,16 +571,22 @@ mod tests {
 
     #[test]
     fn cheap_clauses_come_first() {
-        let (sql, params) =
-            condition(&SearchQuery::parse("from:bob subject:hi is:read tag:t word").unwrap());
-        let order: Vec<usize> = ["messages_fts", "m.read", "tags", "m.subject", "m.from_name"]
-            .iter()
-            .map(|needle| sql.find(needle).unwrap_or_else(|| panic!("{needle} in {sql}")))
-            .collect();
+        let (sql, params) = condition(
+            &SearchQuery::parse("from:bo subject:hi is:read tag:t word cc:carol").unwrap(),
+        );
+        let order: Vec<usize> =
+            ["messages_fts", "messages_fields", "m.read", "tags", "m.subject", "m.from_name"]
+                .iter()
+                .map(|needle| sql.find(needle).unwrap_or_else(|| panic!("{needle} in {sql}")))
+                .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{sql}");
-        assert_eq!(params.len(), 5);
-        assert_eq!(params[1], Param::Text("t".into()));
-        assert_eq!(params[2], Param::Text("%hi%".into()));
+        assert_eq!(params.len(), 6);
+        // `carol` is long enough for the trigram index; `bo` and `hi` are not, so they test
+        // every row.
+        assert_eq!(params[1], Param::Text("{cc_list} : \"carol\"".into()));
+        assert_eq!(params[2], Param::Text("t".into()));
+        assert_eq!(params[3], Param::Text("%hi%".into()));
+        assert_eq!(params[4], Param::Text("%bo%".into()));
     }
 
     #[test]

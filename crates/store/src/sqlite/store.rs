@@ -56,9 +56,14 @@ impl Store for SqliteStore {
     }
 
     fn maintain_index(&mut self, budget_pages: u64) -> Result<(), StoreError> {
+        let budget = i64::try_from(budget_pages).unwrap_or(i64::MAX);
         self.conn.execute(
             "INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', ?1)",
-            [i64::try_from(budget_pages).unwrap_or(i64::MAX)],
+            [budget],
+        )?;
+        self.conn.execute(
+            "INSERT INTO messages_fields(messages_fields, rank) VALUES ('merge', ?1)",
+            [budget],
         )?;
         self.committed();
         Ok(())
