@@ -10,8 +10,15 @@
 #      latency for the first page, paging and searches, and the wake-up delay of /api/v1/wait
 #      after the SMTP 250 that committed the awaited message (bench/catcher.py).
 #
-# Environment: SESSIONS (50) MESSAGES (20000) SIZE (4096) CORPUS (100000) ROUNDS (5)
-#   BASE_REV (unset: no foundation rounds).
+#
+# The million-message case: `CORPUS=1000000 CORPUS_STORE=/var/tmp/tern-1m ROUNDS=0
+# bench/catcher.sh` loads the corpus once into CORPUS_STORE (~17 minutes on 2 cores: the
+# Python client is the limit; ~5.6 GB) and keeps it; later runs with the same CORPUS_STORE
+# time the API on it without loading again (a newer Tern migrates it first).
+#
+# Environment: SESSIONS (50) MESSAGES (20000) SIZE (4096) CORPUS (100000) ROUNDS (5, 0 for
+#   no ingest rounds) BASE_REV (unset: no foundation rounds) CORPUS_STORE (unset: a fresh
+#   store, removed afterwards).
 # Prints a JSON report per step on stdout; progress on stderr.
 set -euo pipefail
 
@@ -21,6 +28,7 @@ SIZE=${SIZE:-4096}
 CORPUS=${CORPUS:-100000}
 ROUNDS=${ROUNDS:-5}
 BASE_REV=${BASE_REV:-}
+CORPUS_STORE=${CORPUS_STORE:-}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/tern-catcher-bench.XXXXXX)
@@ -40,17 +48,17 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {
-  local port=$1
-  for _ in $(seq 200); do
+  local port=$1 tries=${2:-200}
+  for _ in $(seq "$tries"); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
     sleep 0.05
   done
   return 1
 }
 
-# start BIN DATA -> sets SMTP_PORT HTTP_PORT SERVER_PID
+# start BIN DATA [TRIES] -> sets SMTP_PORT HTTP_PORT SERVER_PID (TRIES x 50 ms to listen)
 start() {
-  local bin=$1 data=$2
+  local bin=$1 data=$2 tries=${3:-200}
   SMTP_PORT=$(free_port)
   HTTP_PORT=$(free_port)
   local extra=()
@@ -60,7 +68,7 @@ start() {
   "$bin" serve --smtp "127.0.0.1:$SMTP_PORT" "${extra[@]}" --data "$data" >/dev/null 2>"$data.log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
-  wait_port "$SMTP_PORT" || { log "server did not start: $(tail -c 300 "$data.log")"; exit 1; }
+  wait_port "$SMTP_PORT" "$tries" || { log "server did not start: $(tail -c 300 "$data.log")"; exit 1; }
 }
 
 stop() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
@@ -104,7 +112,7 @@ for round in $(seq "$ROUNDS"); do
     BASE_RATIOS+=("$(python3 -c "print($with / $RATE)")")
   fi
 done
-python3 - "${RATIOS[*]}" "${BASE_RATIOS[*]:-}" <<'PY'
+[ "$ROUNDS" -gt 0 ] && python3 - "${RATIOS[*]}" "${BASE_RATIOS[*]:-}" <<'PY'
 import json, statistics, sys
 ratios = [float(x) for x in sys.argv[1].split()]
 base = [float(x) for x in sys.argv[2].split()] if len(sys.argv) > 2 and sys.argv[2] else []
@@ -116,8 +124,17 @@ if base:
 print(json.dumps(report))
 PY
 
-start "$TERN" "$WORK/data-corpus"
-log "loading $CORPUS varied messages and timing the API"
-python3 "$REPO/bench/catcher.py" --smtp "127.0.0.1:$SMTP_PORT" --http "127.0.0.1:$HTTP_PORT" --messages "$CORPUS"
-log "store: $(du -sh "$WORK/data-corpus" | cut -f1), server peak RSS: $(grep VmHWM /proc/$SERVER_PID/status | awk '{print $2, $3}')"
+CORPUS_DATA=${CORPUS_STORE:-$WORK/data-corpus}
+LOADED="$CORPUS_DATA/.bench-corpus-$CORPUS"
+LOAD_FLAGS=()
+if [ -f "$LOADED" ]; then
+  log "reusing the corpus of $CORPUS messages in $CORPUS_DATA"
+  LOAD_FLAGS+=(--skip-load)
+fi
+# Up to 10 minutes to listen: a kept store may need migrating first.
+start "$TERN" "$CORPUS_DATA" 12000
+log "loading $CORPUS varied messages (unless kept) and timing the API"
+python3 "$REPO/bench/catcher.py" --smtp "127.0.0.1:$SMTP_PORT" --http "127.0.0.1:$HTTP_PORT" --messages "$CORPUS" "${LOAD_FLAGS[@]}"
+log "store: $(du -sh "$CORPUS_DATA" | cut -f1), server peak RSS: $(grep VmHWM /proc/$SERVER_PID/status | awk '{print $2, $3}')"
 stop
+if [ -n "$CORPUS_STORE" ]; then touch "$LOADED"; fi

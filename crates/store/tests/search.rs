@@ -655,6 +655,9 @@ fn search_selections_delete_and_mark() {
         .apply(&Mutation::SetRead(Selection::Search("subject:münchen".into()), true))
         .expect("mark");
     f.check(&[("is:read", &["b64", "encsubj"])]);
+    // The counters followed the delete and the marks.
+    let all = f.store.page(None, 0, 0).expect("everything");
+    assert_eq!((all.total, all.unread), (f.names.len() as u64, f.names.len() as u64 - 2));
 }
 
 /// Mailpit's search_test.go fixture: each message has unique addresses, subject and body.

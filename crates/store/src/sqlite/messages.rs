@@ -145,12 +145,8 @@ impl SqliteStore {
     pub(super) fn delete(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
         let tx = write_transaction(&mut self.conn)?;
         {
-            // The trigger `messages_unindex` removes its full-text entries.
-            let mut message = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-            for id in ids {
-                let id = id.to_string();
-                message.execute([&id])?;
-            }
+            let ids: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+            delete_rows(&tx, &ids)?;
         }
         tx.commit()?;
         Ok(())
@@ -205,10 +201,13 @@ impl SqliteStore {
     pub(super) fn set_read(&mut self, ids: &[MessageId], read: bool) -> Result<(), StoreError> {
         let tx = write_transaction(&mut self.conn)?;
         {
-            let mut update = tx.prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1")?;
+            let mut update =
+                tx.prepare_cached("UPDATE messages SET read = ?2 WHERE id = ?1 AND read <> ?2")?;
+            let mut changed = 0i64;
             for id in ids {
-                update.execute(params![id.to_string(), read])?;
+                changed += update.execute(params![id.to_string(), read])? as i64;
             }
+            adjust_counts(&tx, 0, if read { -changed } else { changed })?;
         }
         tx.commit()?;
         Ok(())
@@ -347,6 +346,41 @@ fn index_text(
         text.headers
     ])?;
     Ok(())
+}
+
+/// Changes the message counters (migration 13) by these amounts, inside the transaction
+/// that changed the messages.
+pub(super) fn adjust_counts(
+    tx: &rusqlite::Transaction<'_>,
+    total: i64,
+    unread: i64,
+) -> Result<(), StoreError> {
+    if total != 0 || unread != 0 {
+        tx.prepare_cached("UPDATE message_counts SET total = total + ?1, unread = unread + ?2")?
+            .execute(params![total, unread])?;
+    }
+    Ok(())
+}
+
+/// Deletes these messages (ids as stored) and counts them off; the trigger
+/// `messages_unindex` removes their full-text entries. Returns how many were there.
+pub(super) fn delete_rows(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 RETURNING read")?;
+    let (mut deleted, mut unread) = (0i64, 0i64);
+    for id in ids {
+        let mut rows = delete.query([id])?;
+        while let Some(row) = rows.next()? {
+            deleted += 1;
+            if !row.get::<_, bool>(0)? {
+                unread += 1;
+            }
+        }
+    }
+    adjust_counts(tx, -deleted, -unread)?;
+    Ok(deleted as u64)
 }
 
 /// Adds a message's header fields to the trigram index (migration 14), under its rowid.

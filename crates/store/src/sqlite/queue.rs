@@ -584,18 +584,14 @@ fn remove_finished(
             AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1 AND route != 'remote')
             AND EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
     )?;
-    // The trigger `messages_unindex` removes its full-text entries.
-    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-    let mut removed = Vec::new();
+    let mut done = Vec::new();
     for message in messages {
         if finished.query_row([message], |r| r.get::<_, bool>(0))? {
-            delete.execute([message])?;
-            if let Ok(id) = message.parse() {
-                removed.push(id);
-            }
+            done.push(message.clone());
         }
     }
-    Ok(removed)
+    super::messages::delete_rows(tx, &done)?;
+    Ok(done.iter().filter_map(|message| message.parse().ok()).collect())
 }
 
 fn clamp(n: u64) -> i64 {
@@ -853,6 +849,7 @@ mod tests {
             })
             .expect("notify");
         assert_eq!(removed, vec![msg.id], "gone with its last report");
+        assert_eq!(store.count().expect("count"), 0, "and counted off");
     }
 
     #[test]

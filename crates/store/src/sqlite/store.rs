@@ -18,6 +18,9 @@ use crate::{Store, StoreError, StoreRead};
 impl Store for SqliteStore {
     fn commit_batch(&mut self, batch: &[NewMessage]) -> Result<(), StoreError> {
         let tx = write_transaction(&mut self.conn)?;
+        // New messages are unread.
+        let added = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        super::messages::adjust_counts(&tx, added, added)?;
         for msg in batch {
             Self::insert(&tx, msg)?;
         }
