@@ -72,7 +72,7 @@ impl SqliteStore {
         // Walking reads about (start + limit) / density messages; driving reads every match.
         let walked = start.saturating_add(limit).saturating_mul(total) / size;
         let drive = walked > size.saturating_mul(DRIVE_COST);
-        if plan.index.len() == 1 && plan.index[0].exact && plan.rest.is_empty() {
+        if plan.index.len() == 1 && plan.rest.is_empty() {
             // The match is the answer: FTS5 has counted it.
             let rows = if drive {
                 let (condition, values) = driven_by(plan, smallest);

@@ -50,9 +50,6 @@ pub struct IndexMatch {
     pub table: &'static str,
     /// The expression bound to its `MATCH`.
     pub expr: String,
-    /// The match is the answer itself; when false it yields candidates (a superset) that
-    /// the plan's other conditions settle.
-    pub exact: bool,
 }
 
 impl IndexMatch {
@@ -122,22 +119,15 @@ impl Plan {
             clauses.into_iter().map(|(_, clause, params)| (clause, params)).collect();
         let mut index = Vec::new();
         match fts.expression() {
-            Some(Fts::Positive(expr)) => {
-                index.push(IndexMatch { table: "messages_fts", expr, exact: true })
-            }
+            Some(Fts::Positive(expr)) => index.push(IndexMatch { table: "messages_fts", expr }),
             Some(Fts::NegatedOnly(expr)) => {
-                let (clause, params) =
-                    IndexMatch { table: "messages_fts", expr, exact: true }.clause(true);
+                let (clause, params) = IndexMatch { table: "messages_fts", expr }.clause(true);
                 rest.insert(0, (format!("NOT ({clause})"), params));
             }
             None => {}
         }
         if !fields.is_empty() {
-            index.push(IndexMatch {
-                table: "messages_fields",
-                expr: fields.join(" AND "),
-                exact: true,
-            });
+            index.push(IndexMatch { table: "messages_fields", expr: fields.join(" AND ") });
         }
         let read_flag = match query.terms() {
             [(negated, Term::Read(read))] => Some(read != negated),
