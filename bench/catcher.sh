@@ -76,8 +76,10 @@ stop() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 log "building this Tern (release), and the same without the index"
 (cd "$REPO" && cargo build --release --ignore-rust-version -p tern >&2)
 TERN="$TARGET/release/tern"
-(cd "$REPO" && CARGO_TARGET_DIR="$TARGET/catcher-bench-unindexed" \
-  cargo build --release --ignore-rust-version -p tern --features bench-without-index >&2)
+if [ "$ROUNDS" -gt 0 ]; then
+  (cd "$REPO" && CARGO_TARGET_DIR="$TARGET/catcher-bench-unindexed" \
+    cargo build --release --ignore-rust-version -p tern --features bench-without-index >&2)
+fi
 UNINDEXED="$TARGET/catcher-bench-unindexed/release/tern"
 
 # ingest LABEL BIN -> one JSON line on stdout; sets RATE
