@@ -1,5 +1,7 @@
-//! The search language compiled to SQLite: all full-text terms of a [`SearchQuery`] become one
-//! FTS5 `MATCH` over `messages_fts`, every other term an SQL clause over `messages m`.
+//! The search language compiled to SQLite ([`Plan`]): all full-text terms of a [`SearchQuery`]
+//! become one FTS5 `MATCH` over the word index `messages_fts`, the positive substring filters
+//! of three or more characters one `MATCH` over the trigram index `messages_fields`, and every
+//! other term an SQL clause over `messages m`. `page` decides how a plan reaches its rows.
 //!
 //! Every value reaches SQL as a bound parameter, never spliced into the text: the SQL returned
 //! by [`condition`] is built only from fixed fragments and `?` placeholders.
