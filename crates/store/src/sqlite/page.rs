@@ -80,7 +80,7 @@ impl SqliteStore {
             } else {
                 self.walked_rows(plan, start, limit, walked, total)?
             };
-            let read = self.read_matches(&plan.index[0], totals)?;
+            let read = self.read_matches(&plan.index[0], size, totals)?;
             return Ok((rows, (size, size.saturating_sub(read))));
         }
         let (condition, values) = driven_by(plan, smallest);
@@ -158,18 +158,11 @@ impl SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let (Some(oldest), Some(min_rowid)) = bounds else { return Ok(vec![]) };
-            let mut sql = vec!["m.id >= ?".to_string()];
+            let (condition, params) = plan.sql_with(|_, index| index.clause_from(min_rowid));
             let mut values = vec![Param::Text(oldest)];
-            for index in &plan.index {
-                let (clause, params) = index.clause_from(min_rowid);
-                sql.push(clause);
-                values.extend(params);
-            }
-            for (clause, params) in &plan.rest {
-                sql.push(clause.clone());
-                values.extend(params.iter().cloned());
-            }
-            let rows = self.page_rows(&sql.join(" AND "), values, start, limit)?;
+            values.extend(params);
+            let rows =
+                self.page_rows(&format!("m.id >= ? AND {condition}"), values, start, limit)?;
             if rows.len() as u64 >= limit || window >= total {
                 return Ok(rows);
             }
@@ -200,10 +193,15 @@ impl SqliteStore {
         Ok(n.max(0) as u64)
     }
 
-    /// How many rows of `index` are read messages. The fewer of the read and the unread
+    /// How many of the `size` rows of `index` are read messages. The fewer of the read and the unread
     /// messages are walked through their partial index and probed against the match's rows
     /// in their rowid range (recently read mail needs only the newest part of the lists).
-    fn read_matches(&self, index: &IndexMatch, totals: Counts) -> Result<u64, StoreError> {
+    fn read_matches(
+        &self,
+        index: &IndexMatch,
+        size: u64,
+        totals: Counts,
+    ) -> Result<u64, StoreError> {
         let (total, unread) = totals;
         let read = total.saturating_sub(unread);
         if read == 0 {
@@ -223,8 +221,9 @@ impl SqliteStore {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let (Some(low), Some(high)) = range else {
-            // None on the smaller side after all (changed meanwhile): all or none are read.
-            return Ok(if read <= unread { 0 } else { self.index_count(index)? });
+            // None on the smaller side after all (the counters and the rows disagree): all or
+            // none are read.
+            return Ok(if read <= unread { 0 } else { size });
         };
         let n: i64 = self.conn.query_row(
             &format!(
@@ -235,22 +234,11 @@ impl SqliteStore {
             |r| r.get(0),
         )?;
         let n = n.max(0) as u64;
-        if read <= unread { Ok(n) } else { Ok(self.index_count(index)?.saturating_sub(n)) }
+        Ok(if read <= unread { n } else { size.saturating_sub(n) })
     }
 }
 
 /// The plan as SQL driven by its full-text match number `driver`, the others probed.
 fn driven_by(plan: &Plan, driver: usize) -> (String, Vec<Param>) {
-    let mut sql = Vec::new();
-    let mut values = Vec::new();
-    for (i, index) in plan.index.iter().enumerate() {
-        let (clause, params) = index.clause(i != driver);
-        sql.push(clause);
-        values.extend(params);
-    }
-    for (clause, params) in &plan.rest {
-        sql.push(clause.clone());
-        values.extend(params.iter().cloned());
-    }
-    (sql.join(" AND "), values)
+    plan.sql_with(|i, index| index.clause(i != driver))
 }

@@ -141,8 +141,22 @@ impl Plan {
     /// The whole plan as one SQL boolean expression over `messages m`, with its parameters;
     /// `walk` as in [`IndexMatch::clause`].
     pub fn sql(&self, walk: bool) -> (String, Vec<Param>) {
-        let clauses: Vec<(String, Vec<Param>)> =
-            self.index.iter().map(|m| m.clause(walk)).chain(self.rest.iter().cloned()).collect();
+        self.sql_with(|_, m| m.clause(walk))
+    }
+
+    /// The plan as one SQL boolean expression, each full-text match (with its position in
+    /// [`Plan::index`]) written by `clause`, then the other conditions.
+    pub fn sql_with(
+        &self,
+        clause: impl Fn(usize, &IndexMatch) -> (String, Vec<Param>),
+    ) -> (String, Vec<Param>) {
+        let clauses: Vec<(String, Vec<Param>)> = self
+            .index
+            .iter()
+            .enumerate()
+            .map(|(i, m)| clause(i, m))
+            .chain(self.rest.iter().cloned())
+            .collect();
         if clauses.is_empty() {
             return ("1".into(), vec![]);
         }
