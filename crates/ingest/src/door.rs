@@ -5,6 +5,7 @@
 //! leaves a message without its notice. It knows nothing of sockets or SQL.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tern_protocol::Reply;
@@ -17,6 +18,7 @@ use tern_store::{
 };
 use tracing::{info, warn};
 
+use crate::chaos::Chaos;
 use crate::check::{Chain, Findings, QUARANTINE_TAG, Verdict};
 use crate::directory::AuthUser;
 use crate::routing::{Delivery, Routing};
@@ -201,6 +203,7 @@ pub struct Door {
     routing: Routing,
     chain: Chain,
     delivered_notices: bool,
+    chaos: Option<Arc<Chaos>>,
 }
 
 impl Door {
@@ -213,6 +216,7 @@ impl Door {
             routing,
             chain: Chain::default(),
             delivered_notices: false,
+            chaos: None,
         }
     }
 
@@ -227,6 +231,17 @@ impl Door {
     pub fn with_delivered_notices(mut self, on: bool) -> Self {
         self.delivered_notices = on;
         self
+    }
+
+    /// Fails on purpose as `chaos` decides (the SMTP session asks it at each step).
+    pub fn with_chaos(mut self, chaos: Arc<Chaos>) -> Self {
+        self.chaos = Some(chaos);
+        self
+    }
+
+    /// The chaos engine, when chaos is enabled.
+    pub fn chaos(&self) -> Option<&Arc<Chaos>> {
+        self.chaos.as_ref()
     }
 
     /// The routing rules (also the scheduler's notice router).

@@ -8,12 +8,15 @@
 //! - [`check`] is the ordered chain of checks a message passes at `MAIL FROM`, `RCPT TO` and
 //!   end of data; [`checks`] holds the checks Tern ships (lists, sender ownership, relay).
 //! - [`authentication`] holds the chain's SPF/DKIM/DMARC/ARC stage and the DKIM signing stage.
+//! - [`chaos`] decides the failures a test suite asks for (Mailpit's triggers, rules, the
+//!   `X-Tern-Chaos` header); the SMTP session carries them out.
 //! - [`directory`] is what routing (and the SMTP session's AUTH) asks of the accounts.
 //!
 //! It must not know about sockets or SQL: listeners hand it bytes and facts about the client,
 //! and the spool (`tern-queue`) owns the writing.
 
 pub mod authentication;
+pub mod chaos;
 pub mod check;
 pub mod checks;
 pub mod directory;

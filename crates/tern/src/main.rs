@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// Delete messages older than this, e.g. 12h, 7d; 0 keeps them (key: retention.max_age_secs).
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     max_age: Option<std::time::Duration>,
+    /// Turn chaos on: the API's /api/v1/chaos and rules (key: chaos.enabled).
+    #[arg(long)]
+    enable_chaos: bool,
+    /// Mailpit's chaos triggers, e.g. Sender:451:5,Recipient:550:10; turns chaos on
+    /// (key: chaos.triggers).
+    #[arg(long, value_name = "TRIGGERS")]
+    chaos_triggers: Option<String>,
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {

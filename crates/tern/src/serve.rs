@@ -74,6 +74,16 @@ pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(age) = args.max_age {
         config.retention.max_age_secs = age.as_secs();
     }
+    if args.enable_chaos {
+        config.chaos.enabled = true;
+    }
+    if let Some(triggers) = args.chaos_triggers {
+        tern_ingest::chaos::Triggers::parse(&triggers)
+            .map_err(|e| anyhow::anyhow!("--chaos-triggers: {e}"))?;
+        // As in Mailpit, setting triggers turns chaos on.
+        config.chaos.enabled = true;
+        config.chaos.triggers = triggers;
+    }
     Ok(config)
 }
 
@@ -137,7 +147,8 @@ async fn run(config: Config, reloader: crate::reload::Reloader) -> anyhow::Resul
     };
     let pop3 = Pop3::bind(&config, &hostname, &tls, &readers, mta.as_ref(), &shutdown).await?;
     let auth = Authentication::load(&config, &hostname)?;
-    let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth);
+    let chaos = chaos(&config)?;
+    let door = door(&spool, &hostname, mta.as_deref(), directory.clone(), &auth, chaos);
     tracker.spawn(crate::pickup::run(door.clone(), config.data_dir.join("drop")));
     let state = http_state(&config, &hostname, &door, shutdown.clone())?;
     tracker.spawn(tern_http::activity::run(state.clone()));
@@ -273,14 +284,29 @@ impl Authentication {
     }
 }
 
+/// The chaos engine when `[chaos] enabled` (the configuration was checked when it loaded).
+fn chaos(config: &Config) -> anyhow::Result<Option<Arc<tern_ingest::chaos::Chaos>>> {
+    if !config.chaos.enabled {
+        return Ok(None);
+    }
+    let chaos =
+        tern_ingest::chaos::Chaos::new(&config.chaos).map_err(|e| anyhow::anyhow!("chaos: {e}"))?;
+    let rules = config.chaos.rules.len();
+    info!(rules, triggers = %config.chaos.triggers, seed = %config.chaos.seed.map_or("random".to_string(), |s| s.to_string()),
+        "chaos enabled");
+    Ok(Some(Arc::new(chaos)))
+}
+
 /// The door every message enters by: in MTA mode with the relay policy's routing and the
-/// standard checks, in catcher mode capturing everything; then authentication and signing.
+/// standard checks, in catcher mode capturing everything; then authentication and signing,
+/// and chaos when it is on.
 fn door(
     spool: &Spool,
     hostname: &str,
     mta: Option<&tern_smtp::Mta>,
     directory: Option<Arc<dyn tern_ingest::Directory>>,
     auth: &Authentication,
+    chaos: Option<Arc<tern_ingest::chaos::Chaos>>,
 ) -> Arc<Door> {
     let chain = auth.chain(mta);
     let routing = match (mta, &auth.signer) {
@@ -291,7 +317,11 @@ fn door(
         (None, _) => Routing::capture(),
     };
     let door = Door::new(spool.clone(), hostname, routing).with_chain(chain);
-    Arc::new(door.with_delivered_notices(true))
+    let door = door.with_delivered_notices(true);
+    Arc::new(match chaos {
+        Some(chaos) => door.with_chaos(chaos),
+        None => door,
+    })
 }
 
 /// Read-only store connections for the scheduler and local delivery.

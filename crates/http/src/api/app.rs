@@ -90,7 +90,7 @@ pub async fn webui(AxumState(state): AxumState<State>) -> Json<Value> {
             "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false,
         },
         "SpamAssassin": false,
-        "ChaosEnabled": false,
+        "ChaosEnabled": state.door.chaos().is_some(),
         "DuplicatesIgnored": false,
         "HideDeleteAllButton": false,
         // Tern's: whether the UI may offer the link check (`[http] link_check`).

@@ -1,6 +1,7 @@
 //! The route table and the handlers of Mailpit's API v1 plus Tern's extensions.
 
 mod app;
+mod chaos;
 mod html_check;
 mod message;
 mod messages;
@@ -53,6 +54,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/queue/retry"),
     ("POST", "/api/v1/queue/hold"),
     ("POST", "/api/v1/queue/release"),
+    ("GET", "/api/v1/chaos"),
+    ("PUT", "/api/v1/chaos"),
+    ("GET", "/api/v1/chaos/rules"),
+    ("PUT", "/api/v1/chaos/rules"),
+    ("POST", "/api/v1/chaos/rules"),
+    ("DELETE", "/api/v1/chaos/rules"),
     ("GET", "/api/v1/wait"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/events"),
@@ -94,6 +101,14 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/queue/retry", post(queue::retry))
         .route("/api/v1/queue/hold", post(queue::hold))
         .route("/api/v1/queue/release", post(queue::release))
+        .route("/api/v1/chaos", get(chaos::get_triggers).put(chaos::set_triggers))
+        .route(
+            "/api/v1/chaos/rules",
+            get(chaos::list_rules)
+                .put(chaos::set_rules)
+                .post(chaos::add_rule)
+                .delete(chaos::clear_rules),
+        )
         .route("/api/v1/wait", get(wait::wait))
         .route("/api/v1/events", get(events::sse))
         .route("/api/events", get(events::websocket))

@@ -69,6 +69,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Error: unsupported authentication mechanism",
             )));
         }
+        if let super::chaos::Outcome::Answer(reply) = self.chaos(|chaos| chaos.at_auth()).await? {
+            return Ok(self.answer(reply));
+        }
         // Per-client throttling: a growing delay, then a temporary lockout. The attempt is
         // counted as failed before it starts, so a client that hangs up mid-exchange (or
         // before hearing the answer) has still spent one try; success clears the count. The

@@ -11,6 +11,7 @@ use tern_protocol::{DataDecoder, DataError, DataProgress, Reply};
 use tern_store::{Recipient, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::chaos::Outcome;
 use super::{Chunks, Flow, Phase, Session, Stop, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -30,7 +31,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Phase::Mail(tx) = std::mem::take(&mut self.phase) else {
             unreachable!("checked above");
         };
+        let cut = self.cuts_mid_data(&tx).await?;
         self.conn.queue(&Reply::new(354, Status(2, 0, 0), "End data with <CR><LF>.<CR><LF>"));
+        if cut {
+            // Chaos: hang up while the client sends, after the first bytes arrive.
+            self.flush().await?;
+            if self.conn.buffered().is_empty() {
+                self.fill().await?;
+            }
+            return Err(Stop::Closed);
+        }
         let mut decoder = DataDecoder::new(self.ctx.config.max_message_bytes);
         loop {
             match decoder.feed(self.conn.buffered()) {
@@ -46,7 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let reply = match decoder.finish() {
-            Ok(body) => self.commit(tx, body).await,
+            Ok(body) => self.commit(tx, body).await?,
             Err(DataError::TooLarge) => rejected("too_large", canned::too_big()),
             Err(DataError::BareNewline) => rejected(
                 "bare_newline",
@@ -57,15 +67,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ),
             ),
         };
-        self.conn.queue(&reply);
-        Ok(Flow::Continue)
+        Ok(self.after_message(reply))
     }
 
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Result<Flow, Stop> {
         let max = self.ctx.config.max_message_bytes;
         let (tx, mut chunks) = match std::mem::take(&mut self.phase) {
             Phase::Chunking(tx, chunks) => (tx, chunks),
-            Phase::Mail(tx) if !tx.rcpts.is_empty() => (tx, Chunks::default()),
+            Phase::Mail(tx) if !tx.rcpts.is_empty() => {
+                if self.cuts_mid_data(&tx).await? {
+                    // Chaos: hang up in the middle of the first chunk.
+                    return Err(Stop::Closed);
+                }
+                (tx, Chunks::default())
+            }
             other => {
                 // RFC 3030: a refused chunk is still consumed.
                 let reply = match &other {
@@ -90,14 +105,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.read_chunk(size, Some(&mut chunks.body)).await?;
         let reply = if last {
-            self.commit(tx, chunks.body).await
+            self.commit(tx, chunks.body).await?
         } else {
             let reply = Reply::new(250, Status(2, 0, 0), format!("Ok: {size} octets received"));
             self.phase = Phase::Chunking(tx, chunks);
             reply
         };
-        self.conn.queue(&reply);
-        Ok(Flow::Continue)
+        Ok(self.after_message(reply))
     }
 
     /// Reads exactly `size` bytes of chunk data into `sink`, or discards them.
@@ -118,19 +132,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Hands a complete message to the door and returns the reply the client gets.
-    async fn commit(&mut self, tx: Transaction, raw: Vec<u8>) -> Reply {
+    /// Queues the reply to a message; a `421` (a chaos rule's, say) ends the session.
+    fn after_message(&mut self, reply: Reply) -> Flow {
+        self.conn.queue(&reply);
+        if reply.code == 421 { Flow::Close } else { Flow::Continue }
+    }
+
+    /// Whether chaos cuts the connection while this transaction's body arrives.
+    async fn cuts_mid_data(&mut self, tx: &Transaction) -> Result<bool, Stop> {
+        let rcpts: Vec<&str> = tx.rcpts.iter().map(|(r, _)| r.address.as_str()).collect();
+        let from = tx.from.address.as_str();
+        let door = self.ctx.door.clone();
+        let Some(decision) = door.chaos().and_then(|chaos| chaos.at_data_start(from, &rcpts))
+        else {
+            return Ok(false);
+        };
+        if !decision.delay.is_zero() {
+            self.flush().await?;
+            self.pause(decision.delay).await?;
+        }
+        tracing::info!(source = %decision.source, "chaos: disconnecting mid-data");
+        Ok(true)
+    }
+
+    /// Hands a complete message to the door and returns the reply the client gets; chaos
+    /// may answer instead, drop the message or hang up.
+    async fn commit(&mut self, tx: Transaction, raw: Vec<u8>) -> Result<Reply, Stop> {
         if self.hello.is_none() {
-            return canned::bad_sequence("Error: send HELO/EHLO first");
+            return Ok(canned::bad_sequence("Error: send HELO/EHLO first"));
+        }
+        let rcpts: Vec<String> = tx.rcpts.iter().map(|(r, _)| r.address.clone()).collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let from = tx.from.address.clone();
+        match self.chaos(|chaos| chaos.at_data(&from, &rcpts, &raw)).await? {
+            Outcome::Proceed => {}
+            Outcome::Answer(reply) => return Ok(reply),
+            Outcome::Drop => {
+                // Chaos: the client is told its message is stored; nothing is.
+                let id = tern_store::MessageId::generate();
+                tracing::info!(queue_id = %id, from = %from, "chaos: message dropped");
+                return Ok(Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
+            }
         }
         let client = self.client(tx.from.smtputf8);
-        match self.ctx.door.accept(&client, transaction(tx), raw).await {
+        Ok(match self.ctx.door.accept(&client, transaction(tx), raw).await {
             Ok(id) => {
                 self.messages = self.messages.saturating_add(1);
                 Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}"))
             }
             Err(e) => e.reply(),
-        }
+        })
     }
 
     /// The client as the door sees it; `smtputf8` picks the trace header's protocol name.

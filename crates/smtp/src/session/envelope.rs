@@ -9,7 +9,8 @@ use tern_protocol::reply::{Status, canned};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
-use super::{Phase, Session, Transaction};
+use super::chaos::Outcome;
+use super::{Phase, Session, Stop, Transaction};
 
 /// The reply for a policy denial.
 pub(super) fn denial_reply(denial: &Denial) -> Reply {
@@ -22,22 +23,25 @@ fn too_many_recipients() -> Reply {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(super) async fn mail(&mut self, from: MailFrom) -> Reply {
+    pub(super) async fn mail(&mut self, from: MailFrom) -> Result<Reply, Stop> {
         if self.hello.is_none() {
-            return canned::bad_sequence("Error: send HELO/EHLO first");
+            return Ok(canned::bad_sequence("Error: send HELO/EHLO first"));
         }
         if !matches!(self.phase, Phase::Idle) {
-            return canned::bad_sequence("Error: nested MAIL command");
+            return Ok(canned::bad_sequence("Error: nested MAIL command"));
         }
         if self.listener.role.requires_auth() && self.auth.is_none() {
-            return if self.tls.is_none() && !self.listener.allow_plaintext_auth {
+            return Ok(if self.tls.is_none() && !self.listener.allow_plaintext_auth {
                 Reply::new(530, Status(5, 7, 0), "Must issue a STARTTLS command first")
             } else {
                 Reply::new(530, Status(5, 7, 0), "Authentication required")
-            };
+            });
         }
         if from.size.is_some_and(|size| size > self.ctx.config.max_message_bytes as u64) {
-            return Reply::new(552, Status(5, 3, 4), "Error: message size exceeds fixed limit");
+            return Ok(Reply::new(552, Status(5, 3, 4), "Error: message size exceeds fixed limit"));
+        }
+        if let Outcome::Answer(reply) = self.chaos(|chaos| chaos.at_mail(&from.address)).await? {
+            return Ok(reply);
         }
         // Messages per connection are the connection's limit; the sender's checks are the
         // door's chain.
@@ -48,10 +52,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         if let Err(reply) = checked {
             info!(from = %from.address, reply = %reply.to_wire().trim_end(), "sender refused");
-            return reply;
+            return Ok(reply);
         }
         self.phase = Phase::Mail(Transaction { from, rcpts: Vec::new(), overshoot: 0 });
-        Reply::new(250, Status(2, 1, 0), "Ok")
+        Ok(Reply::new(250, Status(2, 1, 0), "Ok"))
     }
 
     /// The `452 4.5.3` for a recipient past `max_recipients`, while the transaction is within
@@ -67,26 +71,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Some(too_many_recipients())
     }
 
-    pub(super) async fn rcpt(&mut self, to: RcptTo) -> Reply {
+    pub(super) async fn rcpt(&mut self, to: RcptTo) -> Result<Reply, Stop> {
         let Phase::Mail(tx) = &self.phase else {
-            return canned::bad_sequence("Error: need MAIL command");
+            return Ok(canned::bad_sequence("Error: need MAIL command"));
         };
         if tx.rcpts.len() >= self.ctx.config.max_recipients {
-            return too_many_recipients();
+            return Ok(too_many_recipients());
         }
         if !to.address.is_ascii() && !tx.from.smtputf8 {
-            return Reply::new(
+            return Ok(Reply::new(
                 553,
                 Status(5, 6, 7),
                 "Error: SMTPUTF8 is required for this address",
-            );
+            ));
+        }
+        let from = tx.from.address.clone();
+        if let Outcome::Answer(reply) =
+            self.chaos(|chaos| chaos.at_rcpt(&from, &to.address)).await?
+        {
+            return Ok(reply);
         }
         let client = self.client(false);
-        let deliveries = match self.ctx.door.route(&client, &tx.from.address, &to.address).await {
+        let deliveries = match self.ctx.door.route(&client, &from, &to.address).await {
             Ok(deliveries) => deliveries,
             Err(reply) => {
                 info!(rcpt = %to.address, reply = %reply.to_wire().trim_end(), "recipient refused");
-                return reply;
+                return Ok(reply);
             }
         };
         if let Phase::Mail(tx) = &mut self.phase {
@@ -104,6 +114,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tx.rcpts.push((rcpt, route));
             }
         }
-        Reply::new(250, Status(2, 1, 5), "Ok")
+        Ok(Reply::new(250, Status(2, 1, 5), "Ok"))
     }
 }

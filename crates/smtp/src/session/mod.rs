@@ -3,13 +3,14 @@
 //! The session reads a command, answers it and keeps only the state its phase needs:
 //! [`Phase::Idle`] between transactions, [`Phase::Mail`] while recipients are collected and
 //! [`Phase::Chunking`] while BDAT chunks arrive. Verb families live in their own files:
-//! `hello` (HELO/EHLO), `envelope` (MAIL/RCPT) and `body` (DATA/BDAT and the hand-over to the
-//! door).
+//! `hello` (HELO/EHLO), `envelope` (MAIL/RCPT), `body` (DATA/BDAT and the hand-over to the
+//! door), `auth` (AUTH) and `chaos` (failing on purpose, when a test suite asks).
 //! Every wait on the client is bounded by the idle timeout, the session deadline and shutdown;
 //! every error the client causes is answered with a code and an enhanced status.
 
 mod auth;
 mod body;
+mod chaos;
 mod envelope;
 mod hello;
 
@@ -284,14 +285,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reply = match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
-            Command::Mail(from) => self.mail(from).await,
+            Command::Mail(from) => self.mail(from).await?,
             Command::Rcpt(to) => {
                 if let Some(reply) = self.overshoot() {
                     // Not an error the client earned: it pipelined before seeing the limit.
                     self.conn.queue(&reply);
                     return Ok(Flow::Continue);
                 }
-                self.rcpt(to).await
+                self.rcpt(to).await?
             }
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,

@@ -10,6 +10,7 @@ pub const PREFIX: &str = "TERN_";
 
 /// The sections of the file, as `TERN_SECTION_…` names them.
 pub const SECTIONS: &[&str] = &[
+    "chaos",
     "log",
     "smtp",
     "spool",

@@ -75,6 +75,9 @@ pub struct Config {
     /// The POP3 server (off unless a listener is configured).
     #[serde(default)]
     pub pop3: tern_pop3::Pop3Config,
+    /// Failing on purpose for test suites: Mailpit's triggers and Tern's rules (off).
+    #[serde(default)]
+    pub chaos: tern_ingest::chaos::ChaosConfig,
 }
 
 /// What Tern is running as.
@@ -201,6 +204,7 @@ impl Default for Config {
             auth: tern_auth::AuthConfig::default(),
             dkim: tern_auth::DkimConfig::default(),
             pop3: tern_pop3::Pop3Config::default(),
+            chaos: tern_ingest::chaos::ChaosConfig::default(),
         }
     }
 }
@@ -416,6 +420,14 @@ impl Config {
             let (key, rest) = message.split_once(": ").unwrap_or(("auth", message.as_str()));
             return Err(invalid(line_of_key(text, "auth.records"), key.into(), rest.into()));
         }
+        if let Err((key, message)) = config.chaos.validate() {
+            // `chaos.rules[2]` is the third `[[chaos.rules]]` table.
+            let line = match key.strip_prefix("chaos.rules[").and_then(|k| k.strip_suffix(']')) {
+                Some(index) => index.parse().map_or(0, |i| line_of_table(text, "chaos.rules", i)),
+                None => line_of_key(text, &key),
+            };
+            return Err(invalid(line, key, message));
+        }
         if config.mode == Mode::Mta && config.listeners.is_empty() {
             return Err(invalid(
                 line_of_key(text, "mode"),
@@ -575,6 +587,20 @@ pub fn system_hostname() -> String {
 }
 
 /// Finds the line that sets `key` (`section.name`), for errors found after parsing.
+/// The line of the `index`th (from 0) `[[name]]` table, 0 when there is none.
+fn line_of_table(text: &str, name: &str, index: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim();
+            line.strip_prefix("[[")
+                .and_then(|l| l.strip_suffix("]]"))
+                .is_some_and(|header| header.trim() == name)
+        })
+        .nth(index)
+        .map_or(0, |(i, _)| i + 1)
+}
+
 fn line_of_key(text: &str, key: &str) -> usize {
     let (section, name) = match key.rsplit_once('.') {
         Some((section, name)) => (section, name),
@@ -625,6 +651,25 @@ mod tests {
         assert_eq!(config.auth, defaults.auth);
         assert_eq!(config.dkim, defaults.dkim);
         assert_eq!(config.pop3, defaults.pop3);
+        assert_eq!(format!("{:?}", config.chaos), format!("{:?}", defaults.chaos));
+    }
+
+    #[test]
+    fn chaos_errors_name_the_rule_and_its_line() {
+        let text = "[chaos]\nenabled = true\n\n[[chaos.rules]]\nat = \"rcpt\"\nreply = \"451\"\n\n\
+                    [[chaos.rules]]\nat = \"mail\"\ndrop = true\n";
+        assert_eq!(err(text), "t.toml:8: chaos.rules[1]: drop is for at = \"data\" only");
+        assert!(
+            err("[chaos]\ntriggers = \"Sender:200:5\"\n")
+                .starts_with("t.toml:2: chaos.triggers: Sender: error code must be between")
+        );
+        assert!(err("[[chaos.rules]]\nat = \"helo\"\n").starts_with("t.toml:2: chaos.rules[0].at"));
+        let config = Config::parse(
+            "[chaos]\nenabled = true\nseed = 3\n[[chaos.rules]]\nat = \"data\"\nheader = \"X-Case\"\ndrop = true\n",
+            Path::new("t.toml"),
+        )
+        .expect("a good rule");
+        assert_eq!(config.chaos.rules.len(), 1);
     }
 
     /// Every section of the example file can be set from the environment, and only those.
