@@ -32,8 +32,23 @@ pub const HEADER: &str = "X-Tern-Chaos";
 /// the session must not be held forever.
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
 
-/// Senders a rate rule remembers at once; older windows are forgotten first.
+/// Senders a rate rule remembers at once: when full, windows idle for a minute are dropped,
+/// and if none is, all are forgotten (chaos is for tests, not a defence).
 const MAX_RATE_SENDERS: usize = 10_000;
+
+/// Longest text of a rule's reply (a reply line stays well under RFC 5321's 512 octets).
+const MAX_REPLY_TEXT: usize = 400;
+
+/// Header block a rule or the chaos header is looked for in: the first 256 KiB.
+const MAX_HEAD: usize = 256 * 1024;
+
+/// `text` cut to `max` characters with anything but printable ASCII as `?`, to echo safely.
+fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
+        .collect()
+}
 
 /// What a session does when chaos fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,8 +263,15 @@ pub fn parse_reply(text: &str, default_text: &str) -> Result<Reply, String> {
         .ok_or_else(|| format!("reply {text:?}: must start with a code from 400 to 599"))?;
     let class = (code / 100) as u8;
     let rest = rest.trim_start();
+    let looks_like_status = |word: &str| {
+        let parts: Vec<&str> = word.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    };
     let (status, rest) = match rest.split_once(' ').unwrap_or((rest, "")) {
-        (first, tail) if first.contains('.') => {
+        (first, tail) if looks_like_status(first) => {
             let parts: Vec<u8> = first.split('.').filter_map(|p| p.parse().ok()).collect();
             match parts[..] {
                 [c, s, d] if c == class && first.split('.').count() == 3 => (Status(c, s, d), tail),
@@ -262,8 +284,11 @@ pub fn parse_reply(text: &str, default_text: &str) -> Result<Reply, String> {
         }
         _ => (Status(class, 0, 0), rest),
     };
-    if rest.chars().any(char::is_control) {
-        return Err(format!("reply {text:?}: control characters in the text"));
+    if rest.chars().any(|c| c.is_control() || !c.is_ascii()) {
+        return Err(format!("reply {:?}: the text must be printable ASCII", printable(text, 80)));
+    }
+    if rest.len() > MAX_REPLY_TEXT {
+        return Err(format!("reply text longer than {MAX_REPLY_TEXT} characters"));
     }
     let rest = rest.trim();
     Ok(Reply::new(code, status, if rest.is_empty() { default_text } else { rest }.to_string()))
@@ -318,12 +343,12 @@ fn glob(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -337,6 +362,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// The values of header `name` in a raw message (unfolded, trimmed).
 fn header_values(raw: &[u8], name: &str) -> Vec<String> {
+    let raw = &raw[..raw.len().min(MAX_HEAD)];
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..head_end]);
     let mut values = Vec::new();
@@ -407,6 +433,9 @@ impl Armed {
         }
         if rule.recipient.is_some() && !matches!(rule.at, Stage::Rcpt | Stage::Data) {
             return Err("recipient conditions are for at = \"rcpt\" or \"data\"".into());
+        }
+        if rule.at == Stage::Auth && (rule.sender.is_some() || rule.rate_per_minute.is_some()) {
+            return Err("sender and rate_per_minute need a sender: not at = \"auth\"".into());
         }
         if rule.nth == Some(0) {
             return Err("nth counts from 1".into());
@@ -648,30 +677,43 @@ impl Chaos {
     }
 
     /// At end of data: the message's own `X-Tern-Chaos` header first, then the rules.
+    /// The rules count the message either way; a header that only delays leaves the act to
+    /// them (its delay comes first).
     pub fn at_data(&self, from: &str, rcpts: &[&str], raw: &[u8]) -> Option<Decision> {
-        if let Some(value) = header_values(raw, HEADER).into_iter().next() {
-            match parse_directive(&value) {
-                Ok(plan) => {
-                    return Some(Decision {
-                        delay: plan.delay,
-                        act: plan.act,
-                        source: format!("{HEADER} header"),
-                    });
-                }
-                Err(e) => {
-                    return Some(Decision {
+        let source = format!("{HEADER} header");
+        let asked =
+            header_values(raw, HEADER).into_iter().next().map(|value| {
+                match parse_directive(&value) {
+                    Ok(plan) => {
+                        Decision { delay: plan.delay, act: plan.act, source: source.clone() }
+                    }
+                    Err(e) => Decision {
                         delay: Duration::ZERO,
                         act: Act::Reply(Reply::new(
                             550,
                             Status(5, 6, 0),
-                            format!("Bad {HEADER} header: {e}"),
+                            format!("Bad {HEADER} header: {}", printable(&e, 200)),
                         )),
-                        source: format!("{HEADER} header"),
-                    });
+                        source: source.clone(),
+                    },
                 }
+            });
+        let event = Event::Data { from, rcpts, raw };
+        match asked {
+            Some(asked) if asked.act != Act::Pass => {
+                self.decide_after(&event, |_| None, Some(asked))
             }
+            Some(delay) => {
+                let mut decided = self.decide(&event, |_| None).unwrap_or(Decision {
+                    delay: Duration::ZERO,
+                    act: Act::Pass,
+                    source,
+                });
+                decided.delay = decided.delay.saturating_add(delay.delay).min(MAX_DELAY);
+                Some(decided)
+            }
+            None => self.decide(&event, |_| None),
         }
-        self.decide(&Event::Data { from, rcpts, raw }, |_| None)
     }
 
     /// Mailpit's trigger for the stage (when it has one), then every matching rule counts the
@@ -681,24 +723,37 @@ impl Chaos {
         event: &Event<'_>,
         trigger: impl Fn(&Triggers) -> Option<(Trigger, &'static str)>,
     ) -> Option<Decision> {
+        self.decide_after(event, trigger, None)
+    }
+
+    /// [`Chaos::decide`] when `decided` may already hold the answer (the rules then only
+    /// count the event).
+    fn decide_after(
+        &self,
+        event: &Event<'_>,
+        trigger: impl Fn(&Triggers) -> Option<(Trigger, &'static str)>,
+        decided: Option<Decision>,
+    ) -> Option<Decision> {
         let now = Instant::now();
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let mut decision = trigger(&inner.triggers).and_then(|(t, text)| {
-            let fires = t.probability > 0 && inner.rng.random_range(0..100i64) < t.probability;
-            fires.then(|| {
-                let code = u16::try_from(t.error_code).unwrap_or(451);
-                let class = (code / 100) as u8;
-                let status = match (event, code) {
-                    (Event::Auth, 535) => Status(5, 7, 8),
-                    (Event::Auth, _) => Status(class, 7, 0),
-                    _ => Status(class, 0, 0),
-                };
-                Decision {
-                    delay: Duration::ZERO,
-                    act: Act::Reply(Reply::new(code, status, text)),
-                    source: "Mailpit trigger".into(),
-                }
+        let mut decision = decided.or_else(|| {
+            trigger(&inner.triggers).and_then(|(t, text)| {
+                let fires = t.probability > 0 && inner.rng.random_range(0..100i64) < t.probability;
+                fires.then(|| {
+                    let code = u16::try_from(t.error_code).unwrap_or(451);
+                    let class = (code / 100) as u8;
+                    let status = match (event, code) {
+                        (Event::Auth, 535) => Status(5, 7, 8),
+                        (Event::Auth, _) => Status(class, 7, 0),
+                        _ => Status(class, 0, 0),
+                    };
+                    Decision {
+                        delay: Duration::ZERO,
+                        act: Act::Reply(Reply::new(code, status, text)),
+                        source: "Mailpit trigger".into(),
+                    }
+                })
             })
         });
         for armed in inner.rules.iter_mut().filter(|armed| armed.matches(event)) {
@@ -775,6 +830,9 @@ mod tests {
         assert!(!glob("", "a"));
         assert!(glob("a*b*c", "axxbyyc"));
         assert!(!glob("a*b*c", "axxbyy"));
+        // A `*` in the text is a character like any other.
+        assert!(glob("*@example.com", "*x@example.com"));
+        assert!(glob("a*", "a*"));
     }
 
     #[test]
@@ -782,7 +840,12 @@ mod tests {
         assert_eq!(parse_reply("451", "x").unwrap().to_wire(), "451 4.0.0 x\r\n");
         assert_eq!(parse_reply("550 5.7.1 no", "x").unwrap().to_wire(), "550 5.7.1 no\r\n");
         assert_eq!(parse_reply("452 go away", "x").unwrap().to_wire(), "452 4.0.0 go away\r\n");
-        for bad in ["250 ok", "abc", "", "451 5.0.0 mixed", "451 4.1 short", "600"] {
+        // A dotted first word that is no status is text.
+        assert_eq!(
+            parse_reply("550 example.com refuses you", "x").unwrap().to_wire(),
+            "550 5.0.0 example.com refuses you\r\n"
+        );
+        for bad in ["250 ok", "abc", "", "451 5.0.0 mixed", "600", "451 4.0.0 caf\u{e9}"] {
             assert!(parse_reply(bad, "x").is_err(), "{bad:?} accepted");
         }
     }
@@ -866,6 +929,14 @@ mod tests {
             c.at_data("a@b", &["c@d"], b"X-Tern-Chaos: delay=20ms; 421 4.4.2 bye\r\n\r\n").unwrap();
         assert_eq!(d.delay, Duration::from_millis(20));
         assert_eq!(reply_of(Some(d)).unwrap(), "421 4.4.2 bye");
+        // The header's act wins, and the rule still counts the message; a header that only
+        // delays leaves the act to the rules.
+        let both = b"X-Test-Case: fail-1\r\nX-Tern-Chaos: 451\r\n\r\n";
+        assert!(matches!(c.at_data("a@b", &["c@d"], both).unwrap().act, Act::Reply(_)));
+        let slow_drop = b"X-Test-Case: fail-2\r\nX-Tern-Chaos: delay=5ms\r\n\r\n";
+        let d = c.at_data("a@b", &["c@d"], slow_drop).unwrap();
+        assert_eq!((d.act, d.delay), (Act::Drop, Duration::from_millis(5)));
+        assert_eq!((c.rules()[0].matched, c.rules()[0].fired), (3, 2));
         let bad = c.at_data("a@b", &["c@d"], b"X-Tern-Chaos: explode\r\n\r\n");
         assert!(reply_of(bad).unwrap().starts_with("550 5.6.0 Bad X-Tern-Chaos header"));
     }
@@ -885,10 +956,18 @@ mod tests {
     fn invalid_rules_are_named() {
         let mut r = rule(Stage::Mail);
         r.drop = true;
-        let err = ChaosConfig { rules: vec![rule(Stage::Rcpt), r], ..Default::default() }
+        let mut good = rule(Stage::Rcpt);
+        good.reply = Some("451".into());
+        let err =
+            ChaosConfig { rules: vec![good, r], ..Default::default() }.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ("chaos.rules[1]".to_string(), "drop is for at = \"data\" only".to_string())
+        );
+        let err = ChaosConfig { rules: vec![rule(Stage::Rcpt)], ..Default::default() }
             .validate()
             .unwrap_err();
-        assert_eq!(err.0, "chaos.rules[0]");
+        assert!(err.1.starts_with("nothing to do"), "{err:?}");
         let mut r = rule(Stage::Mail);
         r.recipient = Some("x".into());
         r.reply = Some("550".into());

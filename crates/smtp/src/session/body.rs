@@ -134,6 +134,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues the reply to a message; a `421` (a chaos rule's, say) ends the session.
     fn after_message(&mut self, reply: Reply) -> Flow {
+        // Replies to a message never count as errors, chaos's included.
+        self.uncounted = false;
         self.conn.queue(&reply);
         if reply.code == 421 { Flow::Close } else { Flow::Continue }
     }
@@ -147,10 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         else {
             return Ok(false);
         };
-        if !decision.delay.is_zero() {
-            self.flush().await?;
-            self.pause(decision.delay).await?;
-        }
+        self.chaos_delay(decision.delay).await?;
         tracing::info!(source = %decision.source, "chaos: disconnecting mid-data");
         Ok(true)
     }

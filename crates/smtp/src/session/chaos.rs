@@ -30,19 +30,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(decision) = self.ctx.door.chaos().and_then(|chaos| ask(chaos)) else {
             return Ok(Outcome::Proceed);
         };
-        if !decision.delay.is_zero() {
-            // The client hears nothing during the wait, replies queued before included.
-            self.flush().await?;
-            self.pause(decision.delay).await?;
-        }
+        self.chaos_delay(decision.delay).await?;
         match decision.act {
             Act::Pass => Ok(Outcome::Proceed),
-            Act::Reply(reply) => Ok(Outcome::Answer(reply)),
+            Act::Reply(reply) => {
+                // Asked for by the test, not earned by the client: no error count, no tarpit.
+                self.uncounted = true;
+                Ok(Outcome::Answer(reply))
+            }
             Act::Drop => Ok(Outcome::Drop),
             Act::Disconnect => {
                 info!(source = %decision.source, "chaos: disconnecting");
                 Err(Stop::Closed)
             }
         }
+    }
+
+    /// Waits a chaos delay: replies queued before go out first; the session's deadline and
+    /// shutdown still end it.
+    pub(super) async fn chaos_delay(&mut self, delay: std::time::Duration) -> Result<(), Stop> {
+        if delay.is_zero() {
+            return Ok(());
+        }
+        self.flush().await?;
+        let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.pause(delay.min(left)).await?;
+        if delay > left {
+            return Err(Stop::SessionTimeout);
+        }
+        Ok(())
     }
 }

@@ -122,6 +122,8 @@ pub struct Session<S> {
     tarpit: Duration,
     bad_commands: u32,
     deadline: Instant,
+    /// The reply about to be answered was chaos's: it does not count as the client's error.
+    uncounted: bool,
 }
 
 /// `now + wait`, or a year from now when a configured wait is too large to add (never a
@@ -159,6 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tarpit: Duration::ZERO,
             bad_commands: 0,
             deadline,
+            uncounted: false,
         }
     }
 
@@ -330,7 +333,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a reply to a command, counting errors; too many close the session, and in MTA
     /// mode each error past a few slows the client down (the tarpit).
     fn answer(&mut self, reply: Reply) -> Flow {
-        let is_error = reply.is_error();
+        let uncounted = std::mem::take(&mut self.uncounted);
+        let is_error = reply.is_error() && !uncounted;
         let closing = reply.code == 421;
         self.conn.queue(&reply);
         if closing {
