@@ -1,7 +1,7 @@
 //! Entry points for fuzzing what a peer controls on the HTTP side, for the targets in `fuzz/`
 //! and the corpus replay in `tern-fuzz`'s tests: a captured message as every message view reads
-//! it (parts, headers, text, HTML, links, codes, the HTML check) and the body of
-//! `POST /api/v1/send`. Each takes arbitrary bytes and must return without panicking; results
+//! it (parts, headers, text, HTML, links, codes, the HTML check) and the bodies of
+//! `POST /api/v1/send` and `POST /v3/mail/send`. Each takes arbitrary bytes and must return without panicking; results
 //! are dropped.
 
 use crate::mime::Parsed;
@@ -28,7 +28,9 @@ pub fn message_views(raw: &[u8]) {
     }
 }
 
-/// `POST /api/v1/send`'s body: parsed, normalized and built into a message.
+/// The body of `POST /api/v1/send` (Mailpit's shape) and of `POST /v3/mail/send`
+/// (SendGrid's): each parsed, checked and built into messages.
 pub fn send_request(body: &[u8]) {
     crate::send::build_from_json(body);
+    crate::sendgrid::build_from_json(body);
 }

@@ -21,6 +21,7 @@ pub mod linkcheck;
 mod mime;
 mod readers;
 mod send;
+mod sendgrid;
 pub mod server;
 mod ui;
 mod wait;

@@ -104,11 +104,7 @@ pub async fn send(
     {
         return Err(ApiError::Forbidden("sending through the API needs the admin API key".into()));
     }
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let peer = peer_of(&request);
     let body = axum::body::to_bytes(request.into_body(), MAX_SEND_BODY_BYTES)
         .await
         .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
@@ -117,6 +113,29 @@ pub async fn send(
     req.normalize();
     let id = MessageId::generate();
     let (raw, envelope_rcpts) = build(&req, &format!("{id}@{}", state.hostname))?;
+    let id = capture(&state, peer, id, &req.from.email, envelope_rcpts, raw).await?;
+    Ok(Json(json!({ "ID": id.to_string() })))
+}
+
+/// The client's address (loopback when the listener did not record it).
+pub(crate) fn peer_of(request: &Request) -> SocketAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Hands a message an HTTP send API built (under the id in its `Message-ID:`) to the door,
+/// from the API's administrator, every recipient captured.
+pub(crate) async fn capture(
+    state: &State,
+    peer: SocketAddr,
+    id: MessageId,
+    mail_from: &str,
+    rcpts: Vec<String>,
+    raw: Vec<u8>,
+) -> Result<MessageId, ApiError> {
     // The API's administrator is trusted like an authenticated SMTP client.
     let client = Client {
         peer,
@@ -127,9 +146,9 @@ pub async fn send(
         admin: true,
     };
     let tx = Transaction {
-        mail_from: req.from.email.clone(),
-        // Captured, as Mailpit does: the send API does not deliver (yet).
-        recipients: envelope_rcpts
+        mail_from: mail_from.to_string(),
+        // Captured, as Mailpit does: the send APIs do not deliver (yet).
+        recipients: rcpts
             .into_iter()
             .map(|address| Recipient {
                 address,
@@ -141,8 +160,7 @@ pub async fn send(
         body: Some("8BITMIME".into()),
         ..Transaction::default()
     };
-    let id = state.door.accept_as(id, &client, tx, raw).await?;
-    Ok(Json(json!({ "ID": id.to_string() })))
+    Ok(state.door.accept_as(id, &client, tx, raw).await?)
 }
 
 impl SendRequest {

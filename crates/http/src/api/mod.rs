@@ -16,7 +16,7 @@ use axum::Router;
 use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
-use crate::{State, events, guard, send, ui, wait};
+use crate::{State, events, guard, send, sendgrid, ui, wait};
 
 /// Every route as (method, path), in the order of `openapi.json`; a test keeps the two equal
 /// and checks that each one answers.
@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/tags/{Tag}"),
     ("DELETE", "/api/v1/tags/{Tag}"),
     ("POST", "/api/v1/send"),
+    ("POST", "/v3/mail/send"),
     ("GET", "/api/v1/info"),
     ("GET", "/api/v1/webui"),
     ("GET", "/api/v1/inboxes"),
@@ -91,6 +92,7 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/tags", get(tags::list).put(tags::set))
         .route("/api/v1/tags/{tag}", put(tags::rename).delete(tags::delete))
         .route("/api/v1/send", post(send::send))
+        .route("/v3/mail/send", post(sendgrid::mail_send))
         .route("/api/v1/info", get(app::info))
         .route("/api/v1/webui", get(app::webui))
         .route("/api/v1/inboxes", get(app::inboxes))
