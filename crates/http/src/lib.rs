@@ -73,6 +73,8 @@ pub struct AppState {
     /// Delivery outcomes per hour for `/api/v1/stats` (`Activity::default()`; the server runs
     /// `activity::run` to sample them).
     pub activity: activity::Activity,
+    /// Answers `/api/v1/validate`; `None` where DNS was not set up (tests).
+    pub validator: Option<Arc<tern_delivery::validate::Validator>>,
 }
 
 /// Shared state handle.

@@ -13,6 +13,7 @@ mod queue;
 mod reload;
 mod sendmail;
 mod serve;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ enum Command {
     /// Diagnose a mail domain (MX, rDNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, each MX over SMTP)
     /// or validate a configuration without starting the server (ports, TLS, data dir, keys, DNS).
     Check(check::CheckArgs),
+    /// Check an address: syntax, the domain's mail hosts, disposable and role addresses, and
+    /// with --callout the recipient's server. Exit 0 valid, 1 invalid, 2 risky.
+    Validate(validate::ValidateArgs),
     /// Send the message on standard input, as sendmail does (also run as `sendmail` through a
     /// link): -t, -i/-oi, -f FROM, -F NAME, recipients. See `TERN_SMTP`, `TERN_DROP_DIR`.
     Sendmail {
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         Command::Dkim(args) => dkim::main(args),
         Command::Check(args) => check::main(args),
         Command::Sendmail { args } => return sendmail::main(args),
+        Command::Validate(args) => return validate::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

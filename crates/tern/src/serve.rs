@@ -480,7 +480,29 @@ fn http_state(
             .context("the link check's TLS client")?
             .map(Arc::new),
         activity: Default::default(),
+        validator: Some(Arc::new(validator(config, hostname)?)),
     }))
+}
+
+/// The address validator: outbound's DNS servers, port and CA file; our domains are never
+/// called out to.
+pub(crate) fn validator(
+    config: &Config,
+    hostname: &str,
+) -> anyhow::Result<tern_delivery::validate::Validator> {
+    let o = &config.outbound;
+    let resolver = tern_dns::resolver(&o.dns_servers, Duration::from_secs(o.dns_timeout_secs))
+        .context("the validator's DNS resolver")?;
+    let tls = tern_delivery::outbound::TlsSetup::new(o.tls_ca_file.as_deref())
+        .context("the validator's TLS roots")?;
+    Ok(tern_delivery::validate::Validator::new(
+        tern_delivery::outbound::MxResolver::from_resolver(resolver),
+        Arc::new(tls),
+        hostname,
+        o.mx_port,
+        config.relay.local_domains.clone(),
+        config.validate.clone(),
+    ))
 }
 
 /// HTTP credentials: required when configured, and always in MTA mode off loopback (the API

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use tern_queue::transport::{Job, JobResult, Transport};
 
+pub(crate) use client::{ClientSettings, Target, Timeouts, connect};
 pub use ehlo::Capabilities;
 pub use mx::{DNS_ATTEMPTS, MxError, MxHost, MxResolver};
 pub use section::{OutboundSection, parse_host_port};

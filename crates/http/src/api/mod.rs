@@ -8,6 +8,7 @@ mod messages;
 mod queue;
 mod stats;
 mod tags;
+mod validate;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -61,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/chaos/rules"),
     ("POST", "/api/v1/chaos/rules"),
     ("DELETE", "/api/v1/chaos/rules"),
+    ("GET", "/api/v1/validate"),
     ("GET", "/api/v1/wait"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/events"),
@@ -111,6 +113,7 @@ pub fn router(state: State) -> Router {
                 .post(chaos::add_rule)
                 .delete(chaos::clear_rules),
         )
+        .route("/api/v1/validate", get(validate::validate))
         .route("/api/v1/wait", get(wait::wait))
         .route("/api/v1/events", get(events::sse))
         .route("/api/events", get(events::websocket))

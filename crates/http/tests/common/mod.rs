@@ -57,6 +57,7 @@ impl Harness {
             browser: tern_http::BrowserPolicy::default(),
             link_check: None,
             activity: Default::default(),
+            validator: None,
         });
         Harness { dir, state }
     }

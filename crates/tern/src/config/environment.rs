@@ -12,6 +12,7 @@ pub const PREFIX: &str = "TERN_";
 pub const SECTIONS: &[&str] = &[
     "chaos",
     "log",
+    "validate",
     "smtp",
     "spool",
     "http",

@@ -78,6 +78,9 @@ pub struct Config {
     /// Failing on purpose for test suites: Mailpit's triggers and Tern's rules (off).
     #[serde(default)]
     pub chaos: tern_ingest::chaos::ChaosConfig,
+    /// Address validation (`/api/v1/validate`, `tern validate`): the SMTP callout.
+    #[serde(default)]
+    pub validate: tern_delivery::validate::ValidateConfig,
 }
 
 /// What Tern is running as.
@@ -205,6 +208,7 @@ impl Default for Config {
             dkim: tern_auth::DkimConfig::default(),
             pop3: tern_pop3::Pop3Config::default(),
             chaos: tern_ingest::chaos::ChaosConfig::default(),
+            validate: tern_delivery::validate::ValidateConfig::default(),
         }
     }
 }
@@ -419,6 +423,13 @@ impl Config {
             let message = e.to_string();
             let (key, rest) = message.split_once(": ").unwrap_or(("auth", message.as_str()));
             return Err(invalid(line_of_key(text, "auth.records"), key.into(), rest.into()));
+        }
+        if config.validate.callout_timeout_secs == 0 {
+            return Err(invalid(
+                line_of_key(text, "validate.callout_timeout_secs"),
+                "validate.callout_timeout_secs".into(),
+                "must be greater than 0".into(),
+            ));
         }
         if let Err((key, message)) = config.chaos.validate() {
             // `chaos.rules[2]` is the third `[[chaos.rules]]` table.
@@ -652,6 +663,7 @@ mod tests {
         assert_eq!(config.dkim, defaults.dkim);
         assert_eq!(config.pop3, defaults.pop3);
         assert_eq!(format!("{:?}", config.chaos), format!("{:?}", defaults.chaos));
+        assert_eq!(config.validate, defaults.validate);
     }
 
     #[test]
