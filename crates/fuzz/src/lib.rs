@@ -26,6 +26,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("send_request", send_request),
     ("mta_sts_policy", mta_sts_policy),
     ("config_file", config_file),
+    ("chaos_message", chaos_message),
+    ("address", address),
 ];
 
 /// SMTP command lines (one per input line), and the reply a refused one gets.
@@ -112,6 +114,50 @@ pub fn message_views(data: &[u8]) {
 /// The JSON body of `POST /api/v1/send`.
 pub fn send_request(data: &[u8]) {
     tern_http::fuzzing::send_request(data);
+}
+
+/// A message as chaos reads it at end of data (with chaos on): its `X-Tern-Chaos` header and
+/// rules with header, sender and recipient conditions; each input line also as a rule's reply.
+pub fn chaos_message(data: &[u8]) {
+    use std::sync::OnceLock;
+    use tern_ingest::chaos::{Chaos, ChaosConfig, Rule, Stage};
+    static CHAOS: OnceLock<Chaos> = OnceLock::new();
+    let chaos = CHAOS.get_or_init(|| {
+        let rule = |header: &str| Rule {
+            name: String::new(),
+            at: Stage::Data,
+            sender: Some("*@*.example".into()),
+            recipient: Some("?*@*".into()),
+            header: Some(header.into()),
+            nth: None,
+            rate_per_minute: Some(1000),
+            probability: Some(50),
+            reply: Some("451 4.3.0 chaos".into()),
+            delay_ms: None,
+            disconnect: false,
+            drop: false,
+        };
+        let config = ChaosConfig {
+            enabled: true,
+            seed: Some(1),
+            triggers: String::new(),
+            rules: vec![rule("X-Case: *a*b*"), rule("Subject")],
+        };
+        Chaos::new(&config).unwrap_or_else(|e| panic!("the fuzz rules are valid: {e}"))
+    });
+    let _ = chaos.at_data("a@b.example", &["x@y"], data);
+    for line in String::from_utf8_lossy(data).lines() {
+        let _ = tern_ingest::chaos::parse_reply(line, "text");
+    }
+}
+
+/// An address as `/api/v1/validate` checks it before any lookup: syntax, role, disposable.
+pub fn address(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(mailbox) = tern_delivery::validate::parse_mailbox(&text) {
+        let _ = tern_delivery::validate::role(&mailbox.local);
+        let _ = tern_delivery::validate::disposable(&mailbox.domain);
+    }
 }
 
 /// An MTA-STS policy file, as fetched from a domain's policy host.
