@@ -113,7 +113,8 @@ pub async fn send(
     req.normalize();
     let id = MessageId::generate();
     let (raw, envelope_rcpts) = build(&req, &format!("{id}@{}", state.hostname))?;
-    let id = capture(&state, peer, id, &req.from.email, envelope_rcpts, raw).await?;
+    let keyed = state.auth.is_some();
+    let id = enter(&state, peer, keyed, id, &req.from.email, envelope_rcpts, raw).await?;
     Ok(Json(json!({ "ID": id.to_string() })))
 }
 
@@ -126,37 +127,54 @@ pub(crate) fn peer_of(request: &Request) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// Hands a message an HTTP send API built (under the id in its `Message-ID:`) to the door,
-/// from the API's administrator, every recipient captured.
-pub(crate) async fn capture(
+/// Hands a message an HTTP send API built (under the id in its `Message-ID:`) to the door.
+/// The catcher captures every recipient. A mail server routes each one as it would an SMTP
+/// recipient (local mailbox, alias, remote through the queue), runs the sender's checks and
+/// the free-space reserve first, and trusts the client (relaying, DKIM signing, notices) only
+/// when the request carried the admin API key (`keyed`): an API without HTTP authentication is
+/// an untrusted client, like an SMTP client from an untrusted address.
+pub(crate) async fn enter(
     state: &State,
     peer: SocketAddr,
+    keyed: bool,
     id: MessageId,
     mail_from: &str,
     rcpts: Vec<String>,
     raw: Vec<u8>,
 ) -> Result<MessageId, ApiError> {
-    // The API's administrator is trusted like an authenticated SMTP client.
+    let mta = state.door.routing().policy().is_some();
     let client = Client {
         peer,
         helo: "api".into(),
         protocol: "HTTP".into(),
         tls: None,
         auth: None,
-        admin: true,
+        admin: !mta || keyed,
     };
-    let tx = Transaction {
-        mail_from: mail_from.to_string(),
-        // Captured, as Mailpit does: the send APIs do not deliver (yet).
-        recipients: rcpts
-            .into_iter()
-            .map(|address| Recipient {
+    let refused = |reply| ApiError::from(tern_ingest::IngestError::Refused(reply));
+    state.door.check_mail(&client, mail_from, Some(raw.len() as u64)).await.map_err(refused)?;
+    let mut recipients = Vec::with_capacity(rcpts.len());
+    for address in rcpts {
+        if !mta {
+            recipients.push(Recipient {
                 address,
                 notify: vec![],
                 orcpt: None,
                 route: Route::Capture,
-            })
-            .collect(),
+            });
+            continue;
+        }
+        let deliveries = state.door.route(&client, mail_from, &address).await.map_err(refused)?;
+        for tern_ingest::Delivery { target, route } in deliveries {
+            // An alias target is delivered as the target, the alias kept as ORCPT (RFC 3461).
+            let orcpt = target.is_some().then(|| format!("rfc822;{address}"));
+            let address = target.unwrap_or_else(|| address.clone());
+            recipients.push(Recipient { address, notify: vec![], orcpt, route });
+        }
+    }
+    let tx = Transaction {
+        mail_from: mail_from.to_string(),
+        recipients,
         body: Some("8BITMIME".into()),
         ..Transaction::default()
     };

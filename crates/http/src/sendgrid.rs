@@ -4,7 +4,8 @@
 //! Each personalization becomes one message (its `to`/`cc`/`bcc` are that message's
 //! recipients; its `subject`, `headers`, `substitutions` and `custom_args` override the
 //! request's), built with mail-builder and handed to the door as the Mailpit send API's
-//! messages are. The answer is SendGrid's: `202` with an empty body and `X-Message-Id`, or
+//! messages are (`send::enter`: captured by the catcher, routed and delivered by a mail
+//! server). The answer is SendGrid's: `202` with an empty body and `X-Message-Id`, or
 //! `400 {"errors": [{"message", "field", "help"}]}` listing every problem found;
 //! `mail_settings.sandbox_mode.enable` validates and stores nothing (`200`). Categories become
 //! tags, `custom_args` an `X-Custom-Args` header (JSON), `send_at` an `X-Send-At` header (the
@@ -30,7 +31,7 @@ use tern_store::MessageId;
 
 use crate::State;
 use crate::error::ApiError;
-use crate::send::{capture, peer_of};
+use crate::send::{enter, peer_of};
 
 /// SendGrid's limit on a request body (30 MB).
 pub const MAX_BODY_BYTES: usize = 30 * 1024 * 1024;
@@ -174,6 +175,8 @@ pub async fn mail_send(AxumState(state): AxumState<State>, request: Request) -> 
         );
     }
     let peer = peer_of(&request);
+    // With HTTP authentication on, reaching here took the admin key.
+    let keyed = state.auth.is_some();
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -204,7 +207,7 @@ pub async fn mail_send(AxumState(state): AxumState<State>, request: Request) -> 
     }
     let mut first = None;
     for built in messages {
-        match capture(&state, peer, built.id, &built.from, built.rcpts, built.raw).await {
+        match enter(&state, peer, keyed, built.id, &built.from, built.rcpts, built.raw).await {
             Ok(id) => {
                 first.get_or_insert(id);
             }

@@ -54,7 +54,8 @@ impl Check for SenderOwnership {
     }
 }
 
-/// Only an authenticated client or one from a trusted network may send to other domains.
+/// Only an authenticated client, one from a trusted network or the HTTP API's administrator may
+/// send to other domains.
 pub struct RelayDecision(pub Arc<RelayPolicy>);
 
 impl Check for RelayDecision {
@@ -65,7 +66,13 @@ impl Check for RelayDecision {
     fn at_rcpt<'a>(&'a self, client: &'a Client, _: &'a str, rcpt: &'a str) -> Pending<'a> {
         let login = client.auth.as_ref().map(|user| user.login.as_str());
         let policy_client = tern_policy::Client { ip: client.peer.ip(), login };
-        match self.0.check_rcpt(rcpt, &policy_client) {
+        // The HTTP API's administrator may relay like an authenticated user.
+        let decided = if client.admin {
+            self.0.destination(rcpt)
+        } else {
+            self.0.check_rcpt(rcpt, &policy_client)
+        };
+        match decided {
             RcptVerdict::Deny(denial) => verdict(Err(denial)),
             _ => Verdict::accept(),
         }
@@ -153,5 +160,9 @@ mod tests {
         assert_eq!(at_rcpt(stranger, "postmaster").await, "accepted");
         let alice = client("192.0.2.1", Some(("alice", &[])));
         assert_eq!(at_rcpt(alice, "x@remote.test").await, "accepted");
+        // The HTTP API's administrator relays; an address literal stays refused.
+        let admin = Client { admin: true, ..client("127.0.0.1", None) };
+        assert_eq!(at_rcpt(admin.clone(), "x@remote.test").await, "accepted");
+        assert_ne!(at_rcpt(admin, "x@[192.0.2.9]").await, "accepted");
     }
 }

@@ -19,8 +19,11 @@ mod http;
 #[allow(dead_code)]
 mod schema;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use support::{TernServer, text};
+use support::peers::{Postfix, PostfixOptions};
+use support::{MtaListener, TernServer, is_tern_banner, text};
 
 /// Python against one server's HTTP port (`HTTP`): `client()` is SendGrid's API client, and
 /// `send(mail)` reports the status, the `X-Message-Id` and the error list.
@@ -212,4 +215,96 @@ emit(bad_from=bad_from, injected=injected, too_many=too_many, bad_attachment=bad
     schema::tern().check("SendGridErrors", &response.json_with(400));
     let page = http::get(server.http, "/api/v1/messages").json_with(200);
     assert_eq!(page["total"], 0, "nothing stored: {page}");
+}
+
+/// A SendGrid request to `to` from `from`, with `key` as the bearer token.
+fn sendgrid_post(server: &TernServer, key: &str, from: &str, to: &[&str]) -> http::Response {
+    let to: Vec<Value> = to.iter().map(|a| json!({"email": a})).collect();
+    let body = json!({
+        "personalizations": [{"to": to}],
+        "from": {"email": from},
+        "subject": "Delivered over the API",
+        "content": [{"type": "text/plain", "value": "Sent through SendGrid's API shape."}]
+    });
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let auth = format!("Bearer {key}");
+    http::request(
+        server.http,
+        "POST",
+        "/v3/mail/send",
+        &[("Content-Type", "application/json"), ("Authorization", &auth)],
+        &bytes,
+    )
+}
+
+#[test]
+fn a_mail_server_delivers_api_mail_signs_it_and_relays_only_with_the_key() {
+    let data = support::temp_dir("api-mta");
+    let keys = support::dkim_generate(&data.join("store").join("dkim"), "tern.test", &[]);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let remote = Postfix::mx(&["bob@remote.test"], PostfixOptions::default());
+    let listeners = [MtaListener { role: "mx", allow_plaintext_auth: false }];
+    let extra = format!(
+        "[relay]\nlocal_domains = [\"tern.test\"]\n\n[outbound]\nrelay_host = \"{}\"\n\
+         tls = \"off\"\n\n[http]\nrequire_auth = true\napi_key = \"secret-key\"\n",
+        remote.addr()
+    );
+    let (server, _) = TernServer::start_mta_in(&data, &listeners, &extra, is_tern_banner);
+    server.add_account("alice@tern.test", "alice-password");
+
+    let response = sendgrid_post(
+        &server,
+        "secret-key",
+        "app@tern.test",
+        &["bob@remote.test", "alice@tern.test"],
+    );
+    assert_eq!(response.status, 202, "{}", response.text());
+    let id = response.header("x-message-id").expect("X-Message-Id").to_string();
+    let stored = server.message(&id).expect("stored");
+    let routes: Vec<String> =
+        stored.envelope.recipients.iter().map(|r| r.route.as_str().to_string()).collect();
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert_eq!(stored.envelope.recipients[1].route.account(), Some("alice@tern.test"));
+    let delivered = remote.wait_for_messages("bob@remote.test", 1, Duration::from_secs(60));
+    let delivered = String::from_utf8_lossy(&delivered[0]).into_owned();
+    assert!(delivered.contains("Subject: Delivered over the API"), "{delivered}");
+    assert!(
+        delivered.contains("DKIM-Signature:") && delivered.contains("d=tern.test"),
+        "{delivered}"
+    );
+    assert!(delivered.contains("with HTTP"), "the trace names the API: {delivered}");
+
+    // Mailpit's send API takes the same road.
+    let body = json!({"From": {"Email": "app@tern.test"}, "To": [{"Email": "bob@remote.test"}],
+                      "Subject": "Mailpit shape", "Text": "hello"});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let response = http::request(
+        server.http,
+        "POST",
+        "/api/v1/send",
+        &[("Content-Type", "application/json"), ("Authorization", "Bearer secret-key")],
+        &bytes,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    remote.wait_for_messages("bob@remote.test", 2, Duration::from_secs(60));
+
+    let wrong = sendgrid_post(&server, "guess", "app@tern.test", &["bob@remote.test"]);
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+}
+
+#[test]
+fn without_http_authentication_the_api_may_not_relay() {
+    let listeners = [MtaListener { role: "mx", allow_plaintext_auth: false }];
+    let extra = "[relay]\nlocal_domains = [\"tern.test\"]\n";
+    let (server, _) = TernServer::start_mta(&listeners, extra, is_tern_banner);
+    server.add_account("alice@tern.test", "alice-password");
+    let relay = sendgrid_post(&server, "any", "app@tern.test", &["bob@remote.test"]);
+    let errors = relay.json_with(400);
+    let message = errors["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("550 5.7.1"), "{errors}");
+    let local = sendgrid_post(&server, "any", "app@elsewhere.test", &["alice@tern.test"]);
+    assert_eq!(local.status, 202, "{}", local.text());
+    let id = local.header("x-message-id").expect("X-Message-Id").to_string();
+    let stored = server.message(&id).expect("stored");
+    assert_eq!(stored.envelope.recipients[0].route.account(), Some("alice@tern.test"));
 }
