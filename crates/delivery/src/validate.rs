@@ -125,6 +125,9 @@ pub struct ValidateConfig {
     pub callout_cache_secs: u64,
     /// Time limit for connecting and for each reply of a callout.
     pub callout_timeout_secs: u64,
+    /// Call out to mail hosts at loopback, private, link-local and other internal addresses
+    /// too (else the callout answers "unknown" for them): only to test against local servers.
+    pub callout_private_addresses: bool,
 }
 
 impl Default for ValidateConfig {
@@ -134,6 +137,7 @@ impl Default for ValidateConfig {
             callout_interval_secs: 10,
             callout_cache_secs: 3600,
             callout_timeout_secs: 10,
+            callout_private_addresses: false,
         }
     }
 }
@@ -280,7 +284,7 @@ pub struct Validator {
     local_domains: Vec<String>,
     config: ValidateConfig,
     answers: Mutex<HashMap<String, Answer>>,
-    last_callout: Mutex<HashMap<String, Instant>>,
+    last_callout: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -416,10 +420,28 @@ impl Validator {
         if self.local_domains.contains(&mailbox.domain) {
             return skipped("callout", "our own domain: never called out to");
         }
+        if mailbox.literal.is_some() {
+            return skipped("callout", "an address literal: not called out to");
+        }
         let Some(host) = hosts.first() else {
             return skipped("callout", "no mail host to ask");
         };
-        let key = format!("{}@{}", mailbox.local, mailbox.domain).to_lowercase();
+        let Some(ip) = host.addrs.first().copied() else {
+            return skipped("callout", "the mail host has no address");
+        };
+        if !self.config.callout_private_addresses && !is_public(ip) {
+            return Check {
+                check: "callout",
+                result: Outcome::Unknown,
+                detail: format!(
+                    "not asked: {} is at {ip}, an internal address \
+                     (validate.callout_private_addresses)",
+                    host.name
+                ),
+            };
+        }
+        // The local part is case-sensitive; the domain is not.
+        let key = format!("{}@{}", mailbox.local, mailbox.domain);
         let now = Instant::now();
         let cache_for = Duration::from_secs(self.config.callout_cache_secs);
         if let Some(answer) = lock(&self.answers).get(&key).filter(|a| now - a.at < cache_for) {
@@ -432,22 +454,30 @@ impl Validator {
         {
             let mut last = lock(&self.last_callout);
             let interval = Duration::from_secs(self.config.callout_interval_secs);
-            if last.get(&mailbox.domain).is_some_and(|at| now - *at < interval) {
+            // Spaced per mail server address, whatever domains point at it.
+            if last.get(&ip).is_some_and(|at| now - *at < interval) {
                 return Check {
                     check: "callout",
                     result: Outcome::Unknown,
                     detail: format!(
-                        "not asked: one callout per domain every {} s",
+                        "not asked: one callout per mail server every {} s",
                         interval.as_secs()
                     ),
                 };
             }
             if last.len() >= MAX_CACHED {
                 last.retain(|_, at| now - *at < interval);
+                if last.len() >= MAX_CACHED {
+                    last.clear();
+                }
             }
-            last.insert(mailbox.domain.clone(), now);
+            last.insert(ip, now);
         }
-        let (result, detail) = self.call_out(host, mailbox).await;
+        let (result, detail) = self.call_out(host, ip, mailbox).await;
+        if !matches!(result, Outcome::Pass | Outcome::Fail) {
+            // A 4xx (greylisting) or a failed connection says nothing lasting.
+            return Check { check: "callout", result, detail };
+        }
         let mut answers = lock(&self.answers);
         if answers.len() >= MAX_CACHED {
             answers.retain(|_, a| now - a.at < cache_for);
@@ -460,12 +490,9 @@ impl Validator {
     }
 
     /// Connects to `host`, says `MAIL FROM:<>` and `RCPT TO`, and quits.
-    async fn call_out(&self, host: &MxHost, mailbox: &Mailbox) -> (Outcome, String) {
-        let Some(ip) = host.addrs.first() else {
-            return (Outcome::Unknown, format!("{} has no address", host.name));
-        };
+    async fn call_out(&self, host: &MxHost, ip: IpAddr, mailbox: &Mailbox) -> (Outcome, String) {
         let limit = Duration::from_secs(self.config.callout_timeout_secs.max(1));
-        let target = Target { name: host.name.clone(), addr: SocketAddr::new(*ip, self.mx_port) };
+        let target = Target { name: host.name.clone(), addr: SocketAddr::new(ip, self.mx_port) };
         let settings = ClientSettings {
             helo_name: &self.helo_name,
             tls_policy: TlsPolicy::Opportunistic,
@@ -482,7 +509,11 @@ impl Validator {
         let answer = session.probe(&rcpt, mailbox.smtputf8).await;
         session.quit().await;
         match answer {
-            Ok(reply) => {
+            Ok(None) => (
+                Outcome::Unknown,
+                format!("{target} does not offer SMTPUTF8, which this address needs"),
+            ),
+            Ok(Some(reply)) => {
                 let text = format!("{target} answered RCPT with {}", reply.to_string().trim_end());
                 match reply.class() {
                     2 => (Outcome::Pass, text),
@@ -491,6 +522,37 @@ impl Validator {
                 }
             }
             Err(e) => (Outcome::Unknown, format!("{target}: {e}")),
+        }
+    }
+}
+
+/// An address on the Internet: not loopback, private, shared (CGNAT), link-local,
+/// documentation, multicast, unspecified or unique-local.
+fn is_public(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
         }
     }
 }
@@ -549,6 +611,26 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(65));
         assert!(parse_mailbox(&long).unwrap_err().contains("at most 64"));
+    }
+
+    #[test]
+    fn only_public_addresses_are_called_out_to() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["8.8.8.8", "2a00:1450::1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 
     #[test]

@@ -127,12 +127,8 @@ pub(crate) fn peer_of(request: &Request) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// Hands a message an HTTP send API built (under the id in its `Message-ID:`) to the door.
-/// The catcher captures every recipient. A mail server routes each one as it would an SMTP
-/// recipient (local mailbox, alias, remote through the queue), runs the sender's checks and
-/// the free-space reserve first, and trusts the client (relaying, DKIM signing, notices) only
-/// when the request carried the admin API key (`keyed`): an API without HTTP authentication is
-/// an untrusted client, like an SMTP client from an untrusted address.
+/// Hands a message an HTTP send API built (under the id in its `Message-ID:`) to the door:
+/// [`plan`], then the door's acceptance.
 pub(crate) async fn enter(
     state: &State,
     peer: SocketAddr,
@@ -142,6 +138,24 @@ pub(crate) async fn enter(
     rcpts: Vec<String>,
     raw: Vec<u8>,
 ) -> Result<MessageId, ApiError> {
+    let (client, tx) = plan(state, peer, keyed, mail_from, rcpts, raw.len() as u64).await?;
+    Ok(state.door.accept_as(id, &client, tx, raw).await?)
+}
+
+/// Who sends and where each recipient's copies go, before the message exists. The catcher
+/// captures every recipient. A mail server routes each one as it would an SMTP recipient
+/// (local mailbox, alias, remote through the queue) after the sender's checks and the
+/// free-space reserve, and trusts the client (relaying, DKIM signing, notices) only when the
+/// request carried the admin API key (`keyed`): an API without HTTP authentication is an
+/// untrusted client, like an SMTP client from an untrusted address.
+pub(crate) async fn plan(
+    state: &State,
+    peer: SocketAddr,
+    keyed: bool,
+    mail_from: &str,
+    rcpts: Vec<String>,
+    size: u64,
+) -> Result<(Client, Transaction), ApiError> {
     let mta = state.door.routing().policy().is_some();
     let client = Client {
         peer,
@@ -152,7 +166,8 @@ pub(crate) async fn enter(
         admin: !mta || keyed,
     };
     let refused = |reply| ApiError::from(tern_ingest::IngestError::Refused(reply));
-    state.door.check_mail(&client, mail_from, Some(raw.len() as u64)).await.map_err(refused)?;
+    state.door.check_mail(&client, mail_from, Some(size)).await.map_err(refused)?;
+    let smtputf8 = !mail_from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
     let mut recipients = Vec::with_capacity(rcpts.len());
     for address in rcpts {
         if !mta {
@@ -176,9 +191,10 @@ pub(crate) async fn enter(
         mail_from: mail_from.to_string(),
         recipients,
         body: Some("8BITMIME".into()),
+        smtputf8,
         ..Transaction::default()
     };
-    Ok(state.door.accept_as(id, &client, tx, raw).await?)
+    Ok((client, tx))
 }
 
 impl SendRequest {

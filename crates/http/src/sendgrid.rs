@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::extract::State as AxumState;
@@ -31,7 +32,7 @@ use tern_store::MessageId;
 
 use crate::State;
 use crate::error::ApiError;
-use crate::send::{enter, peer_of};
+use crate::send::{peer_of, plan};
 
 /// SendGrid's limit on a request body (30 MB).
 pub const MAX_BODY_BYTES: usize = 30 * 1024 * 1024;
@@ -40,6 +41,16 @@ const MAX_PERSONALIZATIONS: usize = 1000;
 const MAX_RECIPIENTS: usize = 1000;
 /// How far ahead `send_at` may be (72 hours).
 const MAX_SEND_AHEAD_SECS: i64 = 72 * 3600;
+/// SendGrid's limits on substitutions (per personalization) and on custom args, in bytes.
+const MAX_SUBSTITUTION_BYTES: usize = 10_000;
+const MAX_CUSTOM_ARGS_BYTES: usize = 10_000;
+/// Longest header value taken or written (a header line is at most 998 octets).
+const MAX_HEADER_VALUE: usize = 900;
+/// Most bytes a request's messages may come to together (personalizations × text, HTML and
+/// attachments): they are built one at a time, but no request may ask for more.
+const MAX_TOTAL_BYTES: usize = 256 * 1024 * 1024;
+/// Most errors listed in one answer.
+const MAX_ERRORS: usize = 100;
 
 /// Headers the request may not set (the builder and Tern own them).
 const RESERVED: &[&str] = &[
@@ -140,7 +151,9 @@ struct Errors(Vec<(String, Option<String>)>);
 
 impl Errors {
     fn add(&mut self, field: impl Into<Option<String>>, message: impl Into<String>) {
-        self.0.push((message.into(), field.into()));
+        if self.0.len() < MAX_ERRORS {
+            self.0.push((message.into(), field.into()));
+        }
     }
 
     fn response(&self, status: StatusCode) -> Response {
@@ -198,36 +211,39 @@ pub async fn mail_send(AxumState(state): AxumState<State>, request: Request) -> 
         }
     };
     let now = tern_queue::scheduler::now_ms() / 1000;
-    let messages = match build_all(&req, now, &state.hostname) {
-        Ok(messages) => messages,
+    let attachments = match checked(&req, now) {
+        Ok(attachments) => attachments,
         Err(errors) => return errors.response(StatusCode::BAD_REQUEST),
     };
     if req.mail_settings.sandbox_mode.enable {
         return StatusCode::OK.into_response();
     }
+    // Every personalization's sender and recipients pass the door's checks and routing before
+    // any message is stored: a refused recipient refuses the request, never half of it.
+    let size = estimated_size(&req, &attachments) as u64;
+    let mut plans = Vec::with_capacity(req.personalizations.len());
+    for p in &req.personalizations {
+        let from = p.from.as_ref().or(req.from.as_ref()).map_or("", |f| f.email.as_str());
+        let rcpts = p.to.iter().chain(&p.cc).chain(&p.bcc).map(|e| e.email.clone()).collect();
+        match plan(&state, peer, keyed, from, rcpts, size).await {
+            Ok(plan) => plans.push(plan),
+            Err(e) => return failure(e),
+        }
+    }
     let mut first = None;
-    for built in messages {
-        match enter(&state, peer, keyed, built.id, &built.from, built.rcpts, built.raw).await {
+    for (p, (client, tx)) in req.personalizations.iter().zip(plans) {
+        let id = MessageId::generate();
+        let raw = match build_one(&req, p, &format!("{id}@{}", state.hostname), &attachments) {
+            Ok(raw) => raw,
+            Err(message) => return one_error(StatusCode::BAD_REQUEST, None, &message),
+        };
+        match state.door.accept_as(id, &client, tx, raw).await {
             Ok(id) => {
                 first.get_or_insert(id);
             }
-            Err(e) => {
-                // The messages before this one are stored; the client hears the failure (a
-                // check's refusal, or the store) and may retry.
-                let status = match &e {
-                    ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                    ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                let text = match e {
-                    ApiError::Internal(detail) => {
-                        tracing::error!(error = %detail, "SendGrid send failed");
-                        "internal error".to_string()
-                    }
-                    other => other.to_string(),
-                };
-                return one_error(status, None, &text);
-            }
+            // The messages before this one are stored (a store failure, or an end-of-data
+            // check); the client hears it and may retry.
+            Err(e) => return failure(e.into()),
         }
     }
     let mut response = Response::new(Body::empty());
@@ -240,42 +256,83 @@ pub async fn mail_send(AxumState(state): AxumState<State>, request: Request) -> 
     response
 }
 
-/// The request path without the server: parse, check, build (for fuzzing).
+/// SendGrid's answer for a refusal or failure at the door.
+fn failure(e: ApiError) -> Response {
+    let status = match &e {
+        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let text = match e {
+        ApiError::Internal(detail) => {
+            tracing::error!(error = %detail, "SendGrid send failed");
+            "internal error".to_string()
+        }
+        other => other.to_string(),
+    };
+    one_error(status, None, &text)
+}
+
+/// The request path without the server: parse, check, build each message (for fuzzing).
 pub(crate) fn build_from_json(body: &[u8]) {
     if let Ok(req) = serde_json::from_slice::<MailSend>(body) {
         let _ = build_all(&req, 1_800_000_000, "fuzz.tern.test");
     }
 }
 
-/// A message ready for the door.
-struct Built {
-    id: MessageId,
-    from: String,
-    rcpts: Vec<String>,
-    raw: Vec<u8>,
-}
-
-/// Validates the whole request (every error found, with its field) and builds one message
-/// per personalization.
-fn build_all(req: &MailSend, now_secs: i64, hostname: &str) -> Result<Vec<Built>, Errors> {
+/// Checks the whole request and decodes its attachments once; every problem found, each with
+/// its field.
+fn checked(req: &MailSend, now_secs: i64) -> Result<Vec<Vec<u8>>, Errors> {
     let mut errors = Errors::default();
     check(req, now_secs, &mut errors);
     if !errors.0.is_empty() {
         return Err(errors);
     }
+    let attachments: Vec<Vec<u8>> = req
+        .attachments
+        .iter()
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD.decode(a.content.trim()).unwrap_or_default()
+        })
+        .collect();
+    if estimated_size(req, &attachments) > MAX_TOTAL_BYTES {
+        errors.add(
+            "personalizations".to_string(),
+            format!(
+                "The messages of this request would come to more than {} MB: send fewer personalizations per request.",
+                MAX_TOTAL_BYTES / (1024 * 1024)
+            ),
+        );
+        return Err(errors);
+    }
+    Ok(attachments)
+}
+
+/// What the request's messages come to together, roughly.
+fn estimated_size(req: &MailSend, attachments: &[Vec<u8>]) -> usize {
+    let one = req.content.iter().map(|c| c.value.len()).sum::<usize>()
+        + attachments.iter().map(|a| a.len() * 4 / 3).sum::<usize>()
+        + 4096;
+    one.saturating_mul(req.personalizations.len().max(1))
+}
+
+/// Checks and builds every message (tests and fuzzing; the handler builds one at a time).
+fn build_all(req: &MailSend, now_secs: i64, hostname: &str) -> Result<Vec<Vec<u8>>, Errors> {
+    let attachments = checked(req, now_secs)?;
+    let mut errors = Errors::default();
     let mut built = Vec::with_capacity(req.personalizations.len());
     for (i, p) in req.personalizations.iter().enumerate() {
-        let id = MessageId::generate();
-        match build_one(req, p, &format!("{id}@{hostname}")) {
-            Ok((from, rcpts, raw)) => built.push(Built { id, from, rcpts, raw }),
+        match build_one(req, p, &format!("{i}@{hostname}"), &attachments) {
+            Ok(raw) => built.push(raw),
             Err(message) => errors.add(format!("personalizations.{i}"), message),
         }
     }
     if errors.0.is_empty() { Ok(built) } else { Err(errors) }
 }
 
+/// Text that may not go into a header: a control character other than tab.
 fn has_line_break(text: &str) -> bool {
-    text.contains(['\r', '\n'])
+    text.chars().any(|c| c.is_control() && c != '\t')
 }
 
 fn valid_email(address: &str) -> bool {
@@ -312,12 +369,28 @@ fn check_headers(headers: &BTreeMap<String, Value>, field: &str, errors: &mut Er
             errors.add(format!("{field}.{name}"), "Invalid header name.");
         }
         match value {
-            Value::String(text) if has_line_break(text) => {
-                errors.add(format!("{field}.{name}"), "Header values may not contain line breaks.")
-            }
+            Value::String(text) if has_line_break(text) => errors.add(
+                format!("{field}.{name}"),
+                "Header values may not contain control characters.",
+            ),
+            Value::String(text) if text.len() > MAX_HEADER_VALUE => errors.add(
+                format!("{field}.{name}"),
+                format!("Header values may not be longer than {MAX_HEADER_VALUE} characters."),
+            ),
             Value::String(_) => {}
             _ => errors.add(format!("{field}.{name}"), "Header values must be strings."),
         }
+    }
+}
+
+/// Custom args: strings, at most 10,000 bytes together (SendGrid's limits).
+fn check_custom_args(args: &BTreeMap<String, Value>, field: &str, errors: &mut Errors) {
+    if args.values().any(|v| !v.is_string()) {
+        errors.add(field.to_string(), "Custom args values must be strings.");
+    }
+    let size: usize = args.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    if size > MAX_CUSTOM_ARGS_BYTES {
+        errors.add(field.to_string(), "Custom args may not exceed 10,000 bytes.");
     }
 }
 
@@ -357,6 +430,7 @@ fn check_senders(req: &MailSend, errors: &mut Errors) -> bool {
             "personalizations".to_string(),
             "The personalizations field may not have more than 1000 personalizations.",
         );
+        return false;
     }
     let total: usize =
         req.personalizations.iter().map(|p| p.to.len() + p.cc.len() + p.bcc.len()).sum();
@@ -393,9 +467,19 @@ fn check_senders(req: &MailSend, errors: &mut Errors) -> bool {
 
 /// Subject, content blocks, headers, `send_at` and categories.
 fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
+    let template = req.template_id.as_deref().is_some_and(|t| !t.is_empty());
+    if let Some(template) = &req.template_id
+        && (template.is_empty() || has_line_break(template) || template.len() > MAX_HEADER_VALUE)
+    {
+        errors.add("template_id".to_string(), "The template_id must be a template's id.");
+    }
+    if req.batch_id.as_deref().is_some_and(|b| has_line_break(b) || b.len() > MAX_HEADER_VALUE) {
+        errors.add("batch_id".to_string(), "The batch_id must be a batch's id.");
+    }
+    check_custom_args(&req.custom_args, "custom_args", errors);
     let subject_everywhere =
         req.subject.is_some() || req.personalizations.iter().all(|p| p.subject.is_some());
-    if !subject_everywhere && req.template_id.is_none() {
+    if !subject_everywhere && !template {
         errors.add(
             "subject".to_string(),
             "The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.",
@@ -405,11 +489,15 @@ fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
         req.subject.iter().chain(req.personalizations.iter().filter_map(|p| p.subject.as_ref()))
     {
         if has_line_break(subject) {
-            errors.add("subject".to_string(), "The subject may not contain line breaks.");
+            errors.add("subject".to_string(), "The subject may not contain control characters.");
+            break;
+        }
+        if subject.is_empty() {
+            errors.add("subject".to_string(), "The subject must be at least one character.");
             break;
         }
     }
-    if req.content.is_empty() && req.template_id.is_none() {
+    if req.content.is_empty() && !template {
         errors.add(
             "content".to_string(),
             "Unless a valid template_id is provided, the content parameter is required. There must be at least one defined content block.",
@@ -516,21 +604,52 @@ fn check_personalizations(req: &MailSend, now_secs: i64, errors: &mut Errors) {
             check_email(from, &format!("{field}.from"), errors);
         }
         check_headers(&p.headers, &format!("{field}.headers"), errors);
+        check_custom_args(&p.custom_args, &format!("{field}.custom_args"), errors);
+        let size: usize = p
+            .substitutions
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(usize::MAX / 2, str::len))
+            .fold(0, usize::saturating_add);
+        if size > MAX_SUBSTITUTION_BYTES {
+            errors.add(
+                format!("{field}.substitutions"),
+                "Substitutions must be strings, at most 10,000 bytes per personalization.",
+            );
+        }
         check_send_at(p.send_at, now_secs, &format!("{field}.send_at"), errors);
     }
 }
 
-/// `text` with each substitution key replaced by its value.
-fn substituted(text: &str, substitutions: &BTreeMap<String, Value>) -> String {
-    let mut out = text.to_string();
-    for (key, value) in substitutions.iter().filter(|(k, _)| !k.is_empty()) {
-        let value = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        out = out.replace(key.as_str(), &value);
+/// `text` with every substitution key replaced by its value in one pass (a value is never
+/// searched again for keys, as at SendGrid); an error when the result would pass 30 MB.
+fn substituted(text: &str, substitutions: &BTreeMap<String, Value>) -> Result<String, String> {
+    let pairs: Vec<(&str, String)> = substitutions
+        .iter()
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (key.as_str(), value)
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(text.to_string());
     }
-    out
+    let keys = pairs.iter().map(|(key, _)| *key);
+    let matcher = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(keys)
+        .map_err(|e| format!("substitutions: {e}"))?;
+    let mut out = String::with_capacity(text.len());
+    let mut fits = true;
+    matcher.replace_all_with(text, &mut out, |found, _, out| {
+        out.push_str(&pairs[found.pattern().as_usize()].1);
+        fits = out.len() <= MAX_BODY_BYTES;
+        fits
+    });
+    if fits { Ok(out) } else { Err("substitutions make the message larger than 30 MB".into()) }
 }
 
 fn address(e: &Email) -> BuiltAddress<'static> {
@@ -546,12 +665,18 @@ fn build_one(
     req: &MailSend,
     p: &Personalization,
     message_id: &str,
-) -> Result<(String, Vec<String>, Vec<u8>), String> {
+    attachments: &[Vec<u8>],
+) -> Result<Vec<u8>, String> {
     let from = p.from.as_ref().or(req.from.as_ref()).ok_or("no from")?;
     let subject = substituted(
         p.subject.as_ref().or(req.subject.as_ref()).map_or("", |s| s),
         &p.substitutions,
-    );
+    )?;
+    if has_line_break(&subject) {
+        return Err(
+            "The subject may not contain control characters, substitutions included.".into()
+        );
+    }
     let mut builder = MessageBuilder::new()
         .message_id(message_id.to_string())
         .from(address(from))
@@ -566,7 +691,7 @@ fn build_one(
         builder = builder.reply_to(list(&req.reply_to_list));
     }
     for c in &req.content {
-        let value = substituted(&c.value, &p.substitutions);
+        let value = substituted(&c.value, &p.substitutions)?;
         builder = if c.kind.eq_ignore_ascii_case("text/html") {
             builder.html_body(value)
         } else {
@@ -582,23 +707,24 @@ fn build_one(
         ));
     }
     builder = with_metadata(builder, req, p);
-    for a in &req.attachments {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(a.content.trim())
-            .map_err(|e| format!("attachment {:?}: {e}", a.filename))?;
+    for (a, bytes) in req.attachments.iter().zip(attachments) {
         let kind = a
             .kind
             .clone()
             .filter(|k| !k.is_empty())
             .unwrap_or_else(|| "application/octet-stream".into());
         builder = match (a.disposition.as_deref(), &a.content_id) {
-            (Some("inline"), Some(cid)) => builder.inline(kind, cid.clone(), bytes),
-            _ => builder.attachment(kind, a.filename.clone(), bytes),
+            (Some("inline"), Some(cid)) => builder.inline(kind, cid.clone(), bytes.as_slice()),
+            _ => builder.attachment(kind, a.filename.clone(), bytes.as_slice()),
         };
     }
-    let raw = builder.write_to_vec().map_err(|e| e.to_string())?;
-    let rcpts = p.to.iter().chain(&p.cc).chain(&p.bcc).map(|e| e.email.clone()).collect();
-    Ok((from.email.clone(), rcpts, raw))
+    builder.write_to_vec().map_err(|e| e.to_string())
+}
+
+/// JSON with a space after each comma between members, so a long value folds.
+fn spaced_json(value: &Value) -> String {
+    // A `"` inside a JSON string is escaped, so `,"` only occurs between members.
+    value.to_string().replace(",\"", ", \"")
 }
 
 /// The request's and the personalization's headers (the personalization's win), and the
@@ -627,7 +753,7 @@ fn with_metadata<'a>(
     if !custom_args.is_empty() {
         builder = builder.header(
             "X-Custom-Args",
-            Raw::new(Value::from(serde_json::Map::from_iter(custom_args)).to_string()),
+            Raw::new(spaced_json(&Value::from(serde_json::Map::from_iter(custom_args)))),
         );
     }
     if let Some(at) = p.send_at.or(req.send_at) {
@@ -635,8 +761,16 @@ fn with_metadata<'a>(
     }
     if let Some(template) = &req.template_id {
         builder = builder.header("X-Template-Id", Raw::new(template.clone()));
+        // Long data stays out of the header (a header line is at most 998 octets); without
+        // content the body shows it whole.
         if let Some(data) = &p.dynamic_template_data {
-            builder = builder.header("X-Template-Data", Raw::new(data.to_string()));
+            let data = spaced_json(data);
+            let data = if data.len() <= MAX_HEADER_VALUE {
+                data
+            } else {
+                format!("({} bytes, not shown here)", data.len())
+            };
+            builder = builder.header("X-Template-Data", Raw::new(data));
         }
     }
     if let Some(batch) = &req.batch_id {
@@ -684,15 +818,14 @@ mod tests {
         value["headers"] = json!({"X-Case": "one"});
         let built = build_all(&request(value), 1_800_000_000, "tern.test").expect("builds");
         assert_eq!(built.len(), 2);
-        assert_eq!(built[0].rcpts, ["a@example.com", "c@example.com", "hidden@example.com"]);
-        let first = String::from_utf8_lossy(&built[0].raw).into_owned();
+        let first = String::from_utf8_lossy(&built[0]).into_owned();
         assert!(first.contains("Subject: For Ann"), "{first}");
         assert!(first.contains("Dear Ann"));
         assert!(first.contains("X-Custom-Args: {\"user\":\"1\"}"), "{first}");
         assert!(!first.contains("hidden@example.com"), "Bcc is not a header");
-        let summary = Summary::extract(&built[0].raw);
+        let summary = Summary::extract(&built[0]);
         assert_eq!(summary.tags, ["welcome", "test"]);
-        let second = String::from_utf8_lossy(&built[1].raw).into_owned();
+        let second = String::from_utf8_lossy(&built[1]).into_owned();
         assert!(second.contains("Subject: Hello") && second.contains("X-Case: two"), "{second}");
         assert!(!second.contains("X-Case: one"));
     }
@@ -722,6 +855,48 @@ mod tests {
     }
 
     #[test]
+    fn substitutions_run_once_and_cannot_inject_headers() {
+        let mut value = base();
+        value["subject"] = json!("-s-");
+        value["content"] = json!([{"type": "text/plain", "value": "k0"}]);
+        // Each value names the next key: one pass replaces k0 once and stops.
+        value["personalizations"][0]["substitutions"] =
+            json!({"k0": "k1k1", "k1": "k2k2", "-s-": "Hi"});
+        let built = build_all(&request(value.clone()), 1_800_000_000, "tern.test").expect("builds");
+        let raw = String::from_utf8_lossy(&built[0]).into_owned();
+        assert!(raw.contains("k1k1") && !raw.contains("k2k2"), "{raw}");
+        value["personalizations"][0]["substitutions"] =
+            json!({"-s-": "x\r\nBcc: victim@example.com"});
+        let err = build_all(&request(value), 1_800_000_000, "tern.test").expect_err("refused");
+        assert!(err.0[0].0.contains("control characters"), "{:?}", err.0);
+    }
+
+    #[test]
+    fn control_characters_long_headers_and_huge_requests_are_refused() {
+        let mut value = base();
+        value["template_id"] = json!("d-1\r\nBcc: x@example.com");
+        value["batch_id"] = json!("b\u{0}");
+        value["headers"] = json!({"X-Long": "a".repeat(1000)});
+        value["custom_args"] = json!({"n": 1});
+        value["subject"] = json!("");
+        let fields: Vec<String> = errors(value).into_iter().filter_map(|(_, f)| f).collect();
+        for want in ["template_id", "batch_id", "headers.X-Long", "custom_args", "subject"] {
+            assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
+        }
+        let mut value = base();
+        let many: Vec<Value> = (0..5000).map(|_| json!({})).collect();
+        value["personalizations"] = json!(many);
+        assert_eq!(errors(value).len(), 1, "one error for too many personalizations");
+        let mut value = base();
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 1024 * 1024]);
+        value["attachments"] = json!([{"content": big, "filename": "big.bin"}]);
+        let people: Vec<Value> =
+            (0..300).map(|i| json!({"to": [{"email": format!("u{i}@example.com")}]})).collect();
+        value["personalizations"] = json!(people);
+        assert!(errors(value)[0].0.contains("more than 256 MB"));
+    }
+
+    #[test]
     fn limits_and_templates() {
         let mut value = base();
         let many: Vec<Value> =
@@ -736,7 +911,7 @@ mod tests {
         value["personalizations"][0]["dynamic_template_data"] = json!({"first": "Ann"});
         let built =
             build_all(&request(value), 1_800_000_000, "tern.test").expect("a template send");
-        let raw = String::from_utf8_lossy(&built[0].raw).into_owned();
+        let raw = String::from_utf8_lossy(&built[0]).into_owned();
         assert!(raw.contains("X-Template-Id: d-123") && raw.contains("\"first\":\"Ann\""), "{raw}");
         assert!(errors(json!({})).iter().any(|(_, f)| f.as_deref() == Some("personalizations")));
     }

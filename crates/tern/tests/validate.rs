@@ -30,6 +30,8 @@ struct World {
     dns: Dnsmasq,
     _mx: Postfix,
     port: u16,
+    /// A configuration that lets the callout reach the loopback Postfix.
+    config: std::path::PathBuf,
 }
 
 fn world() -> World {
@@ -45,7 +47,9 @@ fn world() -> World {
         DnsRecord::null_mx("nomail.validate.test"),
         DnsRecord::a("aonly.validate.test", Ipv4Addr::LOCALHOST),
     ]);
-    World { dns, _mx: mx, port }
+    let config = support::temp_dir("validate").join("tern.toml");
+    std::fs::write(&config, "[validate]\ncallout_private_addresses = true\n").unwrap();
+    World { dns, _mx: mx, port, config }
 }
 
 /// `tern validate ARGS…` with the world's DNS and port: exit code and JSON report.
@@ -55,7 +59,8 @@ fn cli(world: &World, args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
         .arg("validate")
         .args(args)
-        .args(["--dns", &dns, "--port", &port, "--json"])
+        .args(["--dns", &dns, "--port", &port, "--json", "--config"])
+        .arg(&world.config)
         .env_remove("TERN_CONFIG")
         .output()
         .expect("run tern validate");
@@ -122,6 +127,19 @@ fn the_cli_judges_syntax_domains_roles_and_asks_the_mail_server() {
     let (_, report) = cli(&world, &["用户@mail.validate.test"]);
     assert_eq!(report["SMTPUTF8"], true, "{report}");
     assert_eq!(result(&report, "syntax").0, "pass");
+
+    // Without callout_private_addresses the loopback mail host is not asked.
+    let dns = world.dns.addr().to_string();
+    let port = world.port.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["validate", "ann@mail.validate.test", "--callout", "--json"])
+        .args(["--dns", &dns, "--port", &port])
+        .env_remove("TERN_CONFIG")
+        .output()
+        .expect("run tern validate");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(result(&report, "callout").1.contains("an internal address"), "{report}");
 }
 
 #[test]
@@ -129,7 +147,7 @@ fn the_api_caches_callouts_spaces_them_per_domain_and_spares_our_domains() {
     let world = world();
     let server = TernServer::start(&format!(
         "[outbound]\ndns_servers = [\"{}\"]\nmx_port = {}\n\n[relay]\nlocal_domains = \
-         [\"own.validate.test\"]\n\n[validate]\ncallout = true\ncallout_interval_secs = 60\n",
+         [\"own.validate.test\"]\n\n[validate]\ncallout = true\ncallout_interval_secs = 60\ncallout_private_addresses = true\n",
         world.dns.addr(),
         world.port
     ));
@@ -150,7 +168,7 @@ fn the_api_caches_callouts_spaces_them_per_domain_and_spares_our_domains() {
     // Another address at the same domain within the interval: not asked.
     let spaced = validate("bob@mail.validate.test");
     assert_eq!(spaced["Verdict"], "risky", "{spaced}");
-    assert!(result(&spaced, "callout").1.contains("one callout per domain"), "{spaced}");
+    assert!(result(&spaced, "callout").1.contains("one callout per mail server"), "{spaced}");
     let own = validate("postmaster@own.validate.test");
     assert_eq!(
         result(&own, "callout"),

@@ -406,15 +406,19 @@ impl Session {
     }
 
     /// Asks whether `rcpt` would be taken, without sending anything: `MAIL FROM:<>` (with
-    /// `SMTPUTF8` when `smtputf8` and the peer offers it), `RCPT TO`, then `RSET`. Returns the
-    /// reply to `RCPT`; a refused `MAIL` is an error (it says nothing of the recipient).
-    pub async fn probe(&mut self, rcpt: &str, smtputf8: bool) -> Result<ClientReply, ClientError> {
+    /// `SMTPUTF8` when `smtputf8`), `RCPT TO`, then `RSET`. Returns the reply to `RCPT`, or
+    /// `None` when the address needs SMTPUTF8 and the peer does not offer it; a refused `MAIL`
+    /// is an error (it says nothing of the recipient).
+    pub async fn probe(
+        &mut self,
+        rcpt: &str,
+        smtputf8: bool,
+    ) -> Result<Option<ClientReply>, ClientError> {
         let wait = self.timeouts.command;
-        let mail = if smtputf8 && self.caps.smtputf8 {
-            "MAIL FROM:<> SMTPUTF8\r\n"
-        } else {
-            "MAIL FROM:<>\r\n"
-        };
+        if smtputf8 && !self.caps.smtputf8 {
+            return Ok(None);
+        }
+        let mail = if smtputf8 { "MAIL FROM:<> SMTPUTF8\r\n" } else { "MAIL FROM:<>\r\n" };
         let reply = self.conn.command(mail, wait, "reply to MAIL FROM").await?;
         if !reply.is_positive() {
             return Err(ClientError::Rejected { stage: "MAIL FROM", reply });
@@ -422,7 +426,7 @@ impl Session {
         let line = format!("RCPT TO:<{rcpt}>\r\n");
         let answer = self.conn.command(&line, wait, "reply to RCPT TO").await?;
         let _ = self.reset().await;
-        Ok(answer)
+        Ok(Some(answer))
     }
 
     /// `QUIT`, waiting briefly for its reply; the connection is closed either way.
