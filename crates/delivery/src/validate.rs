@@ -429,7 +429,7 @@ impl Validator {
         let Some(ip) = host.addrs.first().copied() else {
             return skipped("callout", "the mail host has no address");
         };
-        if !self.config.callout_private_addresses && !is_public(ip) {
+        if !self.config.callout_private_addresses && tern_dns::is_internal(ip) {
             return Check {
                 check: "callout",
                 result: Outcome::Unknown,
@@ -526,37 +526,6 @@ impl Validator {
     }
 }
 
-/// An address on the Internet: not loopback, private, shared (CGNAT), link-local,
-/// documentation, multicast, unspecified or unique-local.
-fn is_public(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -611,26 +580,6 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(65));
         assert!(parse_mailbox(&long).unwrap_err().contains("at most 64"));
-    }
-
-    #[test]
-    fn only_public_addresses_are_called_out_to() {
-        for internal in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "100.64.0.1",
-            "169.254.1.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(internal.parse().unwrap()), "{internal}");
-        }
-        for public in ["8.8.8.8", "2a00:1450::1"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! is asked again with `GET`, whose body is never read. This module owns these outbound
 //! requests and nothing else: it reads no store.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,7 +230,8 @@ impl LinkChecker {
         if addresses.is_empty() {
             return Err(CheckError::NoSuchHost);
         }
-        if !self.config.private_addresses && addresses.iter().any(|a| is_internal(a.ip())) {
+        if !self.config.private_addresses && addresses.iter().any(|a| tern_dns::is_internal(a.ip()))
+        {
             tracing::warn!(%host, "link check: not requesting a link to an internal address");
             return Err(CheckError::Blocked);
         }
@@ -268,97 +269,12 @@ where
     Ok((response.status(), location))
 }
 
-/// Loopback, private, link-local, shared (CGNAT), multicast, unspecified, broadcast,
-/// documentation and reserved addresses, and IPv6 forms that carry such an IPv4 address
-/// (mapped, NAT64, 6to4); Teredo is refused whole.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_internal_v4(ip),
-        IpAddr::V6(ip) => is_internal_v6(ip),
-    }
-}
-
-fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || a == 0
-        || a >= 240
-        || (a == 100 && (b & 0xc0) == 64)
-        || (a == 198 && (b & 0xfe) == 18)
-}
-
-fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    let embedded = |high: u16, low: u16| {
-        let [a, b] = high.to_be_bytes();
-        let [c, d] = low.to_be_bytes();
-        is_internal_v4(Ipv4Addr::new(a, b, c, d))
-    };
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_internal_v4(v4);
-    }
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_unique_local()
-        || ip.is_unicast_link_local()
-        // Site-local (deprecated), documentation, Teredo.
-        || (segments[0] & 0xffc0) == 0xfec0
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)
-        || (segments[0] == 0x2001 && segments[1] == 0)
-        // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry the IPv4 address last.
-        || (segments[..6] == [0; 6] && embedded(segments[6], segments[7]))
-        || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(segments[6], segments[7]))
-        || (segments[0] == 0x2002 && embedded(segments[1], segments[2]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        let internal = [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "192.0.2.1",
-            "198.18.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fe80::1",
-            "fec0::1",
-            "ff02::1",
-            "2001:db8::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::",
-            "2001:0:4136:e378::1",
-        ];
-        for ip in internal {
-            assert!(is_internal(ip.parse().expect("ip")), "{ip} is internal");
-        }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1", "::ffff:8.8.8.8"] {
-            assert!(!is_internal(ip.parse().expect("ip")), "{ip} is public");
-        }
-    }
 
     /// Answers one HTTP/1.1 request on `stream` by its request line: `HEAD /no-head` gets 405
     /// (and `GET` 200), `/moved` redirects to `/ok`, `/loop` to itself, `/missing` is 404,

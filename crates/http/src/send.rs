@@ -384,7 +384,7 @@ fn sniff(bytes: &[u8]) -> &'static str {
 }
 
 /// `local@domain` with no spaces, brackets or control characters.
-fn valid_address(address: &str) -> bool {
+pub(crate) fn valid_address(address: &str) -> bool {
     let Some((local, domain)) = address.rsplit_once('@') else { return false };
     !local.is_empty()
         && !domain.is_empty()

@@ -12,7 +12,7 @@
 //! catcher shows the message at once), `template_id` and `dynamic_template_data` headers
 //! and, without content, a text body naming them (templates live at SendGrid). SendGrid's
 //! limits hold: at most 1,000 personalizations and 1,000 recipients per request, `send_at`
-//! at most 72 hours ahead, no line breaks in anything that becomes a header.
+//! at most 72 hours ahead, no control characters in anything that becomes a header.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +32,7 @@ use tern_store::MessageId;
 
 use crate::State;
 use crate::error::ApiError;
-use crate::send::{peer_of, plan};
+use crate::send::{peer_of, plan, valid_address};
 
 /// SendGrid's limit on a request body (30 MB).
 pub const MAX_BODY_BYTES: usize = 30 * 1024 * 1024;
@@ -284,17 +284,10 @@ pub(crate) fn build_from_json(body: &[u8]) {
 /// its field.
 fn checked(req: &MailSend, now_secs: i64) -> Result<Vec<Vec<u8>>, Errors> {
     let mut errors = Errors::default();
-    check(req, now_secs, &mut errors);
+    let attachments = check(req, now_secs, &mut errors);
     if !errors.0.is_empty() {
         return Err(errors);
     }
-    let attachments: Vec<Vec<u8>> = req
-        .attachments
-        .iter()
-        .map(|a| {
-            base64::engine::general_purpose::STANDARD.decode(a.content.trim()).unwrap_or_default()
-        })
-        .collect();
     if estimated_size(req, &attachments) > MAX_TOTAL_BYTES {
         errors.add(
             "personalizations".to_string(),
@@ -331,19 +324,18 @@ fn build_all(req: &MailSend, now_secs: i64, hostname: &str) -> Result<Vec<Vec<u8
 }
 
 /// Text that may not go into a header: a control character other than tab.
-fn has_line_break(text: &str) -> bool {
+fn has_control(text: &str) -> bool {
     text.chars().any(|c| c.is_control() && c != '\t')
 }
 
+/// The Mailpit send API's address check, plus a dotted domain and no quote, as SendGrid asks.
 fn valid_email(address: &str) -> bool {
-    let Some((local, domain)) = address.rsplit_once('@') else { return false };
-    !local.is_empty()
+    let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
+    valid_address(address)
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !address.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
-        })
+        && !address.contains('"')
 }
 
 fn check_email(email: &Email, field: &str, errors: &mut Errors) {
@@ -352,8 +344,8 @@ fn check_email(email: &Email, field: &str, errors: &mut Errors) {
     } else if !valid_email(&email.email) {
         errors.add(format!("{field}.email"), "Does not contain a valid address.".to_string());
     }
-    if email.name.as_deref().is_some_and(has_line_break) {
-        errors.add(format!("{field}.name"), "The name may not contain line breaks.");
+    if email.name.as_deref().is_some_and(has_control) {
+        errors.add(format!("{field}.name"), "The name may not contain control characters.");
     }
 }
 
@@ -369,7 +361,7 @@ fn check_headers(headers: &BTreeMap<String, Value>, field: &str, errors: &mut Er
             errors.add(format!("{field}.{name}"), "Invalid header name.");
         }
         match value {
-            Value::String(text) if has_line_break(text) => errors.add(
+            Value::String(text) if has_control(text) => errors.add(
                 format!("{field}.{name}"),
                 "Header values may not contain control characters.",
             ),
@@ -407,13 +399,15 @@ fn check_send_at(send_at: Option<i64>, now_secs: i64, field: &str, errors: &mut 
 }
 
 /// SendGrid's validation, as much as applies here.
-fn check(req: &MailSend, now_secs: i64, errors: &mut Errors) {
+/// Returns the attachments decoded (complete only when no error was added).
+fn check(req: &MailSend, now_secs: i64, errors: &mut Errors) -> Vec<Vec<u8>> {
     if !check_senders(req, errors) {
-        return;
+        return Vec::new();
     }
     check_content(req, now_secs, errors);
-    check_attachments(req, errors);
+    let attachments = check_attachments(req, errors);
     check_personalizations(req, now_secs, errors);
+    attachments
 }
 
 /// The personalizations' count and size, the sender and reply addresses; false when the
@@ -469,11 +463,11 @@ fn check_senders(req: &MailSend, errors: &mut Errors) -> bool {
 fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
     let template = req.template_id.as_deref().is_some_and(|t| !t.is_empty());
     if let Some(template) = &req.template_id
-        && (template.is_empty() || has_line_break(template) || template.len() > MAX_HEADER_VALUE)
+        && (template.is_empty() || has_control(template) || template.len() > MAX_HEADER_VALUE)
     {
         errors.add("template_id".to_string(), "The template_id must be a template's id.");
     }
-    if req.batch_id.as_deref().is_some_and(|b| has_line_break(b) || b.len() > MAX_HEADER_VALUE) {
+    if req.batch_id.as_deref().is_some_and(|b| has_control(b) || b.len() > MAX_HEADER_VALUE) {
         errors.add("batch_id".to_string(), "The batch_id must be a batch's id.");
     }
     check_custom_args(&req.custom_args, "custom_args", errors);
@@ -488,7 +482,7 @@ fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
     for subject in
         req.subject.iter().chain(req.personalizations.iter().filter_map(|p| p.subject.as_ref()))
     {
-        if has_line_break(subject) {
+        if has_control(subject) {
             errors.add("subject".to_string(), "The subject may not contain control characters.");
             break;
         }
@@ -530,12 +524,12 @@ fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
     for (i, category) in req.categories.iter().enumerate() {
         if category.is_empty()
             || category.len() > 255
-            || has_line_break(category)
+            || has_control(category)
             || category.contains(',')
         {
             errors.add(
                 format!("categories.{i}"),
-                "A category must be 1 to 255 characters without line breaks or commas.",
+                "A category must be 1 to 255 characters without control characters or commas.",
             );
         }
     }
@@ -545,20 +539,25 @@ fn check_content(req: &MailSend, now_secs: i64, errors: &mut Errors) {
     }
 }
 
-fn check_attachments(req: &MailSend, errors: &mut Errors) {
+/// Checks the attachments and decodes their content, once.
+fn check_attachments(req: &MailSend, errors: &mut Errors) -> Vec<Vec<u8>> {
+    let mut decoded = Vec::with_capacity(req.attachments.len());
     for (i, a) in req.attachments.iter().enumerate() {
         let field = format!("attachments.{i}");
         if a.filename.is_empty() {
             errors
                 .add(format!("{field}.filename"), "The attachment filename parameter is required.");
         }
-        if has_line_break(&a.filename) || a.kind.as_deref().is_some_and(has_line_break) {
-            errors
-                .add(field.clone(), "Attachment filenames and types may not contain line breaks.");
+        if has_control(&a.filename) || a.kind.as_deref().is_some_and(has_control) {
+            errors.add(
+                field.clone(),
+                "Attachment filenames and types may not contain control characters.",
+            );
         }
-        if base64::engine::general_purpose::STANDARD.decode(a.content.trim()).is_err() {
-            errors
-                .add(format!("{field}.content"), "The attachment content must be base64 encoded.");
+        match base64::engine::general_purpose::STANDARD.decode(a.content.trim()) {
+            Ok(bytes) => decoded.push(bytes),
+            Err(_) => errors
+                .add(format!("{field}.content"), "The attachment content must be base64 encoded."),
         }
         match a.disposition.as_deref() {
             None | Some("attachment") => {}
@@ -572,11 +571,14 @@ fn check_attachments(req: &MailSend, errors: &mut Errors) {
                 "The disposition must be inline or attachment.",
             ),
         }
-        if a.content_id.as_deref().is_some_and(has_line_break) {
-            errors
-                .add(format!("{field}.content_id"), "The content_id may not contain line breaks.");
+        if a.content_id.as_deref().is_some_and(has_control) {
+            errors.add(
+                format!("{field}.content_id"),
+                "The content_id may not contain control characters.",
+            );
         }
     }
+    decoded
 }
 
 fn check_personalizations(req: &MailSend, now_secs: i64, errors: &mut Errors) {
@@ -672,7 +674,7 @@ fn build_one(
         p.subject.as_ref().or(req.subject.as_ref()).map_or("", |s| s),
         &p.substitutions,
     )?;
-    if has_line_break(&subject) {
+    if has_control(&subject) {
         return Err(
             "The subject may not contain control characters, substitutions included.".into()
         );
