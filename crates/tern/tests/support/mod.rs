@@ -54,64 +54,42 @@ impl TernServer {
 
     /// Starts a server with a command built by `command` from the config file's path (to run
     /// tern under a wrapper that `exec`s it, e.g. with resource limits).
-    pub fn launch(
-        data: &Path,
-        extra_toml: &str,
-        command: impl FnOnce(&Path) -> Command,
-    ) -> TernServer {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let config = data.join("tern.toml");
-        let toml = format!(
-            "hostname = \"tern.test\"\ndata_dir = {:?}\n{extra_toml}\n",
-            data.join("store").display().to_string()
-        );
-        let toml = if toml.contains("[http]") {
-            toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1)
-        } else {
-            format!("{toml}\n[http]\nlisten = \"{http}\"\n")
-        };
-        let toml = if toml.contains("[smtp]") {
-            toml.replacen("[smtp]", &format!("[smtp]\nlisten = [\"{addr}\"]"), 1)
-        } else {
-            format!("{toml}\n[smtp]\nlisten = [\"{addr}\"]\n")
-        };
-        std::fs::write(&config, toml).expect("write config");
-        let stderr_path = data.join(format!("stderr-{}.log", addr.port()));
-        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let child =
-            command(&config).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
-        let mut server = TernServer {
-            addr,
-            http,
-            data: data.to_path_buf(),
-            child,
-            stderr_path,
-            keep_data: false,
-        };
-        server.wait_ready();
-        server
+    pub fn launch(data: &Path, extra_toml: &str, command: impl Fn(&Path) -> Command) -> TernServer {
+        for _ in 0..PORT_ATTEMPTS {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let config = data.join("tern.toml");
+            let toml = format!(
+                "hostname = \"tern.test\"\ndata_dir = {:?}\n{extra_toml}\n",
+                data.join("store").display().to_string()
+            );
+            let toml = if toml.contains("[http]") {
+                toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1)
+            } else {
+                format!("{toml}\n[http]\nlisten = \"{http}\"\n")
+            };
+            let toml = if toml.contains("[smtp]") {
+                toml.replacen("[smtp]", &format!("[smtp]\nlisten = [\"{addr}\"]"), 1)
+            } else {
+                format!("{toml}\n[smtp]\nlisten = [\"{addr}\"]\n")
+            };
+            std::fs::write(&config, toml).expect("write config");
+            let server = Self::spawn(data, addr, http, command(&config));
+            if let Some(server) = server.ready_for(is_tern_banner) {
+                return server;
+            }
+        }
+        panic!("no free ports for tern after {PORT_ATTEMPTS} attempts");
     }
 
-    /// Waits until our own child greets on the port (another process may hold a port that
-    /// `free_port` handed out; then our child exits and we say so).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tern exited ({status}) before listening; stderr:\n{}", self.stderr());
-            }
-            if let Ok(stream) = TcpStream::connect(self.addr) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut banner = String::new();
-                let _ = BufReader::new(stream).read_line(&mut banner);
-                if banner.starts_with("220 tern.test ESMTP Tern") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("tern did not start; stderr:\n{}", self.stderr());
+    /// Runs `command` (its log to a file in `data`) as the server for `addr` and `http`.
+    fn spawn(data: &Path, addr: SocketAddr, http: SocketAddr, mut command: Command) -> TernServer {
+        let stderr_path = data.join(format!("stderr-{}.log", addr.port()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        // The readiness check reads the "tern ready" line: keep the default log level.
+        command.env_remove("RUST_LOG");
+        let child = command.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
+        TernServer { addr, http, data: data.to_path_buf(), child, stderr_path, keep_data: false }
     }
 
     pub fn stderr(&self) -> String {
@@ -225,70 +203,79 @@ impl TernServer {
         listeners: &[MtaListener],
         extra_toml: &str,
         ready: fn(&str) -> bool,
-        command: impl FnOnce(&Path) -> Command,
+        command: impl Fn(&Path) -> Command,
     ) -> (TernServer, Vec<SocketAddr>) {
         assert!(!listeners.is_empty(), "mode = \"mta\" needs a listener");
-        let data = data.to_path_buf();
-        let addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
-            .collect();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        // An `[http]` table in `extra_toml` gets the listen address; otherwise one is added.
-        let (extra_toml, http_table) = if extra_toml.contains("[http]") {
-            (
-                extra_toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1),
-                String::new(),
-            )
-        } else {
-            (extra_toml.to_string(), format!("\n[http]\nlisten = \"{http}\"\n"))
-        };
-        let mut toml = format!(
-            "hostname = \"tern.test\"\ndata_dir = {:?}\nmode = \"mta\"\n{http_table}",
-            data.join("store").display().to_string()
-        );
-        for (listener, addr) in listeners.iter().zip(&addrs) {
-            toml += &format!(
-                "\n[[listener]]\naddress = \"{addr}\"\nrole = \"{}\"\nallow_plaintext_auth = {}\n",
-                listener.role, listener.allow_plaintext_auth
+        for _ in 0..PORT_ATTEMPTS {
+            let addrs: Vec<SocketAddr> = listeners
+                .iter()
+                .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
+                .collect();
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            // An `[http]` table in `extra_toml` gets the listen address; otherwise one is added.
+            let (extra_toml, http_table) = if extra_toml.contains("[http]") {
+                (
+                    extra_toml.replacen("[http]", &format!("[http]\nlisten = \"{http}\""), 1),
+                    String::new(),
+                )
+            } else {
+                (extra_toml.to_string(), format!("\n[http]\nlisten = \"{http}\"\n"))
+            };
+            let mut toml = format!(
+                "hostname = \"tern.test\"\ndata_dir = {:?}\nmode = \"mta\"\n{http_table}",
+                data.join("store").display().to_string()
             );
+            for (listener, addr) in listeners.iter().zip(&addrs) {
+                toml += &format!(
+                    "\n[[listener]]\naddress = \"{addr}\"\nrole = \"{}\"\nallow_plaintext_auth = {}\n",
+                    listener.role, listener.allow_plaintext_auth
+                );
+            }
+            toml += &format!("\n{extra_toml}\n");
+            // Outbound DNS never leaves loopback: without a test's own `[outbound]`, lookups go to
+            // a closed port and fail as temporary errors (relayed mail then waits in the queue).
+            if !extra_toml.contains("[outbound]") {
+                toml += "\n[outbound]\ndns_servers = [\"127.0.0.1:9\"]\ndns_timeout_secs = 1\n";
+            }
+            // Checking SPF/DKIM/DMARC needs DNS too: tests that do not test it turn it off (with
+            // the closed port above, every check would end in a 451 temperror).
+            if !extra_toml.contains("[auth]") {
+                toml += "\n[auth]\nverify = false\n";
+            }
+            let config = data.join("tern.toml");
+            std::fs::write(&config, toml).expect("write config");
+            let server = Self::spawn(data, addrs[0], http, command(&config));
+            if let Some(server) = server.ready_for(ready) {
+                return (server, addrs);
+            }
         }
-        toml += &format!("\n{extra_toml}\n");
-        // Outbound DNS never leaves loopback: without a test's own `[outbound]`, lookups go to
-        // a closed port and fail as temporary errors (relayed mail then waits in the queue).
-        if !extra_toml.contains("[outbound]") {
-            toml += "\n[outbound]\ndns_servers = [\"127.0.0.1:9\"]\ndns_timeout_secs = 1\n";
-        }
-        // Checking SPF/DKIM/DMARC needs DNS too: tests that do not test it turn it off (with
-        // the closed port above, every check would end in a 451 temperror).
-        if !extra_toml.contains("[auth]") {
-            toml += "\n[auth]\nverify = false\n";
-        }
-        let config = data.join("tern.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let stderr_path = data.join(format!("stderr-{}.log", addrs[0].port()));
-        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let child =
-            command(&config).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn tern");
-        let mut server =
-            TernServer { addr: addrs[0], http, data, child, stderr_path, keep_data: false };
-        server.wait_ready_for(ready);
-        (server, addrs)
+        panic!("no free ports for tern after {PORT_ATTEMPTS} attempts");
     }
 
-    /// Waits until our own child answers on `.addr` with a banner that satisfies `ready`.
-    fn wait_ready_for(&mut self, ready: fn(&str) -> bool) {
+    /// Waits until our own child is ready (its "tern ready" line) and answers on `.addr` with
+    /// a banner that satisfies `ready`. `None` when another process held one of its ports
+    /// (`free_port` only says a port was free a moment ago): the child has exited and the
+    /// caller tries other ports. A banner alone could come from that other process.
+    fn ready_for(mut self, ready: fn(&str) -> bool) -> Option<TernServer> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tern exited ({status}) before listening; stderr:\n{}", self.stderr());
+                let log = self.stderr();
+                if log.contains("Address already in use") {
+                    // The data directory stays for the next attempt.
+                    self.keep_data = true;
+                    return None;
+                }
+                panic!("tern exited ({status}) before listening; stderr:\n{log}");
             }
-            if let Ok(stream) = TcpStream::connect(self.addr) {
+            if self.stderr().contains("tern ready")
+                && let Ok(stream) = TcpStream::connect(self.addr)
+            {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut banner = String::new();
                 let _ = BufReader::new(stream).read_line(&mut banner);
                 if ready(&banner) {
-                    return;
+                    return Some(self);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -296,6 +283,9 @@ impl TernServer {
         panic!("tern did not start; stderr:\n{}", self.stderr());
     }
 }
+
+/// Tries at starting a server on fresh ports before a port race fails the test.
+const PORT_ATTEMPTS: usize = 5;
 
 impl Drop for TernServer {
     /// Stops the server; its data directory is kept only when a test failed, for inspection.
