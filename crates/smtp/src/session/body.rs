@@ -142,11 +142,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Whether chaos cuts the connection while this transaction's body arrives.
     async fn cuts_mid_data(&mut self, tx: &Transaction) -> Result<bool, Stop> {
+        let Some(chaos) = self.ctx.door.chaos() else { return Ok(false) };
         let rcpts: Vec<&str> = tx.rcpts.iter().map(|(r, _)| r.address.as_str()).collect();
-        let from = tx.from.address.as_str();
-        let door = self.ctx.door.clone();
-        let Some(decision) = door.chaos().and_then(|chaos| chaos.at_data_start(from, &rcpts))
-        else {
+        let Some(decision) = chaos.at_data_start(&tx.from.address, &rcpts) else {
             return Ok(false);
         };
         self.chaos_delay(decision.delay).await?;
@@ -160,17 +158,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.hello.is_none() {
             return Ok(canned::bad_sequence("Error: send HELO/EHLO first"));
         }
-        let rcpts: Vec<String> = tx.rcpts.iter().map(|(r, _)| r.address.clone()).collect();
-        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        let from = tx.from.address.clone();
-        match self.chaos(|chaos| chaos.at_data(&from, &rcpts, &raw)).await? {
-            Outcome::Proceed => {}
-            Outcome::Answer(reply) => return Ok(reply),
-            Outcome::Drop => {
-                // Chaos: the client is told its message is stored; nothing is.
-                let id = tern_store::MessageId::generate();
-                tracing::info!(queue_id = %id, from = %from, "chaos: message dropped");
-                return Ok(Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
+        if self.ctx.door.chaos().is_some() {
+            let rcpts: Vec<&str> = tx.rcpts.iter().map(|(r, _)| r.address.as_str()).collect();
+            let from = tx.from.address.as_str();
+            match self.chaos(|chaos| chaos.at_data(from, &rcpts, &raw)).await? {
+                Outcome::Proceed => {}
+                Outcome::Answer(reply) => return Ok(reply),
+                Outcome::Drop => {
+                    // Chaos: the client is told its message is stored; nothing is.
+                    let id = tern_store::MessageId::generate();
+                    tracing::info!(queue_id = %id, from = %from, "chaos: message dropped");
+                    return Ok(Reply::new(250, Status(2, 0, 0), format!("Ok: queued as {id}")));
+                }
             }
         }
         let client = self.client(tx.from.smtputf8);
